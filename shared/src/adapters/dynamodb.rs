@@ -1,0 +1,259 @@
+//! The one table (DESIGN.md, "Records"). Key layout:
+//!
+//! | item | pk | sk | by-service index | active index (sparse) |
+//! |---|---|---|---|---|
+//! | deployment | `DEPLOYMENT#id` | `DEPLOYMENT` | `SERVICE#svc#env` / `created_at#id` | `ACTIVE` / `svc#env#created_at#id`, only while active |
+//! | registration | `REGISTRATION` | `svc#env` | | |
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::Deployment;
+use crate::ports::{Created, DeploymentStore, PortError, PortResult};
+use crate::registration::Registration;
+
+pub const BY_SERVICE_INDEX: &str = "by-service";
+pub const ACTIVE_INDEX: &str = "active";
+const ACTIVE: &str = "ACTIVE";
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeploymentItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_sk: Option<String>,
+    #[serde(flatten)]
+    deployment: Deployment,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistrationItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    registration: Registration,
+}
+
+fn deployment_pk(id: &str) -> String {
+    format!("DEPLOYMENT#{id}")
+}
+
+const DEPLOYMENT_SK: &str = "DEPLOYMENT";
+const REGISTRATION_PK: &str = "REGISTRATION";
+
+impl DeploymentItem {
+    fn new(d: &Deployment) -> Self {
+        let created = d
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let active = d.status.is_active();
+        DeploymentItem {
+            pk: deployment_pk(&d.id),
+            sk: DEPLOYMENT_SK.to_string(),
+            gsi1pk: format!("SERVICE#{}#{}", d.service, d.environment),
+            gsi1sk: format!("{created}#{}", d.id),
+            active_pk: active.then(|| ACTIVE.to_string()),
+            active_sk: active
+                .then(|| format!("{}#{}#{created}#{}", d.service, d.environment, d.id)),
+            deployment: d.clone(),
+        }
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn put(&self, d: &Deployment, condition: &str, expected: Option<u64>) -> PortResult<()> {
+        let item =
+            serde_dynamo::to_item(DeploymentItem::new(d)).map_err(|e| PortError::Corrupt {
+                key: deployment_pk(&d.id),
+                message: e.to_string(),
+            })?;
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if let Some(expected) = expected {
+            request =
+                request.expression_attribute_values(":v", AttributeValue::N(expected.to_string()));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+                {
+                    Err(PortError::Conflict)
+                } else {
+                    Err(PortError::remote(
+                        "DynamoDB PutItem",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl DeploymentStore for DynamoStore {
+    async fn registrations(&self) -> PortResult<Vec<Registration>> {
+        let pages: Result<Vec<_>, _> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(REGISTRATION_PK.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let items = pages.map_err(|e| {
+            PortError::remote(
+                "DynamoDB Query",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, RegistrationItem>(item)
+                    .map(|i| i.registration)
+                    .map_err(|e| PortError::Corrupt {
+                        key: REGISTRATION_PK.to_string(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    async fn put_registration(&self, registration: &Registration) -> PortResult<()> {
+        let item = RegistrationItem {
+            pk: REGISTRATION_PK.to_string(),
+            sk: format!("{}#{}", registration.service, registration.environment),
+            registration: registration.clone(),
+        };
+        let item = serde_dynamo::to_item(item).map_err(|e| PortError::Corrupt {
+            key: REGISTRATION_PK.to_string(),
+            message: e.to_string(),
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote(
+                    "DynamoDB PutItem",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn create(&self, deployment: &Deployment) -> PortResult<Created> {
+        match self.put(deployment, "attribute_not_exists(pk)", None).await {
+            Ok(()) => Ok(Created::New),
+            Err(PortError::Conflict) => Ok(Created::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get(&self, id: &str) -> PortResult<Option<Deployment>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(deployment_pk(id)))
+            .key("sk", AttributeValue::S(DEPLOYMENT_SK.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote(
+                    "DynamoDB GetItem",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item::<_, DeploymentItem>(item)
+                    .map(|i| i.deployment)
+                    .map_err(|e| PortError::Corrupt {
+                        key: deployment_pk(id),
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
+    async fn save(&self, deployment: &mut Deployment) -> PortResult<()> {
+        let expected = deployment.record_version;
+        let mut next = deployment.clone();
+        next.record_version = expected + 1;
+        self.put(&next, "record_version = :v", Some(expected))
+            .await?;
+        deployment.record_version = expected + 1;
+        Ok(())
+    }
+
+    async fn active(&self, service: &str, environment: &str) -> PortResult<Vec<String>> {
+        let pages: Result<Vec<_>, _> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active_pk = :a AND begins_with(active_sk, :p)")
+            .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string()))
+            .expression_attribute_values(
+                ":p",
+                AttributeValue::S(format!("{service}#{environment}#")),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let items = pages.map_err(|e| {
+            PortError::remote(
+                "DynamoDB Query",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?;
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("pk") {
+                Some(AttributeValue::S(pk)) => pk.strip_prefix("DEPLOYMENT#").map(str::to_string),
+                _ => None,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,198 @@
+//! Alerts as subscribers receive them: a readable text for people (email, chat, default) and a
+//! versioned JSON document for machines (sqs, lambda, https). Composed at the moment of the
+//! transition so that what is sent says what was true then.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::{Deployment, short_digest};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "deployment.started")]
+    Started,
+    #[serde(rename = "deployment.succeeded")]
+    Succeeded,
+    #[serde(rename = "deployment.failed")]
+    Failed,
+    #[serde(rename = "deployment.rolled_back")]
+    RolledBack,
+    #[serde(rename = "deployment.approval_required")]
+    ApprovalRequired,
+    #[serde(rename = "alarm.fired")]
+    AlarmFired,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Started => "deployment.started",
+            EventType::Succeeded => "deployment.succeeded",
+            EventType::Failed => "deployment.failed",
+            EventType::RolledBack => "deployment.rolled_back",
+            EventType::ApprovalRequired => "deployment.approval_required",
+            EventType::AlarmFired => "alarm.fired",
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            EventType::Started | EventType::Succeeded | EventType::ApprovalRequired => "info",
+            EventType::RolledBack | EventType::AlarmFired => "warning",
+            EventType::Failed => "critical",
+        }
+    }
+
+    fn headline(self) -> &'static str {
+        match self {
+            EventType::Started => "deployment started",
+            EventType::Succeeded => "deployment succeeded",
+            EventType::Failed => "deployment failed",
+            EventType::RolledBack => "rolled back",
+            EventType::ApprovalRequired => "approval required",
+            EventType::AlarmFired => "alarm fired",
+        }
+    }
+}
+
+/// The machine-readable body (`version` 1), the same for every JSON protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertDocument {
+    pub version: String,
+    pub event_type: EventType,
+    pub severity: String,
+    pub service: String,
+    pub environment: String,
+    pub deployment_id: Option<String>,
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub digest: Option<String>,
+    pub tag: Option<String>,
+    pub traffic_percent: Option<u8>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub subject: String,
+    pub text: String,
+    pub document: AlertDocument,
+}
+
+/// SNS subjects must stay under 100 characters.
+const SUBJECT_LIMIT: usize = 99;
+
+impl Alert {
+    pub fn for_deployment(event_type: EventType, d: &Deployment, at: DateTime<Utc>) -> Alert {
+        let reason = d.reason.clone();
+        let tag = d.tag.as_deref().unwrap_or("untagged");
+        let mut subject = format!(
+            "[Flightdeck] {} {}: {} ({tag})",
+            d.service,
+            d.environment,
+            event_type.headline()
+        );
+        truncate_chars(&mut subject, SUBJECT_LIMIT);
+
+        let mut text = format!(
+            "{} in {}: {}.\n",
+            d.service,
+            d.environment,
+            event_type.headline()
+        );
+        if let Some(reason) = &reason {
+            text.push_str(&format!("\nWhy: {reason}\n"));
+        }
+        text.push_str(&format!(
+            "\nImage:      {} (tag {tag}, {})\nDeployment: {} (status {}, {}% of traffic on the new revision)\n",
+            d.image,
+            short_digest(&d.digest),
+            d.id,
+            d.status,
+            d.traffic_percent
+        ));
+        match event_type {
+            EventType::RolledBack | EventType::Failed => {
+                if let Some(previous) = &d.rollout.previous_task_definition {
+                    text.push_str(&format!("Serving:    {previous} (the previous revision)\n"));
+                }
+            }
+            _ => {
+                if let Some(new) = &d.rollout.new_task_definition {
+                    text.push_str(&format!("Revision:   {new}\n"));
+                }
+            }
+        }
+        text.push_str(&format!(
+            "Service:    ECS service {} in cluster {}\nAt:         {}\n",
+            d.rollout.ecs_service,
+            d.rollout.cluster,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+
+        Alert {
+            subject,
+            text,
+            document: AlertDocument {
+                version: "1".to_string(),
+                event_type,
+                severity: event_type.severity().to_string(),
+                service: d.service.clone(),
+                environment: d.environment.clone(),
+                deployment_id: Some(d.id.clone()),
+                status: Some(d.status.as_str().to_string()),
+                reason,
+                digest: Some(d.digest.clone()),
+                tag: d.tag.clone(),
+                traffic_percent: Some(d.traffic_percent),
+                at,
+            },
+        }
+    }
+
+    /// The SNS `MessageStructure=json` message: text for people, the document for machines.
+    pub fn sns_message(&self) -> String {
+        let document = serde_json::to_string(&self.document).unwrap_or_default();
+        serde_json::json!({
+            "default": self.text,
+            "email": self.text,
+            "email-json": document,
+            "sqs": document,
+            "lambda": document,
+            "http": document,
+            "https": document,
+        })
+        .to_string()
+    }
+}
+
+fn truncate_chars(s: &mut String, max: usize) {
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max - 1).collect();
+        *s = format!("{cut}…");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_subjects_are_cut_below_one_hundred_characters() {
+        let mut s = "x".repeat(300);
+        truncate_chars(&mut s, SUBJECT_LIMIT);
+        assert_eq!(s.chars().count(), SUBJECT_LIMIT);
+        let mut short = "short".to_string();
+        truncate_chars(&mut short, SUBJECT_LIMIT);
+        assert_eq!(short, "short");
+    }
+
+    #[test]
+    fn event_types_serialize_to_their_contract_names() {
+        assert_eq!(
+            serde_json::to_string(&EventType::RolledBack).unwrap(),
+            "\"deployment.rolled_back\""
+        );
+        assert_eq!(EventType::AlarmFired.as_str(), "alarm.fired");
+    }
+}

@@ -1,0 +1,173 @@
+//! `on-ecs-event`: task, deployment and service events of a managed ECS service become facts for
+//! the deployment in flight on it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{HandlerError, Outcome, Ports};
+use crate::deployment::Status;
+use crate::events::{
+    self, ECS_DEPLOYMENT_STATE_CHANGE, ECS_SERVICE_ACTION, ECS_TASK_STATE_CHANGE,
+    EcsDeploymentStateChange, EcsServiceAction, EcsTaskStateChange, Envelope, EventError,
+};
+use crate::lifecycle::{Fact, TaskObservation};
+use crate::ports::{Clock, DeploymentStore, EcsControl, Notifier};
+
+/// Which ECS service an event is about, and what it says.
+struct Parsed {
+    cluster: Option<String>,
+    service: String,
+    fact: Fact,
+}
+
+pub async fn handle<S, E, N, C>(
+    ports: &Ports<S, E, N, C>,
+    event: Value,
+) -> Result<Outcome, HandlerError>
+where
+    S: DeploymentStore,
+    E: EcsControl,
+    N: Notifier,
+    C: Clock,
+{
+    let envelope = events::envelope(event)?;
+    let event_id = events::event_id(&envelope).to_string();
+    let parsed = match parse(&envelope, ports.clock.now())? {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            info!(event_id, "skipped: {why}");
+            return Ok(Outcome::skipped(why));
+        }
+    };
+
+    let registrations = ports.store.registrations().await?;
+    let managed: Vec<_> = registrations
+        .iter()
+        .filter(|r| {
+            r.ecs_service() == parsed.service
+                && parsed
+                    .cluster
+                    .as_deref()
+                    .is_none_or(|c| c == r.spec.cluster)
+        })
+        .collect();
+    if managed.is_empty() {
+        let why = format!(
+            "event {event_id}: ECS service {} is not managed by Flightdeck",
+            parsed.service
+        );
+        info!(event_id, "skipped: {why}");
+        return Ok(Outcome::skipped(why));
+    }
+
+    let mut outcome = Outcome::default();
+    for registration in managed {
+        for id in ports
+            .store
+            .active(&registration.service, &registration.environment)
+            .await?
+        {
+            let Some(current) = ports.store.get(&id).await? else {
+                continue;
+            };
+            if current.status == Status::Pending && matches!(parsed.fact, Fact::Task(_)) {
+                // The rollout's revision is not recorded yet, so the task cannot be placed.
+                return Err(HandlerError::StillStarting {
+                    event_id,
+                    deployment_id: id,
+                });
+            }
+            if let Some(d) = ports.apply(&id, &parsed.fact).await? {
+                info!(event_id, deployment_id = %d.id, status = %d.status, "ECS event applied");
+                outcome.deployments.push(d);
+            }
+        }
+    }
+    if outcome.deployments.is_empty() {
+        outcome.skipped = Some(format!(
+            "event {event_id}: no deployment in flight for ECS service {}",
+            parsed.service
+        ));
+    }
+    Ok(outcome)
+}
+
+/// Parses the event; the inner `Err` is a reason to skip it (not an error of the event).
+fn parse(envelope: &Envelope, now: DateTime<Utc>) -> Result<Result<Parsed, String>, EventError> {
+    let event_id = events::event_id(envelope);
+    let at = |t: Option<DateTime<Utc>>| t.or(envelope.time).unwrap_or(now);
+    let service_resource = || {
+        envelope
+            .resources
+            .iter()
+            .flatten()
+            .find_map(|arn| events::service_from_arn(arn))
+            .map(|(cluster, service)| (cluster.map(str::to_string), service.to_string()))
+            .ok_or_else(|| EventError::Malformed {
+                id: event_id.to_string(),
+                detail_type: envelope.detail_type.clone(),
+                message: "no ECS service ARN in `resources`".to_string(),
+            })
+    };
+    match envelope.detail_type.as_str() {
+        ECS_TASK_STATE_CHANGE => {
+            let task: EcsTaskStateChange = events::detail(envelope)?;
+            let Some(service) = task.service_name() else {
+                return Ok(Err(format!(
+                    "event {event_id}: task {} is not a service task (group {:?})",
+                    task.task_arn, task.group
+                )));
+            };
+            Ok(Ok(Parsed {
+                cluster: Some(task.cluster_name().to_string()),
+                service: service.to_string(),
+                fact: Fact::Task(TaskObservation {
+                    task_arn: task.task_arn.clone(),
+                    task_definition_arn: task.task_definition_arn.clone(),
+                    last_status: task.last_status.clone(),
+                    version: task.version,
+                    stop: task.stop(),
+                }),
+            }))
+        }
+        ECS_DEPLOYMENT_STATE_CHANGE => {
+            let detail: EcsDeploymentStateChange = events::detail(envelope)?;
+            let (cluster, service) = service_resource()?;
+            Ok(Ok(Parsed {
+                cluster,
+                service,
+                fact: Fact::EcsDeployment {
+                    ecs_deployment_id: detail.deployment_id,
+                    event_name: detail.event_name,
+                    reason: detail.reason,
+                    at: at(detail.updated_at),
+                },
+            }))
+        }
+        ECS_SERVICE_ACTION => {
+            let detail: EcsServiceAction = events::detail(envelope)?;
+            let (cluster, service) = service_resource()?;
+            let cluster = cluster.or(detail
+                .cluster_arn
+                .as_deref()
+                .map(|a| events::last_segment(a).to_string()));
+            Ok(Ok(Parsed {
+                cluster,
+                service,
+                fact: Fact::ServiceAction {
+                    event_name: detail.event_name,
+                    event_type: detail.event_type,
+                    reason: detail.reason,
+                    at: at(detail.created_at),
+                },
+            }))
+        }
+        other => {
+            warn!(event_id, detail_type = other, "unexpected detail-type");
+            Ok(Err(format!(
+                "event {event_id}: `{other}` is not an ECS event this function handles"
+            )))
+        }
+    }
+}

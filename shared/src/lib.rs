@@ -1,0 +1,15 @@
+//! Flightdeck's common crate: the domain model, the pure decision core, the ports the handlers
+//! need, their AWS adapters, and the typed AWS events. Every Lambda in `functions/` is a thin
+//! `main.rs` around one of the handlers here.
+
+pub mod alerts;
+pub mod config;
+pub mod deployment;
+pub mod events;
+pub mod lifecycle;
+pub mod ports;
+pub mod registration;
+pub mod stop_reason;
+
+pub mod adapters;
+pub mod handlers;

@@ -1,0 +1,799 @@
+//! The deployment lifecycle, as one pure function: `(deployment, fact, now) -> deployment`.
+//!
+//! `PENDING -> DEPLOYING -> (SHIFTING while baking) -> SUCCEEDED`, and from any active state
+//! `-> ROLLING_BACK -> ROLLED_BACK`, or `FAILED`, `SUPERSEDED`. Every transition appends an audit
+//! event; side effects (the rollback call, alerts) are put in the record's outbox, saved with the
+//! new state, and carried out by the caller afterwards. Deciding never touches the network, and
+//! deciding the same fact twice changes nothing the second time.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::alerts::{Alert, EventType};
+use crate::deployment::{
+    AuditEvent, Deployment, Effect, PendingEffect, Rollback, Status, TrackedTask, short_task,
+};
+use crate::stop_reason::StopReason;
+
+/// Something that happened, as far as a deployment is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fact {
+    /// The new revision is registered and ECS was told to run it.
+    RolloutStarted {
+        previous_task_definition: String,
+        new_task_definition: String,
+        ecs_deployment_id: Option<String>,
+        desired_count: u32,
+    },
+    /// The rollout could not be started (ECS refused a call).
+    StartFailed { reason: String },
+    /// A newer deployment of the same service and environment took over.
+    Superseded { by: String },
+    /// An `ECS Task State Change` of the deployment's service.
+    Task(TaskObservation),
+    /// An `ECS Deployment State Change` of the deployment's service.
+    EcsDeployment {
+        ecs_deployment_id: String,
+        event_name: String,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// An `ECS Service Action` of the deployment's service.
+    ServiceAction {
+        event_name: String,
+        event_type: String,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// The rollback UpdateService went through.
+    RollbackIssued { ecs_deployment_id: Option<String> },
+    /// Time passed (the reconcile loop's heartbeat).
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskObservation {
+    pub task_arn: String,
+    pub task_definition_arn: String,
+    pub last_status: String,
+    pub version: i64,
+    pub stop: Option<StopReason>,
+}
+
+/// The outcome of deciding: the new record, and whether anything changed (nothing to save if not).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub deployment: Deployment,
+    pub changed: bool,
+}
+
+pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision {
+    let mut d = current.clone();
+    match fact {
+        Fact::RolloutStarted {
+            previous_task_definition,
+            new_task_definition,
+            ecs_deployment_id,
+            desired_count,
+        } => {
+            if d.status == Status::Pending {
+                d.rollout.previous_task_definition = Some(previous_task_definition.clone());
+                d.rollout.new_task_definition = Some(new_task_definition.clone());
+                d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
+                d.rollout.desired_count = Some(*desired_count);
+                d.rollout.started_at = Some(now);
+                let reason = format!(
+                    "registered {new_task_definition} (was {previous_task_definition}) and updated ECS service {}",
+                    d.rollout.ecs_service
+                );
+                transition(&mut d, Status::Deploying, reason, "flightdeck", now);
+                alert(&mut d, EventType::Started, now);
+            }
+        }
+        Fact::StartFailed { reason } => {
+            if d.status == Status::Pending {
+                finish(&mut d, Status::Failed, reason.clone(), "flightdeck", now);
+                alert(&mut d, EventType::Failed, now);
+            }
+        }
+        Fact::Superseded { by } => {
+            if d.status.is_active() && d.status != Status::RollingBack {
+                let reason = format!("superseded by deployment {by}");
+                finish(&mut d, Status::Superseded, reason, "flightdeck", now);
+            }
+        }
+        Fact::Task(task) => observe_task(&mut d, task, now),
+        Fact::EcsDeployment {
+            ecs_deployment_id,
+            event_name,
+            reason,
+            at,
+        } => observe_ecs_deployment(
+            &mut d,
+            ecs_deployment_id,
+            event_name,
+            reason.as_deref(),
+            *at,
+            now,
+        ),
+        Fact::ServiceAction {
+            event_name,
+            event_type,
+            reason,
+            at,
+        } => {
+            if event_name == "SERVICE_STEADY_STATE" {
+                settled(&mut d, *at, None, now);
+            } else if d.status.is_active() && event_type != "INFO" {
+                let why = reason.as_deref().unwrap_or("no reason given");
+                note(
+                    &mut d,
+                    format!("ECS reported {event_name}: {why}"),
+                    "aws.ecs",
+                    now,
+                );
+            }
+        }
+        Fact::RollbackIssued { ecs_deployment_id } => {
+            if let Some(rollback) = d.rollback.as_mut().filter(|r| r.issued_at.is_none()) {
+                rollback.issued_at = Some(now);
+                rollback.ecs_deployment_id = ecs_deployment_id.clone();
+                let to = rollback.to_task_definition.clone();
+                d.updated_at = now;
+                note(
+                    &mut d,
+                    format!("UpdateService back to {to} issued"),
+                    "flightdeck",
+                    now,
+                );
+            }
+        }
+        Fact::Tick => {
+            if d.status == Status::Shifting
+                && d.rollout.bake_until.is_some_and(|until| now >= until)
+            {
+                succeed(&mut d, now);
+            }
+        }
+    }
+    let changed = d != *current;
+    Decision {
+        deployment: d,
+        changed,
+    }
+}
+
+/// The outbox entries a caller still has to carry out, oldest first.
+pub fn pending_effects(d: &Deployment) -> &[PendingEffect] {
+    &d.outbox
+}
+
+/// Removes carried-out effects by sequence number (safe to apply to a newer copy of the record).
+pub fn effects_done(d: &mut Deployment, done: &[u32]) {
+    d.outbox.retain(|e| !done.contains(&e.seq));
+}
+
+fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) {
+    if !matches!(d.status, Status::Deploying | Status::Shifting) {
+        return;
+    }
+    // Only the new revision's tasks say anything about the new revision.
+    if d.rollout.new_task_definition.as_deref() != Some(task.task_definition_arn.as_str()) {
+        return;
+    }
+    if let Some(known) = d.tasks.get(&task.task_arn) {
+        if known.version >= task.version || known.last_status == "STOPPED" {
+            return; // a duplicate, an older event delivered late, or news of a task already stopped
+        }
+    }
+    d.tasks.insert(
+        task.task_arn.clone(),
+        TrackedTask {
+            last_status: task.last_status.clone(),
+            version: task.version,
+            stop: task.stop.clone(),
+            updated_at: now,
+        },
+    );
+    d.updated_at = now;
+
+    if let Some(stop) = task.stop.as_ref().filter(|s| s.is_failure()) {
+        let failed = d.failed_tasks().count() as u32;
+        note(
+            d,
+            format!(
+                "task {} of the new revision failed ({failed} of {} allowed): {}",
+                short_task(&task.task_arn),
+                d.max_failed_tasks,
+                stop.explain()
+            ),
+            "aws.ecs",
+            now,
+        );
+        if failed >= d.max_failed_tasks {
+            let reason = crash_loop_reason(d);
+            roll_back(d, reason, "flightdeck", now);
+            return;
+        }
+    }
+    maybe_settle(d, now);
+}
+
+fn observe_ecs_deployment(
+    d: &mut Deployment,
+    ecs_deployment_id: &str,
+    event_name: &str,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    match event_name {
+        "SERVICE_DEPLOYMENT_COMPLETED" => settled(d, at, Some(ecs_deployment_id), now),
+        "SERVICE_DEPLOYMENT_FAILED" => {
+            let ours = matches!(d.status, Status::Deploying | Status::Shifting)
+                && concerns(
+                    d.rollout.ecs_deployment_id.as_deref(),
+                    d.rollout.started_at,
+                    ecs_deployment_id,
+                    at,
+                );
+            if ours {
+                let why = reason.unwrap_or("no reason given");
+                let reason =
+                    format!("ECS reported the deployment {ecs_deployment_id} failed: {why}");
+                roll_back(d, reason, "aws.ecs", now);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether an ECS deployment event is about the deployment we started: by id when ECS told us
+/// the id, else by time (an event from before our UpdateService is about an earlier one).
+fn concerns(
+    known_id: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    event_id: &str,
+    event_at: DateTime<Utc>,
+) -> bool {
+    match known_id {
+        Some(id) => id == event_id,
+        None => since.is_some_and(|since| event_at >= since),
+    }
+}
+
+/// ECS says the service is settled: for a rollout that is the new revision, for a rollback the
+/// previous one.
+fn settled(
+    d: &mut Deployment,
+    at: DateTime<Utc>,
+    ecs_deployment_id: Option<&str>,
+    now: DateTime<Utc>,
+) {
+    match d.status {
+        Status::Deploying => {
+            let ours = match ecs_deployment_id {
+                Some(id) => concerns(
+                    d.rollout.ecs_deployment_id.as_deref(),
+                    d.rollout.started_at,
+                    id,
+                    at,
+                ),
+                None => d.rollout.started_at.is_some_and(|since| at >= since),
+            };
+            if ours && d.rollout.settled_at.is_none() {
+                d.rollout.settled_at = Some(at);
+                d.updated_at = now;
+                maybe_settle(d, now);
+            }
+        }
+        Status::RollingBack => {
+            let Some(rollback) = d.rollback.clone() else {
+                return;
+            };
+            let Some(issued_at) = rollback.issued_at else {
+                return;
+            };
+            let ours = match ecs_deployment_id {
+                Some(id) => concerns(
+                    rollback.ecs_deployment_id.as_deref(),
+                    Some(issued_at),
+                    id,
+                    at,
+                ),
+                None => at >= issued_at,
+            };
+            if ours {
+                let reason = d.reason.clone().unwrap_or_default();
+                d.status = Status::RolledBack;
+                d.traffic_percent = 0;
+                d.finished_at = Some(now);
+                d.updated_at = now;
+                d.events.push(AuditEvent {
+                    at: now,
+                    status: Some(Status::RolledBack),
+                    reason: Some(format!(
+                        "ECS reports the service steady on the previous revision {}",
+                        rollback.to_task_definition
+                    )),
+                    actor: Some("aws.ecs".to_string()),
+                });
+                d.reason = Some(reason);
+                alert(d, EventType::RolledBack, now);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// DEPLOYING becomes SUCCEEDED (or starts its bake) once ECS reports the rollout settled and the
+/// desired count of new-revision tasks is running.
+fn maybe_settle(d: &mut Deployment, now: DateTime<Utc>) {
+    if d.status != Status::Deploying || d.rollout.settled_at.is_none() {
+        return;
+    }
+    let desired = d.rollout.desired_count.unwrap_or(1) as usize;
+    if d.running_tasks() < desired {
+        return;
+    }
+    d.traffic_percent = 100;
+    if d.bake_minutes == 0 {
+        succeed(d, now);
+    } else {
+        let until = now + Duration::minutes(i64::from(d.bake_minutes));
+        d.rollout.bake_until = Some(until);
+        let reason = format!(
+            "{} of {desired} new-revision tasks running and ECS reports the rollout steady; baking for {} min",
+            d.running_tasks(),
+            d.bake_minutes
+        );
+        transition(d, Status::Shifting, reason, "aws.ecs", now);
+    }
+}
+
+fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
+    let desired = d.rollout.desired_count.unwrap_or(1);
+    let reason = if d.bake_minutes == 0 {
+        format!(
+            "{} of {desired} new-revision tasks running and ECS reports the rollout steady",
+            d.running_tasks()
+        )
+    } else {
+        format!(
+            "bake of {} min passed with every gate green",
+            d.bake_minutes
+        )
+    };
+    d.traffic_percent = 100;
+    finish(d, Status::Succeeded, reason, "flightdeck", now);
+    alert(d, EventType::Succeeded, now);
+}
+
+/// Decides a rollback: the record says ROLLING_BACK and the UpdateService back goes in the outbox.
+fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
+    match d.rollout.previous_task_definition.clone() {
+        Some(previous) => {
+            d.rollback = Some(Rollback {
+                to_task_definition: previous.clone(),
+                requested_at: now,
+                issued_at: None,
+                ecs_deployment_id: None,
+            });
+            transition(d, Status::RollingBack, reason, actor, now);
+            push_effect(
+                d,
+                Effect::RollBack {
+                    to_task_definition: previous,
+                },
+            );
+        }
+        None => {
+            finish(
+                d,
+                Status::Failed,
+                format!("{reason}; no previous revision to roll back to"),
+                actor,
+                now,
+            );
+            alert(d, EventType::Failed, now);
+        }
+    }
+}
+
+fn crash_loop_reason(d: &Deployment) -> String {
+    let mut counts: Vec<(&'static str, usize, String)> = Vec::new();
+    for (_, stop) in d.failed_tasks() {
+        match counts
+            .iter_mut()
+            .find(|(label, _, _)| *label == stop.label())
+        {
+            Some(entry) => entry.1 += 1,
+            None => counts.push((stop.label(), 1, stop.explain())),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    let total: usize = counts.iter().map(|c| c.1).sum();
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(label, n, _)| format!("{label} ×{n}"))
+        .collect();
+    let detail = counts.first().map(|c| c.2.clone()).unwrap_or_default();
+    format!(
+        "crash loop: {total} tasks of the new revision failed (limit {}): {}. {detail}",
+        d.max_failed_tasks,
+        summary.join(", ")
+    )
+}
+
+fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
+    d.status = status;
+    d.reason = Some(reason.clone());
+    d.updated_at = now;
+    d.events.push(AuditEvent {
+        at: now,
+        status: Some(status),
+        reason: Some(reason),
+        actor: Some(actor.to_string()),
+    });
+}
+
+fn finish(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
+    transition(d, status, reason, actor, now);
+    d.finished_at = Some(now);
+}
+
+/// An audit entry that is not a status change.
+fn note(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
+    d.updated_at = now;
+    d.events.push(AuditEvent {
+        at: now,
+        status: None,
+        reason: Some(reason),
+        actor: Some(actor.to_string()),
+    });
+}
+
+fn alert(d: &mut Deployment, event_type: EventType, now: DateTime<Utc>) {
+    let alert = Alert::for_deployment(event_type, d, now);
+    push_effect(d, Effect::Alert(alert));
+}
+
+fn push_effect(d: &mut Deployment, effect: Effect) {
+    d.outbox.push(PendingEffect {
+        seq: d.next_effect_seq,
+        claimed_at: None,
+        effect,
+    });
+    d.next_effect_seq += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::ImagePush;
+    use crate::registration::Registration;
+    use chrono::TimeZone;
+
+    const OLD_TD: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/checkout-api:41";
+    const NEW_TD: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/checkout-api:42";
+
+    fn t(sec: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::seconds(sec)
+    }
+
+    fn registration(bake: u32) -> Registration {
+        let json = format!(
+            r#"{{"cluster":"prod","repository":"checkout-api","container":"app",
+                "engine":{{"type":"rolling","service":"checkout-api"}},
+                "strategy":{{"type":"all-at-once","bake_minutes":{bake}}}}}"#
+        );
+        Registration::parse("checkout-api", "staging", &json).unwrap()
+    }
+
+    fn pending(bake: u32) -> Deployment {
+        let push = ImagePush {
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository: "checkout-api".into(),
+            digest: format!("sha256:{}", "b".repeat(64)),
+            tag: Some("v1.3.0".into()),
+            event_id: "evt-1".into(),
+        };
+        Deployment::from_push(&registration(bake), &push, t(0))
+    }
+
+    fn deploying(bake: u32, desired: u32) -> Deployment {
+        let fact = Fact::RolloutStarted {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            ecs_deployment_id: Some("ecs-svc/2".into()),
+            desired_count: desired,
+        };
+        decide(&pending(bake), &fact, t(1)).deployment
+    }
+
+    fn task(n: u32, td: &str, status: &str, version: i64, stop: Option<StopReason>) -> Fact {
+        Fact::Task(TaskObservation {
+            task_arn: format!("arn:aws:ecs:eu-west-1:123456789012:task/prod/task{n}"),
+            task_definition_arn: td.into(),
+            last_status: status.into(),
+            version,
+            stop,
+        })
+    }
+
+    fn exec_format() -> Option<StopReason> {
+        Some(StopReason::ExecFormatError {
+            container: Some("app".into()),
+        })
+    }
+
+    fn run(mut d: Deployment, facts: &[Fact]) -> Deployment {
+        for (i, f) in facts.iter().enumerate() {
+            d = decide(&d, f, t(10 + i as i64)).deployment;
+        }
+        d
+    }
+
+    fn alerts(d: &Deployment) -> Vec<EventType> {
+        d.outbox
+            .iter()
+            .filter_map(|e| match &e.effect {
+                Effect::Alert(a) => Some(a.document.event_type),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn completed(id: &str, at: i64) -> Fact {
+        Fact::EcsDeployment {
+            ecs_deployment_id: id.into(),
+            event_name: "SERVICE_DEPLOYMENT_COMPLETED".into(),
+            reason: None,
+            at: t(at),
+        }
+    }
+
+    #[test]
+    fn starting_the_rollout_records_both_revisions_and_announces_it() {
+        let d = deploying(0, 2);
+        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.rollout.previous_task_definition.as_deref(), Some(OLD_TD));
+        assert_eq!(alerts(&d), vec![EventType::Started]);
+        assert_eq!(d.events.len(), 2);
+    }
+
+    #[test]
+    fn deciding_the_same_start_twice_changes_nothing() {
+        let d = deploying(0, 2);
+        let again = Fact::RolloutStarted {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            ecs_deployment_id: None,
+            desired_count: 2,
+        };
+        assert!(!decide(&d, &again, t(5)).changed);
+    }
+
+    #[test]
+    fn desired_count_running_and_ecs_completed_means_succeeded() {
+        let d = run(
+            deploying(0, 2),
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                completed("ecs-svc/2", 12),
+                task(2, NEW_TD, "RUNNING", 2, None),
+            ],
+        );
+        assert_eq!(d.status, Status::Succeeded);
+        assert_eq!(d.traffic_percent, 100);
+        assert!(d.finished_at.is_some());
+        assert_eq!(alerts(&d), vec![EventType::Started, EventType::Succeeded]);
+    }
+
+    #[test]
+    fn a_completed_event_of_another_ecs_deployment_proves_nothing() {
+        let d = run(
+            deploying(0, 1),
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                completed("ecs-svc/1", 12),
+            ],
+        );
+        assert_eq!(d.status, Status::Deploying);
+    }
+
+    #[test]
+    fn without_a_known_ecs_deployment_id_only_events_after_the_start_count() {
+        let mut d = deploying(0, 1);
+        d.rollout.ecs_deployment_id = None;
+        let early = run(
+            d.clone(),
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                completed("ecs-svc/x", -100),
+            ],
+        );
+        assert_eq!(early.status, Status::Deploying);
+        let late = run(
+            d,
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                completed("ecs-svc/x", 30),
+            ],
+        );
+        assert_eq!(late.status, Status::Succeeded);
+    }
+
+    #[test]
+    fn a_bake_holds_success_until_the_bake_time_has_passed() {
+        let d = run(
+            deploying(5, 1),
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                completed("ecs-svc/2", 11),
+            ],
+        );
+        assert_eq!(d.status, Status::Shifting);
+        let until = d.rollout.bake_until.unwrap();
+        assert!(!decide(&d, &Fact::Tick, until - Duration::seconds(1)).changed);
+        let done = decide(&d, &Fact::Tick, until).deployment;
+        assert_eq!(done.status, Status::Succeeded);
+    }
+
+    #[test]
+    fn crash_loop_of_the_new_revision_rolls_back_with_the_classified_reason() {
+        let d = run(
+            deploying(0, 2),
+            &[
+                task(1, NEW_TD, "STOPPED", 3, exec_format()),
+                task(2, NEW_TD, "STOPPED", 3, exec_format()),
+                task(3, NEW_TD, "STOPPED", 3, exec_format()),
+            ],
+        );
+        assert_eq!(d.status, Status::RollingBack);
+        let reason = d.reason.clone().unwrap();
+        assert!(reason.contains("exec format error ×3"), "{reason}");
+        assert!(d.outbox.iter().any(|e| e.effect
+            == Effect::RollBack {
+                to_task_definition: OLD_TD.into()
+            }));
+        // The rolled_back alert waits until ECS confirms the previous revision serves again.
+        assert_eq!(alerts(&d), vec![EventType::Started]);
+
+        let issued = decide(
+            &d,
+            &Fact::RollbackIssued {
+                ecs_deployment_id: Some("ecs-svc/3".into()),
+            },
+            t(20),
+        )
+        .deployment;
+        let back = decide(&issued, &completed("ecs-svc/3", 30), t(30)).deployment;
+        assert_eq!(back.status, Status::RolledBack);
+        assert!(back.reason.clone().unwrap().contains("exec format error"));
+        assert_eq!(
+            alerts(&back),
+            vec![EventType::Started, EventType::RolledBack]
+        );
+        // A second confirmation changes nothing and alerts nobody.
+        assert!(!decide(&back, &completed("ecs-svc/3", 31), t(31)).changed);
+    }
+
+    #[test]
+    fn rollback_is_not_confirmed_before_it_was_issued() {
+        let d = run(
+            deploying(0, 1),
+            &[
+                task(1, NEW_TD, "STOPPED", 3, exec_format()),
+                task(2, NEW_TD, "STOPPED", 3, exec_format()),
+                task(3, NEW_TD, "STOPPED", 3, exec_format()),
+            ],
+        );
+        let steady = Fact::ServiceAction {
+            event_name: "SERVICE_STEADY_STATE".into(),
+            event_type: "INFO".into(),
+            reason: None,
+            at: t(40),
+        };
+        assert_eq!(
+            decide(&d, &steady, t(40)).deployment.status,
+            Status::RollingBack
+        );
+    }
+
+    #[test]
+    fn old_revision_and_scale_in_stops_never_count() {
+        let scaled_in = Some(StopReason::ScaledIn {
+            message: "Scaling activity initiated by (deployment ecs-svc/2)".into(),
+        });
+        let d = run(
+            deploying(0, 2),
+            &[
+                task(1, OLD_TD, "STOPPED", 5, exec_format()),
+                task(2, OLD_TD, "STOPPED", 5, exec_format()),
+                task(3, OLD_TD, "STOPPED", 5, exec_format()),
+                task(4, NEW_TD, "STOPPED", 5, scaled_in.clone()),
+                task(5, NEW_TD, "STOPPED", 5, scaled_in.clone()),
+                task(6, NEW_TD, "STOPPED", 5, scaled_in),
+            ],
+        );
+        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.failed_tasks().count(), 0);
+    }
+
+    #[test]
+    fn replayed_and_late_task_events_do_not_count_twice() {
+        let stop = task(1, NEW_TD, "STOPPED", 4, exec_format());
+        let d = run(deploying(0, 1), &[stop.clone(), stop.clone(), stop]);
+        assert_eq!(d.failed_tasks().count(), 1);
+        assert_eq!(d.status, Status::Deploying);
+        // RUNNING with an older version arriving after STOPPED does not revive the task.
+        let late = decide(&d, &task(1, NEW_TD, "RUNNING", 2, None), t(50));
+        assert!(!late.changed);
+    }
+
+    #[test]
+    fn an_older_version_never_overwrites_a_newer_one() {
+        let d = run(deploying(0, 2), &[task(1, NEW_TD, "RUNNING", 3, None)]);
+        let stale = decide(&d, &task(1, NEW_TD, "PENDING", 2, None), t(60));
+        assert!(!stale.changed);
+        assert_eq!(d.running_tasks(), 1);
+    }
+
+    #[test]
+    fn ecs_reporting_our_deployment_failed_rolls_back_truthfully() {
+        let fact = Fact::EcsDeployment {
+            ecs_deployment_id: "ecs-svc/2".into(),
+            event_name: "SERVICE_DEPLOYMENT_FAILED".into(),
+            reason: Some("ECS deployment circuit breaker: task failed to start.".into()),
+            at: t(20),
+        };
+        let d = decide(&deploying(0, 1), &fact, t(20)).deployment;
+        assert_eq!(d.status, Status::RollingBack);
+        assert!(d.reason.unwrap().contains("circuit breaker"));
+        assert_eq!(d.events.last().unwrap().actor.as_deref(), Some("aws.ecs"));
+    }
+
+    #[test]
+    fn a_failed_start_is_failed_and_alerted() {
+        let d = decide(
+            &pending(0),
+            &Fact::StartFailed {
+                reason: "ECS UpdateService: access denied".into(),
+            },
+            t(2),
+        )
+        .deployment;
+        assert_eq!(d.status, Status::Failed);
+        assert_eq!(alerts(&d), vec![EventType::Failed]);
+        assert!(d.finished_at.is_some());
+    }
+
+    #[test]
+    fn a_newer_push_supersedes_but_never_interrupts_a_rollback() {
+        let d = decide(
+            &deploying(0, 1),
+            &Fact::Superseded { by: "d-new".into() },
+            t(3),
+        )
+        .deployment;
+        assert_eq!(d.status, Status::Superseded);
+        let mut rolling_back = deploying(0, 1);
+        rolling_back.status = Status::RollingBack;
+        assert!(
+            !decide(
+                &rolling_back,
+                &Fact::Superseded { by: "d-new".into() },
+                t(3)
+            )
+            .changed
+        );
+    }
+
+    #[test]
+    fn done_effects_leave_the_outbox() {
+        let mut d = deploying(0, 1);
+        let seqs: Vec<u32> = d.outbox.iter().map(|e| e.seq).collect();
+        effects_done(&mut d, &seqs);
+        assert!(pending_effects(&d).is_empty());
+    }
+}

@@ -1,0 +1,353 @@
+//! Service registrations: which ECR repository feeds which ECS service, and how to roll it out.
+//!
+//! The JSON shape is a contract (DESIGN.md, "Configuration and documents"): unknown fields are
+//! rejected with a message naming them, and defaults are filled in here, once.
+
+use serde::{Deserialize, Serialize};
+
+/// A registration as it is stored: the body of `PUT /services/{service}/{environment}` plus its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub service: String,
+    pub environment: String,
+    pub spec: ServiceSpec,
+}
+
+/// The registration document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub cluster: String,
+    pub repository: String,
+    #[serde(default = "default_tag_pattern")]
+    pub tag_pattern: String,
+    pub container: String,
+    pub engine: Engine,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub gates: Gates,
+    #[serde(default)]
+    pub promote_to: Option<String>,
+    #[serde(default)]
+    pub deployers: Vec<String>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+fn default_tag_pattern() -> String {
+    "*".to_string()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Engine {
+    /// UpdateService to the new task definition; ECS does the rollout.
+    Rolling { service: String },
+    /// Two ECS services behind weighted target groups of one listener rule.
+    AlbWeights {
+        #[serde(default)]
+        listener_rule_arn: Option<String>,
+        #[serde(default)]
+        listener_arn: Option<String>,
+        blue: Colour,
+        green: Colour,
+        #[serde(default = "default_scale_down")]
+        scale_down_after_minutes: u32,
+    },
+    /// ECS's own blue/green, linear and canary strategies with a lifecycle hook.
+    EcsNative { service: String },
+}
+
+fn default_scale_down() -> u32 {
+    5
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Colour {
+    pub service: String,
+    pub target_group_arn: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Strategy {
+    Canary {
+        steps: Vec<u8>,
+        bake_minutes: u32,
+    },
+    Linear {
+        step_percent: u8,
+        interval_minutes: u32,
+    },
+    AllAtOnce {
+        #[serde(default)]
+        bake_minutes: u32,
+    },
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy::AllAtOnce { bake_minutes: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    #[serde(default = "default_max_failed_tasks")]
+    pub max_failed_tasks: u32,
+    #[serde(default)]
+    pub approval: bool,
+}
+
+fn default_max_failed_tasks() -> u32 {
+    3
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            alarms: Vec::new(),
+            max_failed_tasks: default_max_failed_tasks(),
+            approval: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistrationError {
+    #[error("invalid registration document: {0}")]
+    Document(String),
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("engine `{0}` is not supported yet; use `rolling`")]
+    UnsupportedEngine(&'static str),
+}
+
+impl Registration {
+    /// Parses and validates a registration document for `service` in `environment`.
+    pub fn parse(service: &str, environment: &str, json: &str) -> Result<Self, RegistrationError> {
+        let spec: ServiceSpec =
+            serde_json::from_str(json).map_err(|e| RegistrationError::Document(e.to_string()))?;
+        let registration = Registration {
+            service: service.to_string(),
+            environment: environment.to_string(),
+            spec,
+        };
+        registration.validate()?;
+        Ok(registration)
+    }
+
+    pub fn validate(&self) -> Result<(), RegistrationError> {
+        check_name("service", &self.service)?;
+        check_name("environment", &self.environment)?;
+        let spec = &self.spec;
+        check_name("cluster", &spec.cluster)?;
+        check_name("container", &spec.container)?;
+        if spec.repository.is_empty() || spec.repository.len() > 256 {
+            return Err(invalid("repository", "must be 1 to 256 characters"));
+        }
+        if spec.tag_pattern.is_empty() {
+            return Err(invalid(
+                "tag_pattern",
+                "must not be empty (use `*` for any tag)",
+            ));
+        }
+        if spec.gates.max_failed_tasks == 0 {
+            return Err(invalid("gates.max_failed_tasks", "must be at least 1"));
+        }
+        match &spec.engine {
+            Engine::Rolling { service } => {
+                check_name("engine.service", service)?;
+                if !matches!(spec.strategy, Strategy::AllAtOnce { .. }) {
+                    return Err(invalid(
+                        "strategy",
+                        "the rolling engine takes only `all-at-once`: ECS does the rollout",
+                    ));
+                }
+            }
+            Engine::AlbWeights { .. } => {
+                return Err(RegistrationError::UnsupportedEngine("alb-weights"));
+            }
+            Engine::EcsNative { .. } => {
+                return Err(RegistrationError::UnsupportedEngine("ecs-native"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ECS service this registration deploys to (the rolling engine's service).
+    pub fn ecs_service(&self) -> &str {
+        match &self.spec.engine {
+            Engine::Rolling { service } | Engine::EcsNative { service } => service,
+            Engine::AlbWeights { blue, .. } => &blue.service,
+        }
+    }
+
+    pub fn bake_minutes(&self) -> u32 {
+        match self.spec.strategy {
+            Strategy::AllAtOnce { bake_minutes } | Strategy::Canary { bake_minutes, .. } => {
+                bake_minutes
+            }
+            Strategy::Linear {
+                interval_minutes, ..
+            } => interval_minutes,
+        }
+    }
+
+    /// Whether a push of `repository:tag` is meant for this registration. Untagged pushes match nothing.
+    pub fn matches_push(&self, repository: &str, tag: Option<&str>) -> bool {
+        match tag {
+            Some(tag) if !tag.is_empty() => {
+                self.spec.repository == repository && glob_match(&self.spec.tag_pattern, tag)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn invalid(field: &'static str, message: &str) -> RegistrationError {
+    RegistrationError::Invalid {
+        field,
+        message: message.to_string(),
+    }
+}
+
+/// Names of services, environments, clusters and containers: what ECS and our keys accept.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), RegistrationError> {
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            &format!("`{value}` must be 1 to 255 letters, digits, `-` or `_`"),
+        ))
+    }
+}
+
+/// Glob match: `*` is any run of characters (also none), `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "cluster": "flightdeck-prod", "repository": "checkout-api", "tag_pattern": "v*",
+      "container": "app", "engine": { "type": "rolling", "service": "checkout-api" },
+      "strategy": { "type": "all-at-once", "bake_minutes": 5 },
+      "gates": { "alarms": ["checkout-api-5xx"], "max_failed_tasks": 3, "approval": false },
+      "promote_to": "production",
+      "deployers": ["arn:aws:iam::123456789012:role/ci-deployer"],
+      "approvers": ["arn:aws:iam::123456789012:role/release-approver"]
+    }"#;
+
+    #[test]
+    fn the_design_sample_parses() {
+        let r = Registration::parse("checkout-api", "staging", SAMPLE).unwrap();
+        assert_eq!(r.ecs_service(), "checkout-api");
+        assert_eq!(r.bake_minutes(), 5);
+        assert_eq!(r.spec.promote_to.as_deref(), Some("production"));
+    }
+
+    #[test]
+    fn defaults_fill_in_what_is_left_out() {
+        let json = r#"{"cluster":"c","repository":"r","container":"app",
+                       "engine":{"type":"rolling","service":"s"}}"#;
+        let r = Registration::parse("s", "dev", json).unwrap();
+        assert_eq!(r.spec.tag_pattern, "*");
+        assert_eq!(r.spec.gates.max_failed_tasks, 3);
+        assert_eq!(r.spec.strategy, Strategy::AllAtOnce { bake_minutes: 0 });
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let json = SAMPLE.replace("\"promote_to\"", "\"promote_too\"");
+        let err = Registration::parse("s", "dev", &json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("promote_too"), "{err}");
+        let json = SAMPLE.replace("\"max_failed_tasks\"", "\"max_failures\"");
+        let err = Registration::parse("s", "dev", &json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_failures"), "{err}");
+    }
+
+    #[test]
+    fn rolling_refuses_stepped_strategies() {
+        let json = SAMPLE.replace(
+            r#"{ "type": "all-at-once", "bake_minutes": 5 }"#,
+            r#"{ "type": "canary", "steps": [10, 100], "bake_minutes": 5 }"#,
+        );
+        let err = Registration::parse("s", "dev", &json).unwrap_err();
+        assert!(matches!(
+            err,
+            RegistrationError::Invalid {
+                field: "strategy",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        assert!(Registration::parse("bad name", "dev", SAMPLE).is_err());
+        assert!(Registration::parse("svc", "", SAMPLE).is_err());
+    }
+
+    #[test]
+    fn tag_patterns_are_globs() {
+        assert!(glob_match("v*", "v1.2.3"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("release-?", "release-7"));
+        assert!(!glob_match("release-?", "release-10"));
+        assert!(glob_match("*-rc*", "v2-rc1"));
+        assert!(!glob_match("v*", "latest"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+    }
+
+    #[test]
+    fn untagged_pushes_match_nothing() {
+        let json = SAMPLE.replace("\"v*\"", "\"*\"");
+        let r = Registration::parse("s", "dev", &json).unwrap();
+        assert!(r.matches_push("checkout-api", Some("anything")));
+        assert!(!r.matches_push("checkout-api", None));
+        assert!(!r.matches_push("checkout-api", Some("")));
+        assert!(!r.matches_push("other-repo", Some("anything")));
+    }
+}
