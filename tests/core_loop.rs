@@ -1,0 +1,352 @@
+//! The core loop against the local stack over real HTTP: push -> deploy -> observe -> roll back ->
+//! alert. Each test makes its own table, topic, queue, cluster and service, so they run in
+//! parallel from a clean state. Needs the emulator: run `infra/local/test`.
+
+use flightdeck::deployment::Status;
+use flightdeck::handlers::{HandlerError, on_ecs_event, on_image_push};
+use flightdeck_local::{Result, Stack, image_push, local_sdk_config};
+use serde_json::{Value, json};
+
+const ENV: &str = "staging";
+
+async fn stack(name: &str, desired: i32) -> Result<Stack> {
+    let unique = format!(
+        "{name}-{}",
+        &flightdeck_local::hex64(&format!("{name}{:?}", std::time::SystemTime::now()))[..8]
+    );
+    let stack = Stack::create(local_sdk_config().await?, &unique, "checkout-api", desired).await?;
+    stack.register_sample(ENV).await?;
+    Ok(stack)
+}
+
+fn alert_types(alerts: &[flightdeck_local::ReceivedAlert]) -> Vec<&str> {
+    alerts.iter().map(|a| a.event_type.as_str()).collect()
+}
+
+/// Pushes `tag` and returns the deployment id and the new revision's task definition.
+async fn push(stack: &Stack, tag: &str) -> Result<(String, String)> {
+    let outcome = on_image_push::handle(&stack.ports(), image_push("checkout-api", tag)?).await?;
+    let d = outcome.deployments.first().ok_or("no deployment created")?;
+    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    let new_td = d
+        .rollout
+        .new_task_definition
+        .clone()
+        .ok_or("no new revision recorded")?;
+    Ok((d.id.clone(), new_td))
+}
+
+#[tokio::test]
+async fn a_good_push_rolls_out_by_digest_and_succeeds() -> Result<()> {
+    let stack = stack("good", 2).await?;
+    let (id, new_td) = push(&stack, "v1.1.0").await?;
+
+    // The service runs the new revision, and it differs only in the image, pinned by digest.
+    assert_eq!(stack.service_task_definition().await?, new_td);
+    let td = stack
+        .ecs
+        .describe_task_definition()
+        .task_definition(&new_td)
+        .send()
+        .await?;
+    let container = &td.task_definition.unwrap().container_definitions.unwrap()[0];
+    let d = stack.deployment(&id).await?;
+    assert_eq!(container.image.as_deref(), Some(d.image.as_str()));
+    assert!(d.image.contains("/checkout-api@sha256:"), "{}", d.image);
+    assert_eq!(container.memory, Some(512));
+    assert_eq!(
+        d.rollout.previous_task_definition.as_deref(),
+        Some(stack.initial_task_definition.as_str())
+    );
+
+    let mut ecs = stack.ecs_events();
+    let ports = stack.ports();
+    for _ in 0..2 {
+        let task = ecs.new_task_arn();
+        on_ecs_event::handle(&ports, ecs.task_running(&task, &new_td, 3)?).await?;
+    }
+    assert_eq!(
+        stack.deployment(&id).await?.status,
+        Status::Deploying,
+        "ECS has not reported completion yet"
+    );
+    on_ecs_event::handle(&ports, ecs.deployment_completed("ecs-svc/1")?).await?;
+
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::Succeeded, "{:?}", d.reason);
+    assert_eq!(d.traffic_percent, 100);
+    assert!(d.finished_at.is_some());
+    let alerts = stack.received_alerts().await?;
+    assert_eq!(
+        alert_types(&alerts),
+        ["deployment.started", "deployment.succeeded"]
+    );
+    let succeeded = &alerts[1];
+    assert_eq!(
+        (succeeded.service.as_str(), succeeded.environment.as_str()),
+        ("checkout-api", ENV)
+    );
+    assert_eq!(succeeded.document["deployment_id"], json!(id));
+    assert_eq!(succeeded.document["status"], json!("SUCCEEDED"));
+    assert!(succeeded.subject.len() < 100);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_ecr_event_twice_makes_one_deployment_one_revision_one_alert() -> Result<()> {
+    let stack = stack("replay", 1).await?;
+    let event = image_push("checkout-api", "v2.0.0")?;
+    let ports = stack.ports();
+    on_image_push::handle(&ports, event.clone()).await?;
+    on_image_push::handle(&ports, event.clone()).await?;
+    // And delivered twice at the same moment.
+    let (a, b) = tokio::join!(
+        on_image_push::handle(&ports, event.clone()),
+        on_image_push::handle(&ports, event.clone())
+    );
+    a?;
+    b?;
+
+    assert_eq!(stack.deployments(ENV).await?.len(), 1);
+    assert_eq!(
+        stack.task_definition_revisions().await?.len(),
+        2,
+        "the original and one new revision"
+    );
+    assert_eq!(
+        alert_types(&stack.received_alerts().await?),
+        ["deployment.started"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn scale_in_and_old_revision_stops_never_count_toward_a_crash_loop() -> Result<()> {
+    let stack = stack("benign", 2).await?;
+    let (id, new_td) = push(&stack, "v1.1.0").await?;
+    let mut ecs = stack.ecs_events();
+    let ports = stack.ports();
+    let old_td = stack.initial_task_definition.clone();
+    for _ in 0..4 {
+        let old_task = ecs.new_task_arn();
+        on_ecs_event::handle(&ports, ecs.task_scaled_in(&old_task, &old_td, 7)?).await?;
+        let old_crash = ecs.new_task_arn();
+        on_ecs_event::handle(&ports, ecs.task_exec_format_error(&old_crash, &old_td, 5)?).await?;
+    }
+    let new_task = ecs.new_task_arn();
+    on_ecs_event::handle(&ports, ecs.task_scaled_in(&new_task, &new_td, 7)?).await?;
+
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    assert_eq!(d.failed_tasks().count(), 0);
+    assert_eq!(stack.service_task_definition().await?, new_td);
+    assert_eq!(
+        alert_types(&stack.received_alerts().await?),
+        ["deployment.started"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_loop_puts_the_previous_revision_back_and_alerts_once() -> Result<()> {
+    let stack = stack("crash", 2).await?;
+    let (id, new_td) = push(&stack, "v1.2.0").await?;
+    let mut ecs = stack.ecs_events();
+    let ports = stack.ports();
+    let mut crashes = Vec::new();
+    for _ in 0..3 {
+        let task = ecs.new_task_arn();
+        on_ecs_event::handle(&ports, ecs.task_running(&task, &new_td, 3)?).await?;
+        crashes.push(ecs.task_exec_format_error(&task, &new_td, 5)?);
+    }
+    for crash in &crashes[..2] {
+        on_ecs_event::handle(&ports, crash.clone()).await?;
+    }
+    assert_eq!(
+        stack.deployment(&id).await?.status,
+        Status::Deploying,
+        "two failures are below the limit of 3"
+    );
+    on_ecs_event::handle(&ports, crashes[2].clone()).await?;
+
+    // The emulated service is back on the previous task definition.
+    assert_eq!(
+        stack.service_task_definition().await?,
+        stack.initial_task_definition
+    );
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::RollingBack);
+    let issued = d.rollback.as_ref().and_then(|r| r.issued_at);
+    assert!(issued.is_some(), "the rollback call is recorded as issued");
+
+    // ECS reports the service steady again; redeliveries of everything change nothing.
+    on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+    for crash in &crashes {
+        on_ecs_event::handle(&ports, crash.clone()).await?;
+    }
+    on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::RolledBack);
+    let reason = d.reason.clone().unwrap_or_default();
+    assert!(reason.contains("exec format error"), "{reason}");
+    assert!(d.finished_at.is_some());
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.status == Some(Status::RollingBack))
+    );
+    assert!(d.outbox.is_empty());
+
+    let alerts = stack.received_alerts().await?;
+    assert_eq!(
+        alert_types(&alerts),
+        ["deployment.started", "deployment.rolled_back"]
+    );
+    let rolled_back = &alerts[1];
+    assert_eq!(rolled_back.severity, "warning");
+    assert!(
+        rolled_back.document["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exec format error")
+    );
+    assert_eq!(rolled_back.document["version"], json!("1"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_crash_events_roll_back_once() -> Result<()> {
+    let stack = stack("race", 1).await?;
+    let (id, new_td) = push(&stack, "v3.0.0").await?;
+    let mut ecs = stack.ecs_events();
+    let ports = stack.ports();
+    let events: Vec<Value> = (0..4)
+        .map(|_| {
+            let task = ecs.new_task_arn();
+            ecs.task_exec_format_error(&task, &new_td, 5)
+        })
+        .collect::<Result<_>>()?;
+    let (a, b, c, d) = tokio::join!(
+        on_ecs_event::handle(&ports, events[0].clone()),
+        on_ecs_event::handle(&ports, events[1].clone()),
+        on_ecs_event::handle(&ports, events[2].clone()),
+        on_ecs_event::handle(&ports, events[3].clone()),
+    );
+    for r in [a, b, c, d] {
+        r?;
+    }
+    on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+
+    let deployment = stack.deployment(&id).await?;
+    assert_eq!(
+        deployment.status,
+        Status::RolledBack,
+        "{:?}",
+        deployment.reason
+    );
+    let rollbacks = deployment
+        .events
+        .iter()
+        .filter(|e| e.status == Some(Status::RollingBack))
+        .count();
+    assert_eq!(rollbacks, 1);
+    assert_eq!(
+        alert_types(&stack.received_alerts().await?),
+        ["deployment.started", "deployment.rolled_back"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn ecs_reporting_the_deployment_failed_is_recorded_and_rolled_back() -> Result<()> {
+    let stack = stack("ecsfail", 1).await?;
+    let (id, _) = push(&stack, "v4.0.0").await?;
+    let mut event = flightdeck_local::sample("ecs-deployment-failed-circuit-breaker.json")?;
+    let now = json!(chrono::Utc::now().to_rfc3339());
+    event["time"] = now.clone();
+    event["detail"]["updatedAt"] = now;
+    event["resources"] = json!([format!(
+        "arn:aws:ecs:eu-west-1:123456789012:service/{}/checkout-api",
+        stack.cluster
+    )]);
+    on_ecs_event::handle(&stack.ports(), event).await?;
+
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::RollingBack);
+    assert!(d.reason.unwrap_or_default().contains("circuit breaker"));
+    assert_eq!(
+        stack.service_task_definition().await?,
+        stack.initial_task_definition
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_and_unexpected_events_are_refused_without_a_record() -> Result<()> {
+    let stack = stack("bad", 1).await?;
+    let ports = stack.ports();
+
+    // Not an EventBridge event at all.
+    let err = on_image_push::handle(&ports, json!({"hello": "world"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandlerError::Event(_)), "{err}");
+
+    // A push whose digest is not a digest: refused, naming the event id.
+    let mut bad_digest = image_push("checkout-api", "v1.0.1")?;
+    bad_digest["detail"]["image-digest"] = json!("sha256:nothex");
+    let err = on_image_push::handle(&ports, bad_digest)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("push-checkout-api-v1.0.1") && err.contains("image-digest"),
+        "{err}"
+    );
+
+    // A push without the required repository name.
+    let mut no_repo = image_push("checkout-api", "v1.0.2")?;
+    no_repo["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("repository-name");
+    let err = on_image_push::handle(&ports, no_repo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("repository-name"), "{err}");
+
+    // Logged skips: another detail-type, an untagged push, a delete, a tag no pattern matches.
+    let mut untagged = flightdeck_local::sample("ecr-image-push-untagged.json")?;
+    untagged["detail"]["repository-name"] = json!("checkout-api");
+    let mut unmatched = image_push("checkout-api", "latest")?;
+    unmatched["id"] = json!("unmatched-tag");
+    for event in [
+        flightdeck_local::sample("ecs-service-steady-state.json")?,
+        untagged,
+        flightdeck_local::sample("ecr-image-delete.json")?,
+        unmatched,
+    ] {
+        let id = event["id"].as_str().unwrap_or("").to_string();
+        let outcome = on_image_push::handle(&ports, event).await?;
+        let why = outcome.skipped.unwrap_or_default();
+        assert!(why.contains(&id), "skip reason names the event id: {why}");
+    }
+
+    // An ECS task event missing its task ARN.
+    let mut ecs = stack.ecs_events();
+    let task = ecs.new_task_arn();
+    let mut broken = ecs.task_running(&task, &stack.initial_task_definition, 2)?;
+    broken["detail"].as_object_mut().unwrap().remove("taskArn");
+    let err = on_ecs_event::handle(&ports, broken)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("taskArn"), "{err}");
+
+    assert!(stack.deployments(ENV).await?.is_empty());
+    assert_eq!(stack.task_definition_revisions().await?.len(), 1);
+    assert!(stack.received_alerts().await?.is_empty());
+    Ok(())
+}
