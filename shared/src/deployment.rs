@@ -120,7 +120,7 @@ pub struct Rollback {
 #[serde(tag = "effect", rename_all = "kebab-case")]
 pub enum Effect {
     RollBack { to_task_definition: String },
-    Alert(Alert),
+    Alert(Box<Alert>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -275,6 +275,13 @@ impl Deployment {
 pub fn short_digest(digest: &str) -> &str {
     let end = digest.len().min("sha256:".len() + 12);
     digest.get(..end).unwrap_or(digest)
+}
+
+/// `family:revision` from a task-definition ARN, for text meant to be read.
+pub fn short_task_definition(arn: &str) -> &str {
+    arn.rsplit_once("task-definition/")
+        .map(|(_, rest)| rest)
+        .unwrap_or(arn)
 }
 
 /// The task id at the end of a task ARN.

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
     AuditEvent, Deployment, Effect, PendingEffect, Rollback, Status, TrackedTask, short_task,
+    short_task_definition,
 };
 use crate::stop_reason::StopReason;
 
@@ -82,7 +83,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 d.rollout.desired_count = Some(*desired_count);
                 d.rollout.started_at = Some(now);
                 let reason = format!(
-                    "registered {new_task_definition} (was {previous_task_definition}) and updated ECS service {}",
+                    "registered {} (was {}) and updated ECS service {}",
+                    short_task_definition(new_task_definition),
+                    short_task_definition(previous_task_definition),
                     d.rollout.ecs_service
                 );
                 transition(&mut d, Status::Deploying, reason, "flightdeck", now);
@@ -180,10 +183,11 @@ fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) 
     if d.rollout.new_task_definition.as_deref() != Some(task.task_definition_arn.as_str()) {
         return;
     }
-    if let Some(known) = d.tasks.get(&task.task_arn) {
-        if known.version >= task.version || known.last_status == "STOPPED" {
-            return; // a duplicate, an older event delivered late, or news of a task already stopped
-        }
+    // A duplicate, an older event delivered late, or news of a task already stopped.
+    if let Some(known) = d.tasks.get(&task.task_arn)
+        && (known.version >= task.version || known.last_status == "STOPPED")
+    {
+        return;
     }
     d.tasks.insert(
         task.task_arn.clone(),
@@ -303,7 +307,7 @@ fn settled(
                 None => at >= issued_at,
             };
             if ours {
-                let reason = d.reason.clone().unwrap_or_default();
+                // The record keeps the classified reason of the rollback; the entry says what ended it.
                 d.status = Status::RolledBack;
                 d.traffic_percent = 0;
                 d.finished_at = Some(now);
@@ -313,11 +317,10 @@ fn settled(
                     status: Some(Status::RolledBack),
                     reason: Some(format!(
                         "ECS reports the service steady on the previous revision {}",
-                        rollback.to_task_definition
+                        short_task_definition(&rollback.to_task_definition)
                     )),
                     actor: Some("aws.ecs".to_string()),
                 });
-                d.reason = Some(reason);
                 alert(d, EventType::RolledBack, now);
             }
         }
@@ -410,7 +413,7 @@ fn crash_loop_reason(d: &Deployment) -> String {
             None => counts.push((stop.label(), 1, stop.explain())),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let total: usize = counts.iter().map(|c| c.1).sum();
     let summary: Vec<String> = counts
         .iter()
@@ -454,7 +457,7 @@ fn note(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
 
 fn alert(d: &mut Deployment, event_type: EventType, now: DateTime<Utc>) {
     let alert = Alert::for_deployment(event_type, d, now);
-    push_effect(d, Effect::Alert(alert));
+    push_effect(d, Effect::Alert(Box::new(alert)));
 }
 
 fn push_effect(d: &mut Deployment, effect: Effect) {

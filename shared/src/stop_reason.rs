@@ -62,12 +62,17 @@ pub enum StopReason {
 impl StopReason {
     pub fn classify(task: &StoppedTask<'_>) -> StopReason {
         let reason = task.stopped_reason.unwrap_or("");
-        let texts: Vec<(Option<&str>, &str)> = std::iter::once((None, reason))
-            .chain(
-                task.containers
-                    .iter()
-                    .filter_map(|(name, _, r)| r.map(|r| (Some(*name), r))),
-            )
+        // Container reasons first: they name the container. A task-level reason of a task with
+        // one container is that container's.
+        let only_container = match task.containers {
+            [(name, _, _)] => Some(*name),
+            _ => None,
+        };
+        let texts: Vec<(Option<&str>, &str)> = task
+            .containers
+            .iter()
+            .filter_map(|(name, _, r)| r.map(|r| (Some(*name), r)))
+            .chain(std::iter::once((only_container, reason)))
             .collect();
         let find = |needle: &str| {
             let needle = needle.to_ascii_lowercase();

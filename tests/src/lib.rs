@@ -5,6 +5,8 @@
 //! Every `Stack` gets its own table, topic, queue, cluster and service (named by a prefix), so
 //! tests start from a clean state without resetting the emulator under each other.
 
+pub mod timeline;
+
 use std::path::{Path, PathBuf};
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -466,7 +468,7 @@ impl EcsSimulator {
             &format!(
                 "{}/{}",
                 self.cluster,
-                hex64(&format!("{}{}", self.cluster, self.next_task))[..32].to_string()
+                &hex64(&format!("{}{}", self.cluster, self.next_task))[..32]
             ),
         )
     }
