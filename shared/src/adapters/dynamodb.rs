@@ -257,3 +257,128 @@ impl DeploymentStore for DynamoStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{Deployment, ImagePush};
+    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::{mock, mock_client};
+    use chrono::TimeZone;
+
+    fn deployment() -> Deployment {
+        let registration = Registration::parse(
+            "api",
+            "staging",
+            r#"{"cluster":"c","repository":"api","container":"app","engine":{"type":"rolling","service":"api"}}"#,
+        )
+        .unwrap();
+        let push = ImagePush {
+            registry: "1.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository: "api".into(),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            tag: Some("v1".into()),
+            event_id: "e".into(),
+        };
+        Deployment::from_push(
+            &registration,
+            &push,
+            chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        )
+    }
+
+    fn conditional_failure() -> PutItemError {
+        PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder().build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_save_that_lost_a_race_is_a_conflict_and_keeps_the_version() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| r.condition_expression() == Some("record_version = :v"))
+            .then_error(conditional_failure);
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        let mut d = deployment();
+        d.record_version = 4;
+        assert!(matches!(store.save(&mut d).await, Err(PortError::Conflict)));
+        assert_eq!(d.record_version, 4);
+    }
+
+    #[tokio::test]
+    async fn a_save_is_conditional_on_the_version_read_and_bumps_it() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let values = r.expression_attribute_values().cloned().unwrap_or_default();
+                let item = r.item().cloned().unwrap_or_default();
+                values.get(":v") == Some(&AttributeValue::N("4".into()))
+                    && item.get("record_version") == Some(&AttributeValue::N("5".into()))
+                    && item.get("active_pk") == Some(&AttributeValue::S("ACTIVE".into()))
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        let mut d = deployment();
+        d.record_version = 4;
+        store.save(&mut d).await.unwrap();
+        assert_eq!(d.record_version, 5);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn finished_deployments_leave_the_active_index() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().cloned().unwrap_or_default();
+                !item.contains_key("active_pk") && !item.contains_key("active_sk")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        let mut d = deployment();
+        d.status = crate::deployment::Status::Succeeded;
+        store.save(&mut d).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn creating_an_existing_deployment_reports_it_exists() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| r.condition_expression() == Some("attribute_not_exists(pk)"))
+            .then_error(conditional_failure);
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        assert_eq!(
+            store.create(&deployment()).await.unwrap(),
+            Created::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_items() {
+        let mut d = deployment();
+        d.tasks.insert(
+            "arn:task/1".into(),
+            crate::deployment::TrackedTask {
+                last_status: "STOPPED".into(),
+                version: 5,
+                stop: Some(crate::stop_reason::StopReason::OutOfMemory {
+                    container: Some("app".into()),
+                }),
+                updated_at: d.created_at,
+            },
+        );
+        let alert = crate::alerts::Alert::for_deployment(
+            crate::alerts::EventType::Started,
+            &d,
+            d.created_at,
+        );
+        d.outbox.push(crate::deployment::PendingEffect {
+            seq: 0,
+            claimed_at: None,
+            effect: crate::deployment::Effect::Alert(Box::new(alert)),
+        });
+        let item: std::collections::HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(DeploymentItem::new(&d)).unwrap();
+        let back: DeploymentItem = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.deployment, d);
+    }
+}

@@ -153,3 +153,138 @@ impl EcsControl for EcsClient {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
+    use aws_sdk_ecs::types::{ContainerDefinition, Deployment, Service, TaskDefinition};
+    use aws_smithy_mocks::{mock, mock_client};
+
+    const NEW_IMAGE: &str = "1.dkr.ecr.eu-west-1.amazonaws.com/api@sha256:abc";
+
+    fn current() -> TaskDefinition {
+        TaskDefinition::builder()
+            .family("api")
+            .task_role_arn("arn:aws:iam::1:role/api-task")
+            .cpu("256")
+            .memory("512")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("app")
+                    .image("api:v1")
+                    .memory(512)
+                    .build(),
+            )
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("envoy")
+                    .image("envoy:1.30")
+                    .build(),
+            )
+            .build()
+    }
+
+    fn describe_rule() -> aws_smithy_mocks::Rule {
+        mock!(Client::describe_task_definition).then_output(|| {
+            DescribeTaskDefinitionOutput::builder()
+                .task_definition(current())
+                .build()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_new_revision_differs_only_in_the_chosen_containers_image() {
+        let describe = describe_rule();
+        let register = mock!(Client::register_task_definition)
+            .match_requests(|r| {
+                let containers = r.container_definitions();
+                r.family() == Some("api")
+                    && r.task_role_arn() == Some("arn:aws:iam::1:role/api-task")
+                    && r.cpu() == Some("256")
+                    && containers.len() == 2
+                    && containers[0].image() == Some(NEW_IMAGE)
+                    && containers[0].memory() == Some(512)
+                    && containers[1].image() == Some("envoy:1.30")
+                    && r.tags().is_empty()
+            })
+            .then_output(|| {
+                RegisterTaskDefinitionOutput::builder()
+                    .task_definition(
+                        TaskDefinition::builder()
+                            .task_definition_arn("arn:td/api:2")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = EcsClient::new(mock_client!(aws_sdk_ecs, [&describe, &register]));
+        let arn = ecs
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE)
+            .await
+            .unwrap();
+        assert_eq!(arn, "arn:td/api:2");
+        assert_eq!(register.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_container_missing_from_the_task_definition_is_named() {
+        let describe = describe_rule();
+        let ecs = EcsClient::new(mock_client!(aws_sdk_ecs, [&describe]));
+        let err = ecs
+            .register_revision("arn:td/api:1", "web", NEW_IMAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("container `web` is not in arn:td/api:1"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn update_service_returns_the_primary_deployment_of_the_new_revision() {
+        let update = mock!(Client::update_service).then_output(|| {
+            UpdateServiceOutput::builder()
+                .service(
+                    Service::builder()
+                        .deployments(
+                            Deployment::builder()
+                                .id("ecs-svc/1")
+                                .status("ACTIVE")
+                                .task_definition("arn:td/api:1")
+                                .build(),
+                        )
+                        .deployments(
+                            Deployment::builder()
+                                .id("ecs-svc/2")
+                                .status("PRIMARY")
+                                .task_definition("arn:td/api:2")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&update]
+        ));
+        assert_eq!(
+            ecs.update_service("c", "api", "arn:td/api:2")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ecs-svc/2")
+        );
+        // An ECS that does not list the new revision as PRIMARY gives no id (the emulator does this).
+        assert_eq!(
+            ecs.update_service("c", "api", "arn:td/api:3")
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
