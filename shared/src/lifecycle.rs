@@ -15,6 +15,10 @@ use crate::deployment::{
 };
 use crate::stop_reason::StopReason;
 
+/// A deployment still PENDING this long after its creation was abandoned mid-start (the
+/// invocation that created it died before ECS was told); the reconcile loop fails it.
+pub const START_TIMEOUT: Duration = Duration::minutes(5);
+
 /// Something that happened, as far as a deployment is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fact {
@@ -155,6 +159,14 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 && d.rollout.bake_until.is_some_and(|until| now >= until)
             {
                 succeed(&mut d, now);
+            } else if d.status == Status::Pending && now - d.created_at >= START_TIMEOUT {
+                let reason = format!(
+                    "the rollout was not started within {} minutes of the push: the invocation that \
+                     created the deployment stopped before starting it",
+                    START_TIMEOUT.num_minutes()
+                );
+                finish(&mut d, Status::Failed, reason, "flightdeck", now);
+                alert(&mut d, EventType::Failed, now);
             }
         }
     }
@@ -790,6 +802,15 @@ mod tests {
             )
             .changed
         );
+    }
+
+    #[test]
+    fn a_deployment_abandoned_before_its_start_fails_after_the_start_timeout() {
+        let d = pending(0);
+        assert!(!decide(&d, &Fact::Tick, t(0) + START_TIMEOUT - Duration::seconds(1)).changed);
+        let failed = decide(&d, &Fact::Tick, t(0) + START_TIMEOUT).deployment;
+        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(alerts(&failed), vec![EventType::Failed]);
     }
 
     #[test]
