@@ -150,6 +150,59 @@ impl Alert {
         }
     }
 
+    /// An alarm on a managed service that gates nothing in flight: name the most recent
+    /// deployment as the suspect, with how long ago it happened.
+    pub fn for_alarm(
+        alarm: &str,
+        reason: &str,
+        service: &str,
+        environment: &str,
+        suspect: Option<&Deployment>,
+        at: DateTime<Utc>,
+    ) -> Alert {
+        let event_type = EventType::AlarmFired;
+        let mut subject = format!("[Flightdeck] {service} {environment}: alarm {alarm}");
+        truncate_chars(&mut subject, SUBJECT_LIMIT);
+        let suspect_text = match suspect {
+            Some(d) => {
+                let when = d.finished_at.unwrap_or(d.updated_at);
+                format!(
+                    "the most recent deployment, {} of {} ({}), {} {} ago",
+                    d.id,
+                    d.tag.as_deref().unwrap_or("an untagged image"),
+                    short_digest(&d.digest),
+                    d.status,
+                    ago(at - when)
+                )
+            }
+            None => "no deployment of this service and environment is on record".to_string(),
+        };
+        let full_reason = format!("alarm `{alarm}` is in ALARM: {reason}. Suspect: {suspect_text}");
+        let text = format!(
+            "Alarm {alarm} fired on {service} in {environment}.\n\nWhy: {reason}\n\nSuspect: {suspect_text}.\n\
+             Nothing was rolled back: no deployment in flight is gated by this alarm.\nAt: {}\n",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        Alert {
+            subject,
+            text,
+            document: AlertDocument {
+                version: "1".to_string(),
+                event_type,
+                severity: event_type.severity().to_string(),
+                service: service.to_string(),
+                environment: environment.to_string(),
+                deployment_id: suspect.map(|d| d.id.clone()),
+                status: suspect.map(|d| d.status.as_str().to_string()),
+                reason: Some(full_reason),
+                digest: suspect.map(|d| d.digest.clone()),
+                tag: suspect.and_then(|d| d.tag.clone()),
+                traffic_percent: suspect.map(|d| d.traffic_percent),
+                at,
+            },
+        }
+    }
+
     /// The SNS `MessageStructure=json` message: text for people, the document for machines.
     pub fn sns_message(&self) -> String {
         let document = serde_json::to_string(&self.document).unwrap_or_default();
@@ -163,6 +216,17 @@ impl Alert {
             "https": document,
         })
         .to_string()
+    }
+}
+
+/// "12 minutes", "3 hours", "2 days".
+fn ago(elapsed: chrono::Duration) -> String {
+    let minutes = elapsed.num_minutes().max(0);
+    match minutes {
+        0 => format!("{} seconds", elapsed.num_seconds().max(0)),
+        1..=119 => format!("{minutes} minutes"),
+        120..=2879 => format!("{} hours", minutes / 60),
+        _ => format!("{} days", minutes / 1440),
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::Alert;
-use crate::registration::Registration;
+use crate::registration::{Engine, Registration};
 use crate::stop_reason::StopReason;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +105,85 @@ pub struct Rollout {
     pub bake_until: Option<DateTime<Utc>>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Colour {
+    Blue,
+    Green,
+}
+
+impl Colour {
+    pub fn other(self) -> Colour {
+        match self {
+            Colour::Blue => Colour::Green,
+            Colour::Green => Colour::Blue,
+        }
+    }
+}
+
+/// One colour of an `alb-weights` pair: an ECS service and the target group it registers with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColourTarget {
+    pub service: String,
+    pub target_group_arn: String,
+}
+
+/// Where the forward weights live: a listener rule, or a listener's default action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "arn", rename_all = "kebab-case")]
+pub enum Listener {
+    Rule(String),
+    Default(String),
+}
+
+/// The `alb-weights` plan: which colour serves, which takes the new revision, and the steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub listener: Listener,
+    pub blue: ColourTarget,
+    pub green: ColourTarget,
+    /// The colour serving before the deployment, read from the listener's weights at start.
+    pub stable: Option<Colour>,
+    /// Percentages of traffic on the new colour, step by step, ending at 100.
+    pub steps: Vec<u8>,
+    /// Index into `steps` of the step being set or held.
+    pub step: usize,
+    pub scale_down_after_minutes: u32,
+    /// When the old colour is scaled to zero after success.
+    pub scale_down_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub scaled_down: bool,
+}
+
+impl Traffic {
+    pub fn target(&self, colour: Colour) -> &ColourTarget {
+        match colour {
+            Colour::Blue => &self.blue,
+            Colour::Green => &self.green,
+        }
+    }
+
+    /// The colour taking the new revision.
+    pub fn canary(&self) -> Option<Colour> {
+        self.stable.map(Colour::other)
+    }
+
+    /// The forward weights with `percent` on the new colour, as (target group, weight) pairs.
+    pub fn weights(&self, percent: u8) -> Option<Vec<(String, u32)>> {
+        let stable = self.stable?;
+        Some(vec![
+            (
+                self.target(stable).target_group_arn.clone(),
+                u32::from(100 - percent.min(100)),
+            ),
+            (
+                self.target(stable.other()).target_group_arn.clone(),
+                u32::from(percent.min(100)),
+            ),
+        ])
+    }
+}
+
 /// A rollback Flightdeck decided on: requested first, issued once the ECS call went through.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rollback {
@@ -119,7 +198,23 @@ pub struct Rollback {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "kebab-case")]
 pub enum Effect {
-    RollBack { to_task_definition: String },
+    /// rolling: UpdateService back to the previous task definition.
+    RollBack {
+        to_task_definition: String,
+    },
+    /// alb-weights: set the listener's forward weights, `percent` on the new colour.
+    SetWeights {
+        percent: u8,
+    },
+    /// Scale an ECS service (the old colour after success, the new one after a rollback).
+    Scale {
+        service: String,
+        desired_count: u32,
+    },
+    /// Start the same digest in the next environment.
+    Promote {
+        environment: String,
+    },
     Alert(Box<Alert>),
 }
 
@@ -164,6 +259,27 @@ pub struct Deployment {
     #[serde(default)]
     pub tasks: BTreeMap<String, TrackedTask>,
     pub rollback: Option<Rollback>,
+    /// alb-weights only.
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+    /// CloudWatch alarms that gate the deployment: any in ALARM rolls it back.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    #[serde(default)]
+    pub approval_required: bool,
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub approved_at: Option<DateTime<Utc>>,
+    /// The environment success promotes to.
+    #[serde(default)]
+    pub promote_to: Option<String>,
+    /// The deployment whose success created this one (promotions).
+    #[serde(default)]
+    pub promoted_from: Option<String>,
+    /// Waiting for this in-flight deployment of the same service and environment to end.
+    #[serde(default)]
+    pub queued_behind: Option<String>,
     #[serde(default)]
     pub outbox: Vec<PendingEffect>,
     #[serde(default)]
@@ -205,36 +321,127 @@ impl Deployment {
         now: DateTime<Utc>,
     ) -> Deployment {
         let tag_text = push.tag.as_deref().unwrap_or("(untagged)");
-        Deployment {
-            id: push_deployment_id(
+        let reason = format!(
+            "image {}:{tag_text} ({}) pushed; ECR event {}",
+            push.repository,
+            short_digest(&push.digest),
+            push.event_id
+        );
+        let mut d = Deployment::new(
+            registration,
+            push_deployment_id(
                 &registration.service,
                 &registration.environment,
                 &push.digest,
             ),
+            push.image(),
+            push.digest.clone(),
+            push.tag.clone(),
+            Trigger::EcrPush,
+            now,
+        );
+        d.started_by = Some("ecr-push".to_string());
+        d.events.push(AuditEvent {
+            at: now,
+            status: Some(Status::Pending),
+            reason: Some(reason),
+            actor: Some("aws.ecr".to_string()),
+        });
+        d
+    }
+
+    /// The deployment of `from`'s image that `from`'s success creates in `registration`'s environment.
+    pub fn promotion_of(
+        from: &Deployment,
+        registration: &Registration,
+        now: DateTime<Utc>,
+    ) -> Deployment {
+        let hash = Sha256::digest(
+            format!(
+                "promotion\n{}\n{}\n{}",
+                from.id, registration.service, registration.environment
+            )
+            .as_bytes(),
+        );
+        let hex: String = hash.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        let mut d = Deployment::new(
+            registration,
+            format!("d-{hex}"),
+            from.image.clone(),
+            from.digest.clone(),
+            from.tag.clone(),
+            Trigger::Promotion,
+            now,
+        );
+        d.started_by = Some(format!("promotion:{}", from.id));
+        d.promoted_from = Some(from.id.clone());
+        d.events.push(AuditEvent {
+            at: now,
+            status: Some(Status::Pending),
+            reason: Some(format!(
+                "promoted from {} in {}, which succeeded",
+                from.id, from.environment
+            )),
+            actor: Some("flightdeck".to_string()),
+        });
+        d
+    }
+
+    fn new(
+        registration: &Registration,
+        id: String,
+        image: String,
+        digest: String,
+        tag: Option<String>,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+    ) -> Deployment {
+        let traffic = match &registration.spec.engine {
+            Engine::AlbWeights {
+                listener_rule_arn,
+                listener_arn,
+                blue,
+                green,
+                scale_down_after_minutes,
+            } => Some(Traffic {
+                listener: match (listener_rule_arn, listener_arn) {
+                    (Some(rule), _) => Listener::Rule(rule.clone()),
+                    (None, Some(listener)) => Listener::Default(listener.clone()),
+                    (None, None) => Listener::Default(String::new()),
+                },
+                blue: ColourTarget {
+                    service: blue.service.clone(),
+                    target_group_arn: blue.target_group_arn.clone(),
+                },
+                green: ColourTarget {
+                    service: green.service.clone(),
+                    target_group_arn: green.target_group_arn.clone(),
+                },
+                stable: None,
+                steps: registration.traffic_steps(),
+                step: 0,
+                scale_down_after_minutes: *scale_down_after_minutes,
+                scale_down_at: None,
+                scaled_down: false,
+            }),
+            _ => None,
+        };
+        Deployment {
+            id,
             service: registration.service.clone(),
             environment: registration.environment.clone(),
-            image: push.image(),
-            digest: push.digest.clone(),
-            tag: push.tag.clone(),
-            trigger: Trigger::EcrPush,
+            image,
+            digest,
+            tag,
+            trigger,
             status: Status::Pending,
             traffic_percent: 0,
-            started_by: Some("ecr-push".to_string()),
+            started_by: None,
             created_at: now,
             updated_at: now,
             finished_at: None,
             reason: None,
-            events: vec![AuditEvent {
-                at: now,
-                status: Some(Status::Pending),
-                reason: Some(format!(
-                    "image {}:{tag_text} ({}) pushed; ECR event {}",
-                    push.repository,
-                    short_digest(&push.digest),
-                    push.event_id
-                )),
-                actor: Some("aws.ecr".to_string()),
-            }],
+            events: Vec::new(),
             rollout: Rollout {
                 cluster: registration.spec.cluster.clone(),
                 ecs_service: registration.ecs_service().to_string(),
@@ -251,10 +458,42 @@ impl Deployment {
             bake_minutes: registration.bake_minutes(),
             tasks: BTreeMap::new(),
             rollback: None,
+            traffic,
+            alarms: registration.spec.gates.alarms.clone(),
+            approval_required: registration.spec.gates.approval,
+            approved_by: None,
+            approved_at: None,
+            promote_to: registration.spec.promote_to.clone(),
+            promoted_from: None,
+            queued_behind: None,
             outbox: Vec::new(),
             next_effect_seq: 0,
             record_version: 0,
         }
+    }
+
+    /// Whether the reconcile loop still has work on it: an active status, or the old colour
+    /// still to scale down after success.
+    pub fn needs_reconcile(&self) -> bool {
+        self.status.is_active()
+            || !self.outbox.is_empty()
+            || self
+                .traffic
+                .as_ref()
+                .is_some_and(|t| t.scale_down_at.is_some() && !t.scaled_down)
+    }
+
+    /// In flight: ECS or the listener already carries (or is getting) the new revision.
+    pub fn in_flight(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Deploying | Status::Shifting | Status::RollingBack
+        )
+    }
+
+    /// Waiting: nothing of it runs yet, so a newer push may replace it.
+    pub fn waiting(&self) -> bool {
+        matches!(self.status, Status::Pending | Status::AwaitingApproval)
     }
 
     pub fn failed_tasks(&self) -> impl Iterator<Item = (&String, &StopReason)> {

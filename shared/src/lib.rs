@@ -2,6 +2,7 @@
 //! need, their AWS adapters, and the typed AWS events. Every Lambda in `functions/` is a thin
 //! `main.rs` around one of the handlers here.
 
+pub mod alarm_events;
 pub mod alerts;
 pub mod config;
 pub mod deployment;

@@ -1,7 +1,10 @@
 //! The deployment lifecycle, as one pure function: `(deployment, fact, now) -> deployment`.
 //!
-//! `PENDING -> DEPLOYING -> (SHIFTING while baking) -> SUCCEEDED`, and from any active state
-//! `-> ROLLING_BACK -> ROLLED_BACK`, or `FAILED`, `SUPERSEDED`. Every transition appends an audit
+//! `PENDING -> (AWAITING_APPROVAL) -> DEPLOYING -> SHIFTING (step n, bake) -> SUCCEEDED`, and from
+//! an in-flight state `-> ROLLING_BACK -> ROLLED_BACK`, or `FAILED`, `SUPERSEDED`. The rolling
+//! engine lets ECS replace the tasks and uses SHIFTING only for its bake; `alb-weights` brings the
+//! new colour up during DEPLOYING and moves the listener's weights step by step during SHIFTING,
+//! each step held for its bake and gated by alarms and the crash-loop count. Every transition appends an audit
 //! event; side effects (the rollback call, alerts) are put in the record's outbox, saved with the
 //! new state, and carried out by the caller afterwards. Deciding never touches the network, and
 //! deciding the same fact twice changes nothing the second time.
@@ -10,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
-    AuditEvent, Deployment, Effect, PendingEffect, Rollback, Status, TrackedTask, short_task,
-    short_task_definition,
+    AuditEvent, Colour, Deployment, Effect, PendingEffect, Rollback, Status, TrackedTask,
+    short_task, short_task_definition,
 };
 use crate::stop_reason::StopReason;
 
@@ -22,12 +25,22 @@ pub const START_TIMEOUT: Duration = Duration::minutes(5);
 /// Something that happened, as far as a deployment is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fact {
-    /// The new revision is registered and ECS was told to run it.
+    /// Another deployment of the same service and environment is in flight; wait for it.
+    Queued { behind: String },
+    /// What this deployment waited for has ended.
+    Unblocked,
+    /// The environment requires approval before anything changes.
+    ApprovalNeeded,
+    /// A principal approved the deployment.
+    Approved { by: String },
+    /// The new revision is registered and ECS was told to run it (for `alb-weights` on the idle
+    /// colour; `stable` is the colour the listener served from).
     RolloutStarted {
         previous_task_definition: String,
         new_task_definition: String,
         ecs_deployment_id: Option<String>,
         desired_count: u32,
+        stable: Option<Colour>,
     },
     /// The rollout could not be started (ECS refused a call).
     StartFailed { reason: String },
@@ -51,8 +64,32 @@ pub enum Fact {
     },
     /// The rollback UpdateService went through.
     RollbackIssued { ecs_deployment_id: Option<String> },
+    /// What DescribeServices (and the target group's health, where it can be read) says of a
+    /// service, as the reconcile loop saw it.
+    ServiceObserved(ServiceObservation),
+    /// The listener's weights now put `percent` on the new colour.
+    WeightsSet { percent: u8 },
+    /// A service was scaled to zero.
+    ScaledDown { service: String },
+    /// A CloudWatch alarm is in ALARM.
+    AlarmFired { alarm: String, reason: String },
+    /// A CloudWatch alarm left ALARM.
+    AlarmCleared { alarm: String, state: String },
+    /// Something worth recording that changes nothing else.
+    Noted { reason: String, actor: String },
     /// Time passed (the reconcile loop's heartbeat).
     Tick,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceObservation {
+    pub service: String,
+    pub task_definition: String,
+    /// Tasks of `task_definition` running.
+    pub running: u32,
+    pub desired: u32,
+    /// Healthy targets in the service's target group, when that can be read.
+    pub healthy_targets: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -69,16 +106,76 @@ pub struct TaskObservation {
 pub struct Decision {
     pub deployment: Deployment,
     pub changed: bool,
+    /// Why the fact was refused (e.g. self-approval); the record is unchanged then.
+    pub refusal: Option<String>,
 }
 
 pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision {
     let mut d = current.clone();
     match fact {
+        Fact::Queued { behind } => {
+            if d.status == Status::Pending && d.queued_behind.as_deref() != Some(behind.as_str()) {
+                d.queued_behind = Some(behind.clone());
+                let reason = format!(
+                    "queued: deployment {behind} of {} is in flight",
+                    d.environment
+                );
+                note(&mut d, reason, "flightdeck", now);
+            }
+        }
+        Fact::Unblocked => {
+            if let Some(behind) = d.queued_behind.take() {
+                let reason = format!("deployment {behind} ended; starting");
+                note(&mut d, reason, "flightdeck", now);
+            }
+        }
+        Fact::ApprovalNeeded => {
+            if d.status == Status::Pending && d.approval_required && d.approved_by.is_none() {
+                let reason = format!(
+                    "{} requires approval before the rollout starts",
+                    d.environment
+                );
+                transition(&mut d, Status::AwaitingApproval, reason, "flightdeck", now);
+                alert(&mut d, EventType::ApprovalRequired, now);
+            }
+        }
+        Fact::Approved { by } => {
+            let refusal = if d.status != Status::AwaitingApproval {
+                Some(format!(
+                    "deployment {} is {}, not awaiting approval",
+                    d.id, d.status
+                ))
+            } else if d.started_by.as_deref() == Some(by.as_str()) {
+                Some(format!(
+                    "{by} started deployment {} and cannot approve it; another approver must",
+                    d.id
+                ))
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                return Decision {
+                    deployment: current.clone(),
+                    changed: false,
+                    refusal: Some(refusal),
+                };
+            }
+            d.approved_by = Some(by.clone());
+            d.approved_at = Some(now);
+            transition(
+                &mut d,
+                Status::Pending,
+                format!("approved by {by}"),
+                by,
+                now,
+            );
+        }
         Fact::RolloutStarted {
             previous_task_definition,
             new_task_definition,
             ecs_deployment_id,
             desired_count,
+            stable,
         } => {
             if d.status == Status::Pending {
                 d.rollout.previous_task_definition = Some(previous_task_definition.clone());
@@ -86,11 +183,22 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
                 d.rollout.desired_count = Some(*desired_count);
                 d.rollout.started_at = Some(now);
+                let mut on = format!("ECS service {}", d.rollout.ecs_service);
+                if let Some(traffic) = d.traffic.as_mut() {
+                    traffic.stable = *stable;
+                    if let Some(canary) = traffic.canary() {
+                        d.rollout.ecs_service = traffic.target(canary).service.clone();
+                        on = format!(
+                            "the idle {} colour, ECS service {} (scaled to {desired_count})",
+                            colour_name(canary),
+                            d.rollout.ecs_service
+                        );
+                    }
+                }
                 let reason = format!(
-                    "registered {} (was {}) and updated ECS service {}",
+                    "registered {} (was {}) and put it on {on}",
                     short_task_definition(new_task_definition),
                     short_task_definition(previous_task_definition),
-                    d.rollout.ecs_service
                 );
                 transition(&mut d, Status::Deploying, reason, "flightdeck", now);
                 alert(&mut d, EventType::Started, now);
@@ -103,7 +211,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Superseded { by } => {
-            if d.status.is_active() && d.status != Status::RollingBack {
+            if d.waiting() {
                 let reason = format!("superseded by deployment {by}");
                 finish(&mut d, Status::Superseded, reason, "flightdeck", now);
             }
@@ -154,12 +262,50 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 );
             }
         }
+        Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
+        Fact::WeightsSet { percent } => weights_set(&mut d, *percent, now),
+        Fact::ScaledDown { service } => {
+            if let Some(traffic) = d.traffic.as_mut().filter(|t| !t.scaled_down) {
+                if d.status == Status::Succeeded {
+                    traffic.scaled_down = true;
+                }
+                note(
+                    &mut d,
+                    format!("scaled ECS service {service} to 0"),
+                    "flightdeck",
+                    now,
+                );
+            }
+        }
+        Fact::AlarmFired { alarm, reason } => {
+            if d.in_flight() && d.status != Status::RollingBack && d.alarms.contains(alarm) {
+                let why = format!("alarm `{alarm}` is in ALARM: {reason}");
+                roll_back(&mut d, why, "aws.cloudwatch", now);
+            }
+        }
+        Fact::AlarmCleared { alarm, state } => {
+            if d.status.is_active() && d.alarms.contains(alarm) {
+                note(
+                    &mut d,
+                    format!("alarm `{alarm}` is {state}"),
+                    "aws.cloudwatch",
+                    now,
+                );
+            }
+        }
+        Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
         Fact::Tick => {
             if d.status == Status::Shifting
                 && d.rollout.bake_until.is_some_and(|until| now >= until)
+                && !has_pending(&d, |e| matches!(e, Effect::SetWeights { .. }))
             {
-                succeed(&mut d, now);
-            } else if d.status == Status::Pending && now - d.created_at >= START_TIMEOUT {
+                next_step(&mut d, now);
+            } else if d.status == Status::Succeeded {
+                scale_down_old_colour(&mut d, now);
+            } else if d.status == Status::Pending
+                && d.queued_behind.is_none()
+                && now - d.updated_at >= START_TIMEOUT
+            {
                 let reason = format!(
                     "the rollout was not started within {} minutes of the push: the invocation that \
                      created the deployment stopped before starting it",
@@ -174,6 +320,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
     Decision {
         deployment: d,
         changed,
+        refusal: None,
     }
 }
 
@@ -302,7 +449,8 @@ fn settled(
                 maybe_settle(d, now);
             }
         }
-        Status::RollingBack => {
+        // alb-weights rollbacks end when the weights are back, not on ECS's word.
+        Status::RollingBack if d.traffic.is_none() => {
             let Some(rollback) = d.rollback.clone() else {
                 return;
             };
@@ -319,35 +467,34 @@ fn settled(
                 None => at >= issued_at,
             };
             if ours {
-                // The record keeps the classified reason of the rollback; the entry says what ended it.
-                d.status = Status::RolledBack;
-                d.traffic_percent = 0;
-                d.finished_at = Some(now);
-                d.updated_at = now;
-                d.events.push(AuditEvent {
-                    at: now,
-                    status: Some(Status::RolledBack),
-                    reason: Some(format!(
-                        "ECS reports the service steady on the previous revision {}",
-                        short_task_definition(&rollback.to_task_definition)
-                    )),
-                    actor: Some("aws.ecs".to_string()),
-                });
-                alert(d, EventType::RolledBack, now);
+                let why = format!(
+                    "ECS reports the service steady on the previous revision {}",
+                    short_task_definition(&rollback.to_task_definition)
+                );
+                rolled_back(d, why, "aws.ecs", now);
             }
         }
         _ => {}
     }
 }
 
-/// DEPLOYING becomes SUCCEEDED (or starts its bake) once ECS reports the rollout settled and the
-/// desired count of new-revision tasks is running.
+/// DEPLOYING moves on once the new revision runs at the desired count: `alb-weights` starts
+/// shifting; rolling also waits for ECS to report the rollout settled, then succeeds or bakes.
 fn maybe_settle(d: &mut Deployment, now: DateTime<Utc>) {
-    if d.status != Status::Deploying || d.rollout.settled_at.is_none() {
+    if d.status != Status::Deploying {
         return;
     }
     let desired = d.rollout.desired_count.unwrap_or(1) as usize;
-    if d.running_tasks() < desired {
+    let running = d.running_tasks();
+    if running < desired {
+        return;
+    }
+    if d.traffic.is_some() {
+        let why = format!("{running} of {desired} new-revision tasks running");
+        start_shifting(d, why, "aws.ecs", now);
+        return;
+    }
+    if d.rollout.settled_at.is_none() {
         return;
     }
     d.traffic_percent = 100;
@@ -357,34 +504,225 @@ fn maybe_settle(d: &mut Deployment, now: DateTime<Utc>) {
         let until = now + Duration::minutes(i64::from(d.bake_minutes));
         d.rollout.bake_until = Some(until);
         let reason = format!(
-            "{} of {desired} new-revision tasks running and ECS reports the rollout steady; baking for {} min",
-            d.running_tasks(),
+            "{running} of {desired} new-revision tasks running and ECS reports the rollout steady; baking for {} min",
             d.bake_minutes
         );
         transition(d, Status::Shifting, reason, "aws.ecs", now);
     }
 }
 
+/// The reconcile loop's view of a service: the new colour ready, or a rolling rollback done.
+fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
+    if seen.service != d.rollout.ecs_service {
+        return;
+    }
+    match (d.status, d.traffic.is_some()) {
+        (Status::Deploying, true) => {
+            let desired = d.rollout.desired_count.unwrap_or(1);
+            let ours =
+                d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
+            let healthy = seen.healthy_targets.is_none_or(|h| h >= desired);
+            if ours && seen.running >= desired && healthy {
+                let mut why = format!("{} of {desired} new-revision tasks running", seen.running);
+                if let Some(h) = seen.healthy_targets {
+                    why.push_str(&format!(", {h} healthy in the target group"));
+                }
+                start_shifting(d, why, "aws.ecs", now);
+            }
+        }
+        (Status::RollingBack, false) => {
+            let Some(rollback) = d.rollback.clone() else {
+                return;
+            };
+            if rollback.issued_at.is_some()
+                && rollback.to_task_definition == seen.task_definition
+                && seen.running >= seen.desired
+            {
+                let why = format!(
+                    "ECS service {} runs the previous revision {} at its desired count ({} running)",
+                    seen.service,
+                    short_task_definition(&rollback.to_task_definition),
+                    seen.running
+                );
+                rolled_back(d, why, "aws.ecs", now);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn start_shifting(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
+    let Some(traffic) = d.traffic.as_mut() else {
+        return;
+    };
+    traffic.step = 0;
+    let first = traffic.steps.first().copied().unwrap_or(100);
+    let colour = traffic.canary().map(colour_name).unwrap_or("new");
+    let reason = format!("{why}; shifting {first}% of traffic to the {colour} colour");
+    transition(d, Status::Shifting, reason, actor, now);
+    push_effect(d, Effect::SetWeights { percent: first });
+}
+
+/// The listener's weights changed: hold the step for its bake, or finish a rollback.
+fn weights_set(d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
+    let Some(traffic) = d.traffic.as_ref() else {
+        return;
+    };
+    let (Some(stable), Some(canary)) = (traffic.stable, traffic.canary()) else {
+        return;
+    };
+    let split = format!(
+        "{} {}% / {} {}%",
+        colour_name(stable),
+        100 - percent.min(100),
+        colour_name(canary),
+        percent.min(100)
+    );
+    d.traffic_percent = percent;
+    d.updated_at = now;
+    match d.status {
+        Status::Shifting => {
+            d.rollout.bake_until = Some(now + Duration::minutes(i64::from(d.bake_minutes)));
+            let reason = format!("weights set: {split}; holding for {} min", d.bake_minutes);
+            note(d, reason, "flightdeck", now);
+        }
+        Status::RollingBack if percent == 0 => {
+            if let Some(rollback) = d.rollback.as_mut() {
+                rollback.issued_at = Some(now);
+            }
+            let why = format!(
+                "weights back to 100% on the stable {} colour ({split})",
+                colour_name(stable)
+            );
+            rolled_back(d, why, "flightdeck", now);
+        }
+        _ => note(d, format!("weights set: {split}"), "flightdeck", now),
+    }
+}
+
+/// The current step's bake passed with every gate green: the next step, or success.
+fn next_step(d: &mut Deployment, now: DateTime<Utc>) {
+    let Some(traffic) = d.traffic.as_mut() else {
+        succeed(d, now);
+        return;
+    };
+    if d.traffic_percent >= 100 || traffic.step + 1 >= traffic.steps.len() {
+        succeed(d, now);
+        return;
+    }
+    traffic.step += 1;
+    let percent = traffic.steps[traffic.step];
+    d.rollout.bake_until = None;
+    let reason = format!(
+        "bake of {} min passed with every gate green; shifting to {percent}%",
+        d.bake_minutes
+    );
+    note(d, reason, "flightdeck", now);
+    push_effect(d, Effect::SetWeights { percent });
+}
+
 fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
     let desired = d.rollout.desired_count.unwrap_or(1);
-    let reason = if d.bake_minutes == 0 {
-        format!(
+    let reason = match &d.traffic {
+        Some(t) => format!(
+            "all traffic on the {} colour; bake of {} min passed with every gate green",
+            t.canary().map(colour_name).unwrap_or("new"),
+            d.bake_minutes
+        ),
+        None if d.bake_minutes == 0 => format!(
             "{} of {desired} new-revision tasks running and ECS reports the rollout steady",
             d.running_tasks()
-        )
-    } else {
-        format!(
+        ),
+        None => format!(
             "bake of {} min passed with every gate green",
             d.bake_minutes
-        )
+        ),
     };
     d.traffic_percent = 100;
+    if let Some(traffic) = d.traffic.as_mut() {
+        let wait = Duration::minutes(i64::from(traffic.scale_down_after_minutes));
+        traffic.scale_down_at = Some(now + wait);
+    }
     finish(d, Status::Succeeded, reason, "flightdeck", now);
     alert(d, EventType::Succeeded, now);
+    if let Some(environment) = d.promote_to.clone() {
+        push_effect(d, Effect::Promote { environment });
+    }
+}
+
+/// After success, the old colour is scaled to zero once `scale_down_after_minutes` passed.
+fn scale_down_old_colour(d: &mut Deployment, now: DateTime<Utc>) {
+    let Some(traffic) = d.traffic.as_ref() else {
+        return;
+    };
+    let due = traffic.scale_down_at.is_some_and(|at| now >= at);
+    if !due || traffic.scaled_down || has_pending(d, |e| matches!(e, Effect::Scale { .. })) {
+        return;
+    }
+    let Some(stable) = traffic.stable else { return };
+    let service = traffic.target(stable).service.clone();
+    push_effect(
+        d,
+        Effect::Scale {
+            service,
+            desired_count: 0,
+        },
+    );
+    d.updated_at = now;
+}
+
+fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
+    // The record keeps the classified reason of the rollback; the entry says what ended it.
+    d.status = Status::RolledBack;
+    d.traffic_percent = 0;
+    d.finished_at = Some(now);
+    d.updated_at = now;
+    d.events.push(AuditEvent {
+        at: now,
+        status: Some(Status::RolledBack),
+        reason: Some(why),
+        actor: Some(actor.to_string()),
+    });
+    alert(d, EventType::RolledBack, now);
+}
+
+fn has_pending(d: &Deployment, what: impl Fn(&Effect) -> bool) -> bool {
+    d.outbox.iter().any(|e| what(&e.effect))
+}
+
+fn colour_name(colour: Colour) -> &'static str {
+    match colour {
+        Colour::Blue => "blue",
+        Colour::Green => "green",
+    }
 }
 
 /// Decides a rollback: the record says ROLLING_BACK and the UpdateService back goes in the outbox.
 fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
+    if d.traffic.is_some() {
+        // One ELBv2 call puts all traffic back on the stable colour; then the new one is scaled in.
+        d.rollback = Some(Rollback {
+            to_task_definition: d
+                .rollout
+                .previous_task_definition
+                .clone()
+                .unwrap_or_default(),
+            requested_at: now,
+            issued_at: None,
+            ecs_deployment_id: None,
+        });
+        let canary_service = d.rollout.ecs_service.clone();
+        transition(d, Status::RollingBack, reason, actor, now);
+        push_effect(d, Effect::SetWeights { percent: 0 });
+        push_effect(
+            d,
+            Effect::Scale {
+                service: canary_service,
+                desired_count: 0,
+            },
+        );
+        return;
+    }
     match d.rollout.previous_task_definition.clone() {
         Some(previous) => {
             d.rollback = Some(Rollback {
@@ -521,6 +859,7 @@ mod tests {
             new_task_definition: NEW_TD.into(),
             ecs_deployment_id: Some("ecs-svc/2".into()),
             desired_count: desired,
+            stable: None,
         };
         decide(&pending(bake), &fact, t(1)).deployment
     }
@@ -584,6 +923,7 @@ mod tests {
             new_task_definition: NEW_TD.into(),
             ecs_deployment_id: None,
             desired_count: 2,
+            stable: None,
         };
         assert!(!decide(&d, &again, t(5)).changed);
     }
@@ -784,14 +1124,18 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_push_supersedes_but_never_interrupts_a_rollback() {
-        let d = decide(
-            &deploying(0, 1),
-            &Fact::Superseded { by: "d-new".into() },
-            t(3),
-        )
-        .deployment;
-        assert_eq!(d.status, Status::Superseded);
+    fn a_newer_push_supersedes_only_what_is_still_waiting() {
+        let waiting =
+            decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3)).deployment;
+        assert_eq!(waiting.status, Status::Superseded);
+        assert!(
+            !decide(
+                &deploying(0, 1),
+                &Fact::Superseded { by: "d-new".into() },
+                t(3)
+            )
+            .changed
+        );
         let mut rolling_back = deploying(0, 1);
         rolling_back.status = Status::RollingBack;
         assert!(
@@ -802,6 +1146,256 @@ mod tests {
             )
             .changed
         );
+    }
+
+    // --- alb-weights, gates, approval, promotion ---
+
+    const TG_BLUE: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/blue/1";
+    const TG_GREEN: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/green/2";
+
+    fn alb_registration(strategy: &str, extra: &str) -> Registration {
+        let json = format!(
+            r#"{{"cluster":"prod","repository":"web","container":"app",
+                "engine":{{"type":"alb-weights",
+                    "listener_rule_arn":"arn:aws:elasticloadbalancing:eu-west-1:1:listener-rule/app/x/y/z",
+                    "blue":{{"service":"web-blue","target_group_arn":"{TG_BLUE}"}},
+                    "green":{{"service":"web-green","target_group_arn":"{TG_GREEN}"}},
+                    "scale_down_after_minutes":5}},
+                "strategy":{strategy},
+                "gates":{{"alarms":["web-5xx"]{extra}}},
+                "promote_to":"production"}}"#
+        );
+        Registration::parse("web", "staging", &json).unwrap()
+    }
+
+    fn alb_deploying(strategy: &str) -> Deployment {
+        let push = ImagePush {
+            registry: "1.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository: "web".into(),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            tag: Some("v2".into()),
+            event_id: "evt-2".into(),
+        };
+        let d = Deployment::from_push(&alb_registration(strategy, ""), &push, t(0));
+        let started = Fact::RolloutStarted {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            ecs_deployment_id: None,
+            desired_count: 2,
+            stable: Some(Colour::Blue),
+        };
+        decide(&d, &started, t(1)).deployment
+    }
+
+    fn green_ready() -> Fact {
+        Fact::ServiceObserved(ServiceObservation {
+            service: "web-green".into(),
+            task_definition: NEW_TD.into(),
+            running: 2,
+            desired: 2,
+            healthy_targets: None,
+        })
+    }
+
+    /// Carries out every pending effect but alerts the way the handler would, recording results.
+    fn settle_effects(mut d: Deployment, now: DateTime<Utc>) -> Deployment {
+        while let Some(e) = d
+            .outbox
+            .iter()
+            .find(|e| !matches!(e.effect, Effect::Alert(_)))
+            .cloned()
+        {
+            effects_done(&mut d, &[e.seq]);
+            let follow_up = match e.effect {
+                Effect::SetWeights { percent } => Some(Fact::WeightsSet { percent }),
+                Effect::Scale { service, .. } => Some(Fact::ScaledDown { service }),
+                _ => None,
+            };
+            if let Some(f) = follow_up {
+                d = decide(&d, &f, now).deployment;
+            }
+        }
+        d
+    }
+
+    fn weights_asked(d: &Deployment) -> Vec<u8> {
+        d.outbox
+            .iter()
+            .filter_map(|e| match e.effect {
+                Effect::SetWeights { percent } => Some(percent),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_new_colour_takes_traffic_only_once_it_runs_at_the_desired_count() {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+        assert_eq!(d.rollout.ecs_service, "web-green");
+        let not_yet = Fact::ServiceObserved(ServiceObservation {
+            running: 1,
+            ..match green_ready() {
+                Fact::ServiceObserved(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(
+            decide(&d, &not_yet, t(2)).deployment.status,
+            Status::Deploying
+        );
+        let unhealthy = Fact::ServiceObserved(ServiceObservation {
+            healthy_targets: Some(1),
+            ..match green_ready() {
+                Fact::ServiceObserved(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(
+            decide(&d, &unhealthy, t(2)).deployment.status,
+            Status::Deploying
+        );
+        let ready = decide(&d, &green_ready(), t(2)).deployment;
+        assert_eq!(ready.status, Status::Shifting);
+        assert_eq!(weights_asked(&ready), vec![10]);
+    }
+
+    #[test]
+    fn a_canary_holds_each_step_for_its_bake_then_succeeds_and_scales_the_old_colour_down() {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+        let d = settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2));
+        assert_eq!(d.traffic_percent, 10);
+        assert!(
+            !decide(&d, &Fact::Tick, t(2) + Duration::minutes(4)).changed,
+            "still baking"
+        );
+        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        assert_eq!(weights_asked(&d), vec![100]);
+        // A second tick before the weights are set asks for nothing more.
+        assert!(!decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).changed);
+        let d = settle_effects(d, t(400));
+        assert_eq!(d.traffic_percent, 100);
+        assert_eq!(d.status, Status::Shifting);
+        let done = decide(&d, &Fact::Tick, t(400) + Duration::minutes(5)).deployment;
+        assert_eq!(done.status, Status::Succeeded);
+        assert!(done.outbox.iter().any(|e| e.effect
+            == Effect::Promote {
+                environment: "production".into()
+            }));
+        assert!(
+            done.needs_reconcile(),
+            "the old colour still has to be scaled down"
+        );
+        let later = decide(&done, &Fact::Tick, t(400) + Duration::minutes(10)).deployment;
+        assert!(later.outbox.iter().any(|e| matches!(&e.effect, Effect::Scale { service, desired_count: 0 } if service == "web-blue")));
+        let mut finished = settle_effects(later, t(1100));
+        assert!(finished.traffic.as_ref().unwrap().scaled_down);
+        finished.outbox.clear(); // the alerts, sent
+        assert!(!finished.needs_reconcile());
+    }
+
+    #[test]
+    fn linear_steps_climb_by_the_step_percent() {
+        let r = alb_registration(
+            r#"{"type":"linear","step_percent":30,"interval_minutes":2}"#,
+            "",
+        );
+        assert_eq!(r.traffic_steps(), vec![30, 60, 90, 100]);
+    }
+
+    #[test]
+    fn a_gating_alarm_puts_all_traffic_back_on_the_stable_colour_in_one_step() {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+        let d = settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2));
+        let fired = Fact::AlarmFired {
+            alarm: "web-5xx".into(),
+            reason: "Threshold Crossed: 7 > 5".into(),
+        };
+        let d = decide(&d, &fired, t(60)).deployment;
+        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(weights_asked(&d), vec![0]);
+        let d = settle_effects(d, t(61));
+        assert_eq!(d.status, Status::RolledBack);
+        assert_eq!(d.traffic_percent, 0);
+        assert!(d.reason.clone().unwrap().contains("web-5xx"));
+        assert_eq!(alerts(&d), vec![EventType::Started, EventType::RolledBack]);
+        // The same alarm again changes nothing.
+        assert!(!decide(&d, &fired, t(62)).changed);
+    }
+
+    #[test]
+    fn an_alarm_that_does_not_gate_the_deployment_is_ignored() {
+        let d = alb_deploying(r#"{"type":"all-at-once","bake_minutes":0}"#);
+        let other = Fact::AlarmFired {
+            alarm: "someone-elses".into(),
+            reason: "x".into(),
+        };
+        assert!(!decide(&d, &other, t(5)).changed);
+    }
+
+    #[test]
+    fn approval_is_required_and_self_approval_refused() {
+        let reg = alb_registration(
+            r#"{"type":"all-at-once","bake_minutes":0}"#,
+            r#","approval":true"#,
+        );
+        let push = ImagePush {
+            registry: "r".into(),
+            repository: "web".into(),
+            digest: format!("sha256:{}", "d".repeat(64)),
+            tag: None,
+            event_id: "e".into(),
+        };
+        let mut d = Deployment::from_push(&reg, &push, t(0));
+        d.started_by = Some("arn:aws:iam::1:role/ci".into());
+        let waiting = decide(&d, &Fact::ApprovalNeeded, t(1)).deployment;
+        assert_eq!(waiting.status, Status::AwaitingApproval);
+        assert_eq!(alerts(&waiting), vec![EventType::ApprovalRequired]);
+        let own = decide(
+            &waiting,
+            &Fact::Approved {
+                by: "arn:aws:iam::1:role/ci".into(),
+            },
+            t(2),
+        );
+        assert!(own.refusal.unwrap().contains("cannot approve"));
+        let approved = decide(
+            &waiting,
+            &Fact::Approved {
+                by: "arn:aws:iam::1:role/approver".into(),
+            },
+            t(2),
+        )
+        .deployment;
+        assert_eq!(approved.status, Status::Pending);
+        assert_eq!(
+            approved.approved_by.as_deref(),
+            Some("arn:aws:iam::1:role/approver")
+        );
+        assert_eq!(
+            approved.events.last().unwrap().actor.as_deref(),
+            Some("arn:aws:iam::1:role/approver")
+        );
+        // Approving twice is refused: it is no longer waiting.
+        assert!(
+            decide(&approved, &Fact::Approved { by: "x".into() }, t(3))
+                .refusal
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_queued_deployment_does_not_time_out() {
+        let d = decide(
+            &pending(0),
+            &Fact::Queued {
+                behind: "d-old".into(),
+            },
+            t(1),
+        )
+        .deployment;
+        assert!(!decide(&d, &Fact::Tick, t(1) + START_TIMEOUT * 3).changed);
+        let d = decide(&d, &Fact::Unblocked, t(2)).deployment;
+        assert!(d.queued_behind.is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::alerts::Alert;
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, Listener};
 use crate::registration::Registration;
 
 /// Failures of a port, in the terms the handlers act on.
@@ -62,6 +62,19 @@ pub trait DeploymentStore: Send + Sync {
         service: &str,
         environment: &str,
     ) -> impl Future<Output = PortResult<Vec<String>>> + Send;
+    /// Ids of every deployment the reconcile loop still has work on (a sparse index, never a Scan).
+    fn all_active(&self) -> impl Future<Output = PortResult<Vec<String>>> + Send;
+    /// The most recent deployment of a service and environment.
+    fn latest(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> impl Future<Output = PortResult<Option<Deployment>>> + Send;
+    /// Records that `key` was handled (for events without a record of their own);
+    /// `AlreadyExists` means an earlier delivery handled it. Markers expire after a week.
+    fn remember(&self, key: &str) -> impl Future<Output = PortResult<Created>> + Send;
+    /// Drops a marker again (the work it stood for failed and must be retried).
+    fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 /// What the rolling engine needs from ECS.
@@ -78,20 +91,79 @@ pub trait EcsControl: Send + Sync {
         container: &str,
         image: &str,
     ) -> impl Future<Output = PortResult<String>> + Send;
-    /// Points the service at `task_definition`; returns the id of the ECS deployment that runs it,
-    /// when ECS says so.
+    /// Points the service at `task_definition` (and sets its desired count, if given); returns
+    /// the id of the ECS deployment that runs it, when ECS says so.
     fn update_service(
         &self,
         cluster: &str,
         service: &str,
         task_definition: &str,
+        desired_count: Option<u32>,
     ) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    fn scale(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired_count: u32,
+    ) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EcsService {
     pub task_definition: String,
     pub desired_count: u32,
+    pub running_count: u32,
+    /// (task definition, running count) of each ECS deployment of the service.
+    pub deployments: Vec<(String, u32)>,
+}
+
+impl EcsService {
+    /// Tasks of `task_definition` running: from its ECS deployment when listed, else the
+    /// service's count when the service runs only that revision.
+    pub fn running_of(&self, task_definition: &str) -> u32 {
+        match self
+            .deployments
+            .iter()
+            .find(|(td, _)| td == task_definition)
+        {
+            Some((_, running)) => *running,
+            None if self.task_definition == task_definition => self.running_count,
+            None => 0,
+        }
+    }
+}
+
+/// The listener's weighted forward action (ELBv2).
+pub trait TrafficControl: Send + Sync {
+    /// (target group ARN, weight) of the forward action.
+    fn weights(
+        &self,
+        listener: &Listener,
+    ) -> impl Future<Output = PortResult<Vec<(String, u32)>>> + Send;
+    /// Replaces the forward action's weights in one call.
+    fn set_weights(
+        &self,
+        listener: &Listener,
+        weights: &[(String, u32)],
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Healthy targets in a target group; `None` when it has no targets to read.
+    fn healthy_targets(
+        &self,
+        target_group_arn: &str,
+    ) -> impl Future<Output = PortResult<Option<u32>>> + Send;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmState {
+    pub name: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub reason: String,
+}
+
+/// CloudWatch alarm states (the reconcile loop's gate check).
+pub trait AlarmReader: Send + Sync {
+    fn states(&self, names: &[String]) -> impl Future<Output = PortResult<Vec<AlarmState>>> + Send;
 }
 
 pub trait Notifier: Send + Sync {
@@ -108,4 +180,18 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// Everything the event handlers talk to, built once per cold start (see `handlers::Ports`).
+pub trait Adapters: Send + Sync {
+    type Store: DeploymentStore;
+    type Ecs: EcsControl;
+    type Traffic: TrafficControl;
+    type Notifier: Notifier;
+    type Clock: Clock;
+    fn store(&self) -> &Self::Store;
+    fn ecs(&self) -> &Self::Ecs;
+    fn traffic(&self) -> &Self::Traffic;
+    fn notifier(&self) -> &Self::Notifier;
+    fn clock(&self) -> &Self::Clock;
 }

@@ -127,7 +127,7 @@ pub enum RegistrationError {
         field: &'static str,
         message: String,
     },
-    #[error("engine `{0}` is not supported yet; use `rolling`")]
+    #[error("engine `{0}` is not supported yet; use `rolling` or `alb-weights`")]
     UnsupportedEngine(&'static str),
 }
 
@@ -163,6 +163,37 @@ impl Registration {
         if spec.gates.max_failed_tasks == 0 {
             return Err(invalid("gates.max_failed_tasks", "must be at least 1"));
         }
+        if spec.promote_to.as_deref() == Some(self.environment.as_str()) {
+            return Err(invalid("promote_to", "must name another environment"));
+        }
+        if let Some(next) = &spec.promote_to {
+            check_name("promote_to", next)?;
+        }
+        for alarm in &spec.gates.alarms {
+            if alarm.is_empty() || alarm.len() > 255 {
+                return Err(invalid(
+                    "gates.alarms",
+                    "alarm names are 1 to 255 characters",
+                ));
+            }
+        }
+        match &spec.strategy {
+            Strategy::Canary { steps, .. } => {
+                let increasing = steps.windows(2).all(|w| w[0] < w[1]);
+                if steps.is_empty() || !increasing || steps.iter().any(|&p| p == 0 || p > 100) {
+                    return Err(invalid(
+                        "strategy.steps",
+                        "must be increasing percentages from 1 to 100, e.g. [10, 100]",
+                    ));
+                }
+            }
+            Strategy::Linear { step_percent, .. } => {
+                if *step_percent == 0 || *step_percent > 100 {
+                    return Err(invalid("strategy.step_percent", "must be 1 to 100"));
+                }
+            }
+            Strategy::AllAtOnce { .. } => {}
+        }
         match &spec.engine {
             Engine::Rolling { service } => {
                 check_name("engine.service", service)?;
@@ -173,14 +204,69 @@ impl Registration {
                     ));
                 }
             }
-            Engine::AlbWeights { .. } => {
-                return Err(RegistrationError::UnsupportedEngine("alb-weights"));
+            Engine::AlbWeights {
+                listener_rule_arn,
+                listener_arn,
+                blue,
+                green,
+                ..
+            } => {
+                match (listener_rule_arn, listener_arn) {
+                    (Some(arn), None) | (None, Some(arn)) if arn.starts_with("arn:") => {}
+                    _ => {
+                        return Err(invalid(
+                            "engine",
+                            "alb-weights needs exactly one of `listener_rule_arn` or `listener_arn` (an ARN)",
+                        ));
+                    }
+                }
+                check_name("engine.blue.service", &blue.service)?;
+                check_name("engine.green.service", &green.service)?;
+                if blue.service == green.service || blue.target_group_arn == green.target_group_arn
+                {
+                    return Err(invalid(
+                        "engine",
+                        "blue and green must be different services with different target groups",
+                    ));
+                }
+                for tg in [&blue.target_group_arn, &green.target_group_arn] {
+                    if !tg.starts_with("arn:") {
+                        return Err(invalid(
+                            "engine.target_group_arn",
+                            "must be a target group ARN",
+                        ));
+                    }
+                }
             }
             Engine::EcsNative { .. } => {
                 return Err(RegistrationError::UnsupportedEngine("ecs-native"));
             }
         }
         Ok(())
+    }
+
+    /// The traffic percentages on the new revision, step by step; always ends at 100.
+    pub fn traffic_steps(&self) -> Vec<u8> {
+        let mut steps = match &self.spec.strategy {
+            Strategy::AllAtOnce { .. } => vec![100],
+            Strategy::Canary { steps, .. } => steps.clone(),
+            Strategy::Linear { step_percent, .. } => (1..=100u16
+                .div_ceil(u16::from(*step_percent)))
+                .map(|n| (n * u16::from(*step_percent)).min(100) as u8)
+                .collect(),
+        };
+        if steps.last() != Some(&100) {
+            steps.push(100);
+        }
+        steps
+    }
+
+    /// Every ECS service the registration deploys to (both colours for `alb-weights`).
+    pub fn ecs_services(&self) -> Vec<&str> {
+        match &self.spec.engine {
+            Engine::Rolling { service } | Engine::EcsNative { service } => vec![service],
+            Engine::AlbWeights { blue, green, .. } => vec![&blue.service, &green.service],
+        }
     }
 
     /// The ECS service this registration deploys to (the rolling engine's service).

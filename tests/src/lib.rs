@@ -15,7 +15,10 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use flightdeck::adapters::{dynamodb::DynamoStore, ecs::EcsClient, sns::SnsNotifier};
+use flightdeck::adapters::{
+    cloudwatch::CloudWatchAlarms, dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic,
+    sns::SnsNotifier,
+};
 use flightdeck::deployment::Deployment;
 use flightdeck::handlers::Ports;
 use flightdeck::ports::{Clock, DeploymentStore, SystemClock};
@@ -25,7 +28,7 @@ use serde_json::Value;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub type LocalPorts<C = SystemClock> = Ports<DynamoStore, EcsClient, SnsNotifier, C>;
+pub type LocalPorts<C = SystemClock> = Ports<DynamoStore, EcsClient, ElbTraffic, SnsNotifier, C>;
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "eu-west-1";
@@ -144,6 +147,8 @@ pub struct Stack {
     pub ecs: aws_sdk_ecs::Client,
     pub sns: aws_sdk_sns::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 /// A message as the subscriber queue received it from SNS.
@@ -171,6 +176,8 @@ impl Stack {
         let ecs = aws_sdk_ecs::Client::new(&sdk);
         let sns = aws_sdk_sns::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
         let table = format!("{prefix}-deployments");
         create_table(&dynamodb, &table).await?;
 
@@ -258,6 +265,8 @@ impl Stack {
             ecs,
             sns,
             sqs,
+            elbv2,
+            cloudwatch,
         })
     }
 
@@ -270,9 +279,15 @@ impl Stack {
         Ports {
             store: DynamoStore::new(self.dynamodb.clone(), self.table.clone()),
             ecs: EcsClient::new(self.ecs.clone()),
+            traffic: ElbTraffic::new(self.elbv2.clone()),
             notifier: SnsNotifier::new(self.sns.clone(), self.topic_arn.clone()),
             clock,
         }
+    }
+
+    /// The reconcile loop's alarm reader, on the CloudWatch emulator.
+    pub fn alarms(&self) -> CloudWatchAlarms {
+        CloudWatchAlarms::new(self.cloudwatch.clone())
     }
 
     /// Registers a service from a registration document, as `flightdeck-admin register` does.

@@ -1,6 +1,8 @@
 //! `on-ecs-event`: wires the AWS clients into the shared handler. Clients are built once per cold start.
 
-use flightdeck::adapters::{dynamodb::DynamoStore, ecs::EcsClient, sns::SnsNotifier};
+use flightdeck::adapters::{
+    dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
+};
 use flightdeck::config::Config;
 use flightdeck::handlers::{HandlerError, Ports, on_ecs_event};
 use flightdeck::ports::SystemClock;
@@ -15,6 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ports = Ports {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
         ecs: EcsClient::new(aws_sdk_ecs::Client::new(&aws)),
+        traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&aws)),
         notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn),
         clock: SystemClock,
     };

@@ -57,7 +57,7 @@ impl DeploymentItem {
         let created = d
             .created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let active = d.status.is_active();
+        let active = d.needs_reconcile();
         DeploymentItem {
             pk: deployment_pk(&d.id),
             sk: DEPLOYMENT_SK.to_string(),
@@ -248,13 +248,124 @@ impl DeploymentStore for DynamoStore {
                 aws_sdk_dynamodb::error::DisplayErrorContext(e),
             )
         })?;
-        Ok(items
-            .iter()
-            .filter_map(|item| match item.get("pk") {
-                Some(AttributeValue::S(pk)) => pk.strip_prefix("DEPLOYMENT#").map(str::to_string),
-                _ => None,
-            })
-            .collect())
+        Ok(items.iter().filter_map(deployment_id_of).collect())
+    }
+
+    async fn all_active(&self) -> PortResult<Vec<String>> {
+        let pages: Result<Vec<_>, _> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active_pk = :a")
+            .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let items = pages.map_err(|e| {
+            PortError::remote(
+                "DynamoDB Query",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?;
+        Ok(items.iter().filter_map(deployment_id_of).collect())
+    }
+
+    async fn latest(&self, service: &str, environment: &str) -> PortResult<Option<Deployment>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_SERVICE_INDEX)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(
+                ":p",
+                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+            )
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote(
+                    "DynamoDB Query",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        match out
+            .items
+            .unwrap_or_default()
+            .first()
+            .and_then(deployment_id_of)
+        {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn remember(&self, key: &str) -> PortResult<Created> {
+        let expires = chrono::Utc::now().timestamp() + MARKER_TTL_SECONDS;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(format!("HANDLED#{key}")))
+            .item("sk", AttributeValue::S("HANDLED".to_string()))
+            .item("expires_at", AttributeValue::N(expires.to_string()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Created::AlreadyExists)
+            }
+            Err(e) => Err(PortError::remote(
+                "DynamoDB PutItem",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )),
+        }
+    }
+
+    async fn forget(&self, key: &str) -> PortResult<()> {
+        self.delete_marker(key).await
+    }
+}
+
+impl DynamoStore {
+    async fn delete_marker(&self, key: &str) -> PortResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(format!("HANDLED#{key}")))
+            .key("sk", AttributeValue::S("HANDLED".to_string()))
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote(
+                    "DynamoDB DeleteItem",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// Handled-event markers expire (DynamoDB TTL on `expires_at`) after a week: far longer than
+/// EventBridge keeps retrying.
+const MARKER_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+fn deployment_id_of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<String> {
+    match item.get("pk") {
+        Some(AttributeValue::S(pk)) => pk.strip_prefix("DEPLOYMENT#").map(str::to_string),
+        _ => None,
     }
 }
 

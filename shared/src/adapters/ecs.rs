@@ -51,9 +51,22 @@ impl EcsControl for EcsClient {
         let task_definition = found.task_definition.clone().ok_or_else(|| {
             PortError::remote(OP, format!("service {service} has no task definition"))
         })?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        let deployments = found
+            .deployments
+            .iter()
+            .flatten()
+            .filter_map(|d| {
+                d.task_definition
+                    .clone()
+                    .map(|td| (td, count(d.running_count)))
+            })
+            .collect();
         Ok(EcsService {
             task_definition,
-            desired_count: u32::try_from(found.desired_count).unwrap_or(0),
+            desired_count: count(found.desired_count),
+            running_count: count(found.running_count),
+            deployments,
         })
     }
 
@@ -130,6 +143,7 @@ impl EcsControl for EcsClient {
         cluster: &str,
         service: &str,
         task_definition: &str,
+        desired_count: Option<u32>,
     ) -> PortResult<Option<String>> {
         let out = self
             .client
@@ -137,6 +151,7 @@ impl EcsControl for EcsClient {
             .cluster(cluster)
             .service(service)
             .task_definition(task_definition)
+            .set_desired_count(desired_count.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
             .send()
             .await
             .map_err(|e| PortError::remote("ECS UpdateService", DisplayErrorContext(e)))?;
@@ -151,6 +166,18 @@ impl EcsControl for EcsClient {
                 })
                 .and_then(|d| d.id)
         }))
+    }
+
+    async fn scale(&self, cluster: &str, service: &str, desired_count: u32) -> PortResult<()> {
+        self.client
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .desired_count(i32::try_from(desired_count).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS UpdateService", DisplayErrorContext(e)))?;
+        Ok(())
     }
 }
 
@@ -273,7 +300,7 @@ mod tests {
             [&update]
         ));
         assert_eq!(
-            ecs.update_service("c", "api", "arn:td/api:2")
+            ecs.update_service("c", "api", "arn:td/api:2", None)
                 .await
                 .unwrap()
                 .as_deref(),
@@ -281,7 +308,7 @@ mod tests {
         );
         // An ECS that does not list the new revision as PRIMARY gives no id (the emulator does this).
         assert_eq!(
-            ecs.update_service("c", "api", "arn:td/api:3")
+            ecs.update_service("c", "api", "arn:td/api:3", None)
                 .await
                 .unwrap(),
             None

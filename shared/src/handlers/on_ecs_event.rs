@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{HandlerError, Outcome, Ports};
+use super::{HandlerError, Outcome, apply};
 use crate::deployment::Status;
 use crate::events::{
     self, ECS_DEPLOYMENT_STATE_CHANGE, ECS_SERVICE_ACTION, ECS_TASK_STATE_CHANGE,
     EcsDeploymentStateChange, EcsServiceAction, EcsTaskStateChange, Envelope, EventError,
 };
 use crate::lifecycle::{Fact, TaskObservation};
-use crate::ports::{Clock, DeploymentStore, EcsControl, Notifier};
+use crate::ports::{Adapters, Clock, DeploymentStore};
 
 /// Which ECS service an event is about, and what it says.
 struct Parsed {
@@ -21,19 +21,10 @@ struct Parsed {
     fact: Fact,
 }
 
-pub async fn handle<S, E, N, C>(
-    ports: &Ports<S, E, N, C>,
-    event: Value,
-) -> Result<Outcome, HandlerError>
-where
-    S: DeploymentStore,
-    E: EcsControl,
-    N: Notifier,
-    C: Clock,
-{
+pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, HandlerError> {
     let envelope = events::envelope(event)?;
     let event_id = events::event_id(&envelope).to_string();
-    let parsed = match parse(&envelope, ports.clock.now())? {
+    let parsed = match parse(&envelope, ports.clock().now())? {
         Ok(parsed) => parsed,
         Err(why) => {
             info!(event_id, "skipped: {why}");
@@ -41,11 +32,11 @@ where
         }
     };
 
-    let registrations = ports.store.registrations().await?;
+    let registrations = ports.store().registrations().await?;
     let managed: Vec<_> = registrations
         .iter()
         .filter(|r| {
-            r.ecs_service() == parsed.service
+            r.ecs_services().contains(&parsed.service.as_str())
                 && parsed
                     .cluster
                     .as_deref()
@@ -64,11 +55,11 @@ where
     let mut outcome = Outcome::default();
     for registration in managed {
         for id in ports
-            .store
+            .store()
             .active(&registration.service, &registration.environment)
             .await?
         {
-            let Some(current) = ports.store.get(&id).await? else {
+            let Some(current) = ports.store().get(&id).await? else {
                 continue;
             };
             if current.status == Status::Pending && matches!(parsed.fact, Fact::Task(_)) {
@@ -78,7 +69,13 @@ where
                     deployment_id: id,
                 });
             }
-            if let Some(d) = ports.apply(&id, &parsed.fact).await? {
+            // Deployment and service events speak of one ECS service: the one taking the new revision.
+            if !matches!(parsed.fact, Fact::Task(_))
+                && current.rollout.ecs_service != parsed.service
+            {
+                continue;
+            }
+            if let Some(d) = apply(ports, &id, &parsed.fact).await? {
                 info!(event_id, deployment_id = %d.id, status = %d.status, "ECS event applied");
                 outcome.deployments.push(d);
             }

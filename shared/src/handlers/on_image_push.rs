@@ -1,26 +1,16 @@
 //! `on-image-push`: an ECR push becomes one deployment per matching registration, started with
-//! the rolling engine. A redelivered event finds its deployments already there and does nothing.
+//! its engine. A redelivered event finds its deployments already there and does nothing.
 
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{HandlerError, Outcome, Ports};
-use crate::deployment::{Deployment, ImagePush, Status};
+use super::{HandlerError, Outcome, create_and_start};
+use crate::deployment::{Deployment, ImagePush};
 use crate::events::{self, ECR_IMAGE_ACTION, EcrImageAction, EventError};
-use crate::lifecycle::Fact;
-use crate::ports::{Clock, Created, DeploymentStore, EcsControl, Notifier};
+use crate::ports::{Adapters, Clock, DeploymentStore};
 use crate::registration::Registration;
 
-pub async fn handle<S, E, N, C>(
-    ports: &Ports<S, E, N, C>,
-    event: Value,
-) -> Result<Outcome, HandlerError>
-where
-    S: DeploymentStore,
-    E: EcsControl,
-    N: Notifier,
-    C: Clock,
-{
+pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, HandlerError> {
     let envelope = events::envelope(event)?;
     let event_id = events::event_id(&envelope).to_string();
     if envelope.detail_type != ECR_IMAGE_ACTION {
@@ -66,7 +56,7 @@ where
         event_id: event_id.clone(),
     };
 
-    let registrations = ports.store.registrations().await?;
+    let registrations = ports.store().registrations().await?;
     let matching: Vec<&Registration> = registrations
         .iter()
         .filter(|r| r.matches_push(&push.repository, push.tag.as_deref()))
@@ -84,7 +74,8 @@ where
     let mut outcome = Outcome::default();
     let mut first_error = None;
     for registration in matching {
-        match start(ports, registration, &push).await {
+        let deployment = Deployment::from_push(registration, &push, ports.clock().now());
+        match create_and_start(ports, deployment).await {
             Ok(d) => {
                 info!(event_id, deployment_id = %d.id, status = %d.status, service = %d.service,
                       environment = %d.environment, "deployment handled");
@@ -101,86 +92,4 @@ where
         Some(e) => Err(e),
         None => Ok(outcome),
     }
-}
-
-/// Creates the deployment (once per push, service and environment) and starts its rollout.
-async fn start<S, E, N, C>(
-    ports: &Ports<S, E, N, C>,
-    registration: &Registration,
-    push: &ImagePush,
-) -> Result<Deployment, HandlerError>
-where
-    S: DeploymentStore,
-    E: EcsControl,
-    N: Notifier,
-    C: Clock,
-{
-    let deployment = Deployment::from_push(registration, push, ports.clock.now());
-    let id = deployment.id.clone();
-    if ports.store.create(&deployment).await? == Created::AlreadyExists {
-        // A redelivery, or a concurrent delivery that is starting it right now: either way the
-        // deployment is someone else's to start. Finish only what an earlier run left undone.
-        info!(event_id = %push.event_id, deployment_id = %id, "deployment exists already; nothing to start");
-        return match ports.apply(&id, &Fact::Tick).await? {
-            Some(d) => Ok(d),
-            None => Ok(deployment),
-        };
-    }
-
-    // One active deployment per service and environment: a newer push supersedes older ones.
-    // The rollback target stays the revision that was serving before any of them.
-    let mut stable_revision = None;
-    for other in ports
-        .store
-        .active(&registration.service, &registration.environment)
-        .await?
-    {
-        if other == id {
-            continue;
-        }
-        if let Some(old) = ports.store.get(&other).await? {
-            if old.status == Status::RollingBack {
-                continue;
-            }
-            stable_revision = stable_revision.or(old.rollout.previous_task_definition.clone());
-        }
-        ports
-            .apply(&other, &Fact::Superseded { by: id.clone() })
-            .await?;
-    }
-
-    let rollout = &deployment.rollout;
-    let started = async {
-        let service = ports
-            .ecs
-            .service(&rollout.cluster, &rollout.ecs_service)
-            .await?;
-        let new_task_definition = ports
-            .ecs
-            .register_revision(
-                &service.task_definition,
-                &rollout.container,
-                &deployment.image,
-            )
-            .await?;
-        let ecs_deployment_id = ports
-            .ecs
-            .update_service(&rollout.cluster, &rollout.ecs_service, &new_task_definition)
-            .await?;
-        Ok::<_, crate::ports::PortError>(Fact::RolloutStarted {
-            previous_task_definition: stable_revision.unwrap_or(service.task_definition),
-            new_task_definition,
-            ecs_deployment_id,
-            desired_count: service.desired_count,
-        })
-    }
-    .await;
-    let fact = match started {
-        Ok(fact) => fact,
-        Err(e) => Fact::StartFailed {
-            reason: format!("the rollout could not be started: {e}"),
-        },
-    };
-    let d = ports.apply(&id, &fact).await?;
-    Ok(d.unwrap_or(deployment))
 }

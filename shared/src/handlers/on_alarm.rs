@@ -1,0 +1,142 @@
+//! `on-alarm`: an alarm in ALARM that gates a deployment in flight rolls it back within this
+//! invocation; an alarm on a managed service that gates nothing is forwarded as `alarm.fired`
+//! naming the suspect deployment. Leaving ALARM is recorded, not alerted.
+
+use serde_json::Value;
+use tracing::info;
+
+use super::{HandlerError, Outcome, apply};
+use crate::alarm_events::{self, AlarmChange};
+use crate::alerts::Alert;
+use crate::lifecycle::Fact;
+use crate::ports::{Adapters, Clock, Created, DeploymentStore, Notifier};
+use crate::registration::{Engine, Registration};
+
+pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, HandlerError> {
+    let change = alarm_events::parse(&event)?;
+    let event_id = change.event_id.clone();
+    let registrations = ports.store().registrations().await?;
+    let gating: Vec<&Registration> = registrations
+        .iter()
+        .filter(|r| r.spec.gates.alarms.contains(&change.alarm))
+        .collect();
+
+    let mut outcome = Outcome::default();
+    let fact = if change.state == "ALARM" {
+        Fact::AlarmFired {
+            alarm: change.alarm.clone(),
+            reason: change.reason.clone(),
+        }
+    } else {
+        Fact::AlarmCleared {
+            alarm: change.alarm.clone(),
+            state: change.state.clone(),
+        }
+    };
+    let mut rolled_back = false;
+    for registration in &gating {
+        for id in ports
+            .store()
+            .active(&registration.service, &registration.environment)
+            .await?
+        {
+            let Some(current) = ports.store().get(&id).await? else {
+                continue;
+            };
+            if !current.in_flight() {
+                continue;
+            }
+            if let Some(d) = apply(ports, &id, &fact).await? {
+                info!(event_id, deployment_id = %d.id, status = %d.status, alarm = %change.alarm, "alarm applied");
+                rolled_back |= change.state == "ALARM";
+                outcome.deployments.push(d);
+            }
+        }
+    }
+    if change.state != "ALARM" {
+        info!(event_id, alarm = %change.alarm, state = %change.state, "alarm left ALARM; recorded");
+        if outcome.deployments.is_empty() {
+            outcome.skipped = Some(format!(
+                "event {event_id}: alarm {} is {}; nothing in flight",
+                change.alarm, change.state
+            ));
+        }
+        return Ok(outcome);
+    }
+    if rolled_back {
+        return Ok(outcome);
+    }
+
+    // Nothing in flight is gated by it: tell people, naming the suspect deployment.
+    let managed: Vec<&Registration> = registrations
+        .iter()
+        .filter(|r| gating.contains(r) || watches(r, &change))
+        .collect();
+    if managed.is_empty() {
+        let why = format!(
+            "event {event_id}: alarm {} is not on a managed service",
+            change.alarm
+        );
+        info!(event_id, "skipped: {why}");
+        return Ok(Outcome::skipped(why));
+    }
+    let key = change.key();
+    if ports.store().remember(&key).await? == Created::AlreadyExists {
+        let why = format!(
+            "event {event_id}: this transition of alarm {} was handled already",
+            change.alarm
+        );
+        info!(event_id, "skipped: {why}");
+        return Ok(Outcome::skipped(why));
+    }
+    let now = ports.clock().now();
+    for registration in managed {
+        let suspect = ports
+            .store()
+            .latest(&registration.service, &registration.environment)
+            .await?;
+        let alert = Alert::for_alarm(
+            &change.alarm,
+            &change.reason,
+            &registration.service,
+            &registration.environment,
+            suspect.as_ref(),
+            change.at.unwrap_or(now),
+        );
+        if let Err(e) = ports.notifier().publish(&alert).await {
+            // Let the retry send it: the marker must not claim it was handled.
+            ports.store().forget(&key).await?;
+            return Err(e.into());
+        }
+        info!(event_id, alarm = %change.alarm, service = %registration.service,
+              environment = %registration.environment, "alarm.fired published");
+        if let Some(d) = suspect {
+            outcome.deployments.push(d);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Whether the alarm's metrics are those of the registration's ECS services or target groups.
+fn watches(registration: &Registration, change: &AlarmChange) -> bool {
+    let services = registration.ecs_services();
+    let target_groups: Vec<&str> = match &registration.spec.engine {
+        Engine::AlbWeights { blue, green, .. } => {
+            vec![
+                blue.target_group_arn.as_str(),
+                green.target_group_arn.as_str(),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    let cluster_ok = change
+        .dimensions
+        .iter()
+        .filter(|(k, _)| k == "ClusterName")
+        .all(|(_, v)| *v == registration.spec.cluster);
+    change.dimensions.iter().any(|(k, v)| match k.as_str() {
+        "ServiceName" => cluster_ok && services.contains(&v.as_str()),
+        "TargetGroup" => target_groups.iter().any(|arn| arn.ends_with(v.as_str())),
+        _ => false,
+    })
+}

@@ -1,0 +1,146 @@
+//! `shifter`: the reconcile loop, every minute. For every deployment that still has work (the
+//! sparse active index, never a Scan) it reads what the gates need, decides, and acts once.
+//! Deciding is a function of the record and what was read, so a second run in the same minute
+//! finds nothing more to do: no extra ELBv2 calls, no extra alerts.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tracing::{info, warn};
+
+use super::{HandlerError, Outcome, apply, start};
+use crate::deployment::{Deployment, Status};
+use crate::lifecycle::{Fact, ServiceObservation};
+use crate::ports::{
+    Adapters, AlarmReader, AlarmState, DeploymentStore, EcsControl, TrafficControl,
+};
+
+pub async fn handle<P: Adapters, A: AlarmReader>(
+    ports: &P,
+    alarms: &A,
+) -> Result<Outcome, HandlerError> {
+    let mut deployments = Vec::new();
+    for id in ports.store().all_active().await? {
+        if let Some(d) = ports.store().get(&id).await? {
+            deployments.push(d);
+        }
+    }
+    // One DescribeAlarms for every alarm that gates something in flight.
+    let names: BTreeSet<String> = deployments
+        .iter()
+        .filter(|d| d.in_flight())
+        .flat_map(|d| d.alarms.iter().cloned())
+        .collect();
+    let states = if names.is_empty() {
+        Vec::new()
+    } else {
+        alarms
+            .states(&names.into_iter().collect::<Vec<_>>())
+            .await?
+    };
+    let firing: HashMap<&str, &AlarmState> = states
+        .iter()
+        .filter(|s| s.state == "ALARM")
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+
+    let mut outcome = Outcome::default();
+    let mut first_error = None;
+    for d in deployments {
+        match reconcile(ports, &d, &firing).await {
+            Ok(after) => {
+                if after.status != d.status || after.traffic_percent != d.traffic_percent {
+                    info!(deployment_id = %d.id, from = %d.status, to = %after.status,
+                          traffic = after.traffic_percent, "reconciled");
+                }
+                outcome.deployments.push(after);
+            }
+            Err(e) => {
+                // One deployment's trouble does not hold up the others; the error is reported.
+                warn!(deployment_id = %d.id, error = %e, "reconcile failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+async fn reconcile<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    firing: &HashMap<&str, &AlarmState>,
+) -> Result<Deployment, HandlerError> {
+    let id = d.id.as_str();
+    let applied = |fact: Fact| async move { apply(ports, id, &fact).await };
+    match d.status {
+        Status::Pending => {
+            applied(Fact::Tick).await?;
+            start(ports, id).await
+        }
+        Status::Deploying | Status::Shifting => {
+            if let Some(alarm) = d.alarms.iter().find_map(|a| firing.get(a.as_str())) {
+                let fact = Fact::AlarmFired {
+                    alarm: alarm.name.clone(),
+                    reason: alarm.reason.clone(),
+                };
+                return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
+            }
+            if d.status == Status::Deploying
+                && let Some(seen) = observe_new_colour(ports, d).await?
+            {
+                applied(Fact::ServiceObserved(seen)).await?;
+            }
+            Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
+        }
+        Status::RollingBack if d.traffic.is_none() => {
+            if let Some(rollback) = d.rollback.as_ref().filter(|r| r.issued_at.is_some()) {
+                let service = ports
+                    .ecs()
+                    .service(&d.rollout.cluster, &d.rollout.ecs_service)
+                    .await?;
+                let seen = ServiceObservation {
+                    service: d.rollout.ecs_service.clone(),
+                    task_definition: service.task_definition.clone(),
+                    running: service.running_of(&rollback.to_task_definition),
+                    desired: service.desired_count,
+                    healthy_targets: None,
+                };
+                applied(Fact::ServiceObserved(seen)).await?;
+            }
+            Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
+        }
+        _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
+    }
+}
+
+/// `alb-weights` while DEPLOYING: is the new colour running at its desired count, and healthy in
+/// its target group where that can be read?
+async fn observe_new_colour<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<Option<ServiceObservation>, HandlerError> {
+    let (Some(traffic), Some(new_td)) = (&d.traffic, &d.rollout.new_task_definition) else {
+        return Ok(None);
+    };
+    let Some(canary) = traffic.canary() else {
+        return Ok(None);
+    };
+    let target = traffic.target(canary);
+    let service = ports
+        .ecs()
+        .service(&d.rollout.cluster, &target.service)
+        .await?;
+    let healthy_targets = ports
+        .traffic()
+        .healthy_targets(&target.target_group_arn)
+        .await?;
+    Ok(Some(ServiceObservation {
+        service: target.service.clone(),
+        task_definition: service.task_definition.clone(),
+        running: service.running_of(new_td),
+        desired: service.desired_count,
+        healthy_targets,
+    }))
+}
