@@ -20,15 +20,19 @@ use flightdeck::adapters::{
     sns::SnsNotifier,
 };
 use flightdeck::deployment::Deployment;
+use flightdeck::deployment::Listener;
 use flightdeck::handlers::Ports;
-use flightdeck::ports::{Clock, DeploymentStore, SystemClock};
+use flightdeck::ports::{Clock, DeploymentStore, PortResult, SystemClock, TrafficControl};
 use flightdeck::registration::Registration;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub type LocalPorts<C = SystemClock> = Ports<DynamoStore, EcsClient, ElbTraffic, SnsNotifier, C>;
+pub type LocalPorts<C = SystemClock> =
+    Ports<DynamoStore, EcsClient, CountingTraffic, SnsNotifier, C>;
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "eu-west-1";
@@ -279,7 +283,7 @@ impl Stack {
         Ports {
             store: DynamoStore::new(self.dynamodb.clone(), self.table.clone()),
             ecs: EcsClient::new(self.ecs.clone()),
-            traffic: ElbTraffic::new(self.elbv2.clone()),
+            traffic: CountingTraffic::new(ElbTraffic::new(self.elbv2.clone())),
             notifier: SnsNotifier::new(self.sns.clone(), self.topic_arn.clone()),
             clock,
         }
@@ -318,6 +322,15 @@ impl Stack {
             .get(id)
             .await?
             .ok_or_else(|| format!("deployment {id} not found").into())
+    }
+
+    /// The most recent deployment of `service` in `environment`.
+    pub async fn latest(&self, service: &str, environment: &str) -> Result<Deployment> {
+        self.ports()
+            .store
+            .latest(service, environment)
+            .await?
+            .ok_or_else(|| format!("no deployment of {service} in {environment}").into())
     }
 
     /// Every deployment of the stack's service in `environment`, newest first.
@@ -604,4 +617,239 @@ impl EcsSimulator {
         e["detail"]["createdAt"] = e["time"].clone();
         Ok(e)
     }
+}
+
+/// A clock the test moves by hand, shared by every handler it is given to.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn starting_now() -> ManualClock {
+        ManualClock(Arc::new(Mutex::new(Utc::now())))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now += by;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|e| *e.into_inner())
+    }
+}
+
+/// The ELBv2 adapter, counting its calls, so tests can say "no extra ELBv2 calls".
+#[derive(Clone, Debug)]
+pub struct CountingTraffic {
+    inner: ElbTraffic,
+    reads: Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
+}
+
+impl CountingTraffic {
+    pub fn new(inner: ElbTraffic) -> Self {
+        CountingTraffic {
+            inner,
+            reads: Arc::default(),
+            writes: Arc::default(),
+        }
+    }
+
+    /// (reads, weight changes) so far.
+    pub fn calls(&self) -> (usize, usize) {
+        (
+            self.reads.load(Ordering::SeqCst),
+            self.writes.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl TrafficControl for CountingTraffic {
+    async fn weights(&self, listener: &Listener) -> PortResult<Vec<(String, u32)>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.weights(listener).await
+    }
+
+    async fn set_weights(&self, listener: &Listener, weights: &[(String, u32)]) -> PortResult<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.set_weights(listener, weights).await
+    }
+
+    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<Option<u32>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.healthy_targets(target_group_arn).await
+    }
+}
+
+/// The load balancer of an `alb-weights` stack (see `infra/local/alb_fixture.py`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AlbFixture {
+    pub listener_arn: String,
+    pub rule_arn: String,
+    pub blue_target_group_arn: String,
+    pub green_target_group_arn: String,
+}
+
+impl Stack {
+    /// Turns the stack into a blue/green pair: the stack's service is blue (serving), a green
+    /// service on the same revision is created at 0 tasks, and a load balancer forwards 100/0.
+    pub async fn add_alb(&self, green_service: &str) -> Result<AlbFixture> {
+        self.ecs
+            .create_service()
+            .cluster(&self.cluster)
+            .service_name(green_service)
+            .task_definition(&self.initial_task_definition)
+            .desired_count(0)
+            .send()
+            .await?;
+        let python = std::env::var("FLIGHTDECK_PYTHON")
+            .unwrap_or_else(|_| repo_root().join(".venv/bin/python").display().to_string());
+        let name: String = self.prefix.chars().take(20).collect();
+        let out = std::process::Command::new(&python)
+            .arg(repo_root().join("infra/local/alb_fixture.py"))
+            .arg(name.trim_end_matches('-'))
+            .output()
+            .map_err(|e| format!("{python}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("alb_fixture.py: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Registers `infra/local/registrations/{file}` pointed at this stack's cluster and load balancer.
+    pub async fn register_alb(
+        &self,
+        file: &str,
+        environment: &str,
+        alb: &AlbFixture,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<Registration> {
+        let path = repo_root().join("infra/local/registrations").join(file);
+        let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        doc["cluster"] = Value::String(self.cluster.clone());
+        doc["engine"]["listener_rule_arn"] = Value::String(alb.rule_arn.clone());
+        doc["engine"]["blue"]["target_group_arn"] =
+            Value::String(alb.blue_target_group_arn.clone());
+        doc["engine"]["green"]["target_group_arn"] =
+            Value::String(alb.green_target_group_arn.clone());
+        edit(&mut doc);
+        let service = doc["repository"]
+            .as_str()
+            .unwrap_or("checkout-web")
+            .to_string();
+        self.register(&service, environment, &doc.to_string()).await
+    }
+
+    /// (blue, green) weights of the listener rule, read back from the emulator.
+    pub async fn rule_weights(&self, alb: &AlbFixture) -> Result<(i32, i32)> {
+        let out = self
+            .elbv2
+            .describe_rules()
+            .rule_arns(&alb.rule_arn)
+            .send()
+            .await?;
+        let rule = out
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or("rule not found")?;
+        let groups = rule
+            .actions
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|a| a.forward_config.and_then(|f| f.target_groups))
+            .ok_or("the rule has no weighted forward")?;
+        let weight = |arn: &str| {
+            groups
+                .iter()
+                .find(|g| g.target_group_arn.as_deref() == Some(arn))
+                .and_then(|g| g.weight)
+                .unwrap_or(0)
+        };
+        Ok((
+            weight(&alb.blue_target_group_arn),
+            weight(&alb.green_target_group_arn),
+        ))
+    }
+
+    /// The desired count and task definition of one of the stack's services.
+    pub async fn service_state(&self, service: &str) -> Result<(i32, String)> {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(&self.cluster)
+            .services(service)
+            .send()
+            .await?;
+        let s = out.services().first().ok_or("service not found")?;
+        Ok((
+            s.desired_count,
+            s.task_definition.clone().unwrap_or_default(),
+        ))
+    }
+
+    /// Creates a metric alarm on the CloudWatch emulator (in OK).
+    pub async fn put_alarm(&self, name: &str) -> Result<()> {
+        use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
+        self.cloudwatch
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("AWS/ApplicationELB")
+            .metric_name("HTTPCode_Target_5XX_Count")
+            .dimensions(
+                Dimension::builder()
+                    .name("TargetGroup")
+                    .value(format!("targetgroup/{name}/1"))
+                    .build(),
+            )
+            .statistic(Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(5.0)
+            .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+            .send()
+            .await?;
+        self.set_alarm(name, "OK", "created").await
+    }
+
+    /// Sets an alarm's state on the CloudWatch emulator (what a metric crossing would do).
+    pub async fn set_alarm(&self, name: &str, state: &str, reason: &str) -> Result<()> {
+        self.cloudwatch
+            .set_alarm_state()
+            .alarm_name(name)
+            .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
+            .state_reason(reason)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+/// The EventBridge `CloudWatch Alarm State Change` of `alarm` entering `state`, from the sample.
+pub fn alarm_event(sample_name: &str, alarm: &str, state: &str, reason: &str) -> Result<Value> {
+    let mut e = sample(sample_name)?;
+    let now = Utc::now();
+    let data = if e.get("alarmData").is_some() {
+        "alarmData"
+    } else {
+        "detail"
+    };
+    if data == "detail" {
+        e["id"] = Value::String(format!("alarm-{alarm}-{}", now.timestamp_micros()));
+        e["time"] = rfc3339(now);
+    } else {
+        e["time"] = rfc3339(now);
+    }
+    e[data]["alarmName"] = Value::String(alarm.to_string());
+    e[data]["state"]["value"] = Value::String(state.to_string());
+    e[data]["state"]["reason"] = Value::String(reason.to_string());
+    e[data]["state"]["timestamp"] = rfc3339(now);
+    Ok(e)
 }

@@ -64,6 +64,8 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         return Ok(outcome);
     }
     if rolled_back {
+        // A redelivery must not come back as `alarm.fired` once the rollback is done.
+        ports.store().remember(&change.key()).await?;
         return Ok(outcome);
     }
 
