@@ -5,17 +5,24 @@
 //!   flightdeck-admin register SERVICE ENVIRONMENT FILE   validate and write a registration
 //!   flightdeck-admin registrations                       list the registrations
 //!   flightdeck-admin show DEPLOYMENT_ID                  a deployment and its audit trail
+//!   flightdeck-admin approve DEPLOYMENT_ID PRINCIPAL     approve as PRINCIPAL (an IAM ARN) and start
+//!                                                        it; needs FLIGHTDECK_TOPIC_ARN too
 
 use std::process::ExitCode;
 
-use flightdeck::adapters::dynamodb::DynamoStore;
-use flightdeck::ports::DeploymentStore;
+use flightdeck::adapters::{
+    dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
+};
+use flightdeck::config::Config;
+use flightdeck::handlers::{self, Ports};
+use flightdeck::ports::{DeploymentStore, SystemClock};
 use flightdeck::registration::Registration;
 
 const USAGE: &str = "usage:
   flightdeck-admin register SERVICE ENVIRONMENT FILE
   flightdeck-admin registrations
   flightdeck-admin show DEPLOYMENT_ID
+  flightdeck-admin approve DEPLOYMENT_ID PRINCIPAL
 environment: FLIGHTDECK_TABLE and the standard AWS settings (AWS_REGION, credentials, AWS_ENDPOINT_URL)";
 
 #[tokio::main]
@@ -74,6 +81,20 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
                 .await?
                 .ok_or_else(|| format!("deployment {id} not found"))?;
             println!("{}", flightdeck_local::timeline::describe(&d));
+            Ok(())
+        }
+        ["approve", id, principal] => {
+            // Approving starts the rollout, so this needs every port a function has.
+            let config = Config::from_env()?;
+            let ports = Ports {
+                store,
+                ecs: EcsClient::new(aws_sdk_ecs::Client::new(&sdk)),
+                traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk)),
+                notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn),
+                clock: SystemClock,
+            };
+            let d = handlers::approve(&ports, id, principal).await?;
+            println!("approved {id} as {principal}: now {}", d.status);
             Ok(())
         }
         _ => Err(format!("unknown command `{}`\n{USAGE}", command.join(" ")).into()),

@@ -7,8 +7,10 @@
 use std::process::ExitCode;
 
 use flightdeck::deployment::Status;
-use flightdeck::handlers::{on_ecs_event, on_image_push};
-use flightdeck_local::{Result, Stack, image_push, local_sdk_config, repo_root, timeline};
+use flightdeck::handlers::{on_alarm, on_ecs_event, on_image_push, shifter};
+use flightdeck_local::{
+    ManualClock, Result, Stack, alarm_event, image_push, local_sdk_config, repo_root, timeline,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -160,8 +162,113 @@ async fn run() -> Result<()> {
         return Err(problems.join("; ").into());
     }
     println!(
-        "\nDone: v1.1.0 SUCCEEDED; v1.2.0 ROLLED_BACK by itself, ECS service back on {serving}; {} alerts delivered.",
+        "\nRolling: v1.1.0 SUCCEEDED; v1.2.0 ROLLED_BACK by itself, ECS service back on {serving}; {} alerts delivered.",
         alerts.len()
+    );
+    canary().await
+}
+
+/// Part two: a canary on blue/green services behind an ALB, cut short by an alarm.
+async fn canary() -> Result<()> {
+    println!("\n════════ Canary behind an ALB ════════");
+    let stack = Stack::create(
+        local_sdk_config().await?,
+        "flightdeck-web",
+        "checkout-web-blue",
+        2,
+    )
+    .await?;
+    let alb = stack.add_alb("checkout-web-green").await?;
+    stack.put_alarm("checkout-web-5xx").await?;
+    let registration = stack
+        .register_alb("checkout-web.staging.json", "staging", &alb, |doc| {
+            doc["promote_to"] = serde_json::Value::Null;
+        })
+        .await?;
+    println!(
+        "Registered checkout-web/staging from infra/local/registrations/checkout-web.staging.json: \
+         alb-weights on {}/checkout-web-blue + checkout-web-green, canary {:?}% with {} min bake, gated by {:?}",
+        stack.cluster,
+        registration.traffic_steps(),
+        registration.bake_minutes(),
+        registration.spec.gates.alarms
+    );
+    // The reconcile loop's minutes pass on a clock the demo moves, so bake times take no waiting.
+    let clock = ManualClock::starting_now();
+    let ports = stack.ports_with_clock(clock.clone());
+    let alarms = stack.alarms();
+    let show_weights = |label: &str, (blue, green): (i32, i32)| {
+        println!(
+            "  {label}: listener rule forwards blue {blue}% / green {green}% (read back from ELBv2)"
+        );
+    };
+
+    step("CI pushes checkout-web:v2.0.0");
+    let outcome = on_image_push::handle(&ports, image_push("checkout-web", "v2.0.0")?).await?;
+    let id = outcome
+        .deployments
+        .first()
+        .ok_or("the push created no deployment")?
+        .id
+        .clone();
+    let (green_desired, _) = stack.service_state("checkout-web-green").await?;
+    println!(
+        "  deployment {id} {}; green scaled to {green_desired} tasks of the new revision",
+        stack.deployment(&id).await?.status
+    );
+    show_weights("before", stack.rule_weights(&alb).await?);
+
+    step("shifter (every minute): green runs at its desired count, first canary step");
+    shifter::handle(&ports, &alarms).await?;
+    show_weights("now", stack.rule_weights(&alb).await?);
+
+    step("two minutes into the 5 minute bake: shifter holds the step");
+    clock.advance(chrono::Duration::minutes(2));
+    shifter::handle(&ports, &alarms).await?;
+    show_weights("still", stack.rule_weights(&alb).await?);
+
+    step("the 5xx alarm fires on the canary (EventBridge -> on-alarm)");
+    let reason = "Threshold Crossed: 1 out of the last 1 datapoints [12.0] was greater than the threshold (5.0)";
+    stack.set_alarm("checkout-web-5xx", "ALARM", reason).await?;
+    on_alarm::handle(
+        &ports,
+        alarm_event(
+            "cloudwatch-alarm-state-change.json",
+            "checkout-web-5xx",
+            "ALARM",
+            reason,
+        )?,
+    )
+    .await?;
+    let weights = stack.rule_weights(&alb).await?;
+    show_weights("after", weights);
+    let d = stack.deployment(&id).await?;
+    println!(
+        "  deployment {id} {}; green scaled to {}",
+        d.status,
+        stack.service_state("checkout-web-green").await?.0
+    );
+
+    println!("\n══ Timeline (from the deployment record) ══");
+    print!("{}", timeline::merged(std::slice::from_ref(&d)));
+    println!("\n══ SNS alerts, as the subscriber queue received them ══");
+    let alerts = stack.received_alerts().await?;
+    for a in &alerts {
+        print!("{}", timeline::alert(a));
+    }
+    let types: Vec<&str> = alerts.iter().map(|a| a.event_type.as_str()).collect();
+    if d.status != Status::RolledBack
+        || weights != (100, 0)
+        || types != ["deployment.started", "deployment.rolled_back"]
+    {
+        return Err(format!(
+            "canary ended {} with weights {weights:?} and alerts {types:?}",
+            d.status
+        )
+        .into());
+    }
+    println!(
+        "\nCanary: 10% on green, alarm fired, all traffic back on blue in one ELBv2 call; deployment ROLLED_BACK."
     );
     Ok(())
 }
