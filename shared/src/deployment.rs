@@ -350,6 +350,31 @@ impl Deployment {
         d
     }
 
+    /// A deployment started through the API by `caller`.
+    pub fn from_api(
+        registration: &Registration,
+        id: String,
+        image: String,
+        digest: String,
+        tag: Option<String>,
+        caller: &str,
+        now: DateTime<Utc>,
+    ) -> Deployment {
+        let what = match &tag {
+            Some(tag) => format!("{tag} ({})", short_digest(&digest)),
+            None => short_digest(&digest).to_string(),
+        };
+        let mut d = Deployment::new(registration, id, image, digest, tag, Trigger::Api, now);
+        d.started_by = Some(caller.to_string());
+        d.events.push(AuditEvent {
+            at: now,
+            status: Some(Status::Pending),
+            reason: Some(format!("deployment of {what} requested through the API")),
+            actor: Some(caller.to_string()),
+        });
+        d
+    }
+
     /// The deployment of `from`'s image that `from`'s success creates in `registration`'s environment.
     pub fn promotion_of(
         from: &Deployment,

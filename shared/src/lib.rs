@@ -4,6 +4,7 @@
 
 pub mod alarm_events;
 pub mod alerts;
+pub mod api;
 pub mod config;
 pub mod deployment;
 pub mod events;

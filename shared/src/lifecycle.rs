@@ -77,6 +77,11 @@ pub enum Fact {
     AlarmCleared { alarm: String, state: String },
     /// Something worth recording that changes nothing else.
     Noted { reason: String, actor: String },
+    /// An operator skips the rest of the current step's bake (API `promote`).
+    BakeSkipped { by: String },
+    /// An operator rolls the deployment back (API `rollback`), or aborts it (API `abort`: a
+    /// waiting deployment ends ABORTED, one in flight is rolled back).
+    Stopped { by: String, abort: bool },
     /// Time passed (the reconcile loop's heartbeat).
     Tick,
 }
@@ -106,8 +111,24 @@ pub struct TaskObservation {
 pub struct Decision {
     pub deployment: Deployment,
     pub changed: bool,
-    /// Why the fact was refused (e.g. self-approval); the record is unchanged then.
-    pub refusal: Option<String>,
+    /// Why the fact was refused; the record is unchanged then.
+    pub refusal: Option<Refusal>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// The actor may not do this (self-approval).
+    NotAllowed(String),
+    /// The deployment is not in a state where this applies.
+    WrongState(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotAllowed(m) | Refusal::WrongState(m) => f.write_str(m),
+        }
+    }
 }
 
 pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision {
@@ -141,24 +162,20 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::Approved { by } => {
             let refusal = if d.status != Status::AwaitingApproval {
-                Some(format!(
+                Some(Refusal::WrongState(format!(
                     "deployment {} is {}, not awaiting approval",
                     d.id, d.status
-                ))
+                )))
             } else if d.started_by.as_deref() == Some(by.as_str()) {
-                Some(format!(
+                Some(Refusal::NotAllowed(format!(
                     "{by} started deployment {} and cannot approve it; another approver must",
                     d.id
-                ))
+                )))
             } else {
                 None
             };
             if let Some(refusal) = refusal {
-                return Decision {
-                    deployment: current.clone(),
-                    changed: false,
-                    refusal: Some(refusal),
-                };
+                return refused(current, refusal);
             }
             d.approved_by = Some(by.clone());
             d.approved_at = Some(now);
@@ -294,6 +311,29 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
+        Fact::BakeSkipped { by } => {
+            if d.status != Status::Shifting {
+                let why = format!("deployment {} is {}, not shifting", d.id, d.status);
+                return refused(current, Refusal::WrongState(why));
+            }
+            d.rollout.bake_until = Some(now);
+            note(&mut d, "rest of the bake skipped".to_string(), by, now);
+        }
+        Fact::Stopped { by, abort } => {
+            let verb = if *abort { "aborted" } else { "rolled back" };
+            if *abort && d.waiting() {
+                finish(&mut d, Status::Aborted, format!("aborted by {by}"), by, now);
+            } else if d.in_flight() && d.status != Status::RollingBack {
+                roll_back(&mut d, format!("{verb} by {by}"), by, now);
+            } else {
+                let what = if *abort { "abort" } else { "roll back" };
+                let why = format!(
+                    "deployment {} is {}; there is nothing to {what}",
+                    d.id, d.status
+                );
+                return refused(current, Refusal::WrongState(why));
+            }
+        }
         Fact::Tick => {
             if d.status == Status::Shifting
                 && d.rollout.bake_until.is_some_and(|until| now >= until)
@@ -321,6 +361,14 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         deployment: d,
         changed,
         refusal: None,
+    }
+}
+
+fn refused(current: &Deployment, why: Refusal) -> Decision {
+    Decision {
+        deployment: current.clone(),
+        changed: false,
+        refusal: Some(why),
     }
 }
 
@@ -1357,7 +1405,9 @@ mod tests {
             },
             t(2),
         );
-        assert!(own.refusal.unwrap().contains("cannot approve"));
+        assert!(
+            matches!(own.refusal, Some(Refusal::NotAllowed(m)) if m.contains("cannot approve"))
+        );
         let approved = decide(
             &waiting,
             &Fact::Approved {

@@ -15,6 +15,9 @@ pub enum PortError {
     /// A conditional write lost a race; reload and decide again.
     #[error("the record changed since it was read")]
     Conflict,
+    /// A pagination token that is not one of ours.
+    #[error("invalid pagination token")]
+    BadCursor,
     /// The remote service refused or failed the call.
     #[error("{operation}: {message}")]
     Remote {
@@ -36,6 +39,14 @@ impl PortError {
 }
 
 pub type PortResult<T> = Result<T, PortError>;
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub deployments: Vec<Deployment>,
+    /// The token of the next page, if there is one.
+    pub next: Option<String>,
+}
 
 /// Created, or already there (the conditional create found an earlier one).
 #[derive(Debug, PartialEq)]
@@ -75,6 +86,31 @@ pub trait DeploymentStore: Send + Sync {
     fn remember(&self, key: &str) -> impl Future<Output = PortResult<Created>> + Send;
     /// Drops a marker again (the work it stood for failed and must be retried).
     fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Binds an `Idempotency-Key` to a request fingerprint and a deployment id, once. Returns
+    /// the earlier binding (fingerprint, deployment id) when the key was used before.
+    fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        deployment_id: &str,
+    ) -> impl Future<Output = PortResult<Option<(String, String)>>> + Send;
+    /// A page of the deployments of a service and environment, newest first, optionally of one
+    /// status; `cursor` is the opaque token of the previous page.
+    fn page(
+        &self,
+        service: &str,
+        environment: &str,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = PortResult<Page>> + Send;
+    /// Every deployment of a service and environment created at or after `since`.
+    fn created_since(
+        &self,
+        service: &str,
+        environment: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<Vec<Deployment>>> + Send;
 }
 
 /// What the rolling engine needs from ECS.
@@ -180,6 +216,16 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// Tags to digests (ECR), for the API's deployments by tag.
+pub trait ImageResolver: Send + Sync {
+    /// The digest `repository:tag` points at now; `None` if there is no such image.
+    fn digest_of(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> impl Future<Output = PortResult<Option<String>>> + Send;
 }
 
 /// Everything the event handlers talk to, built once per cold start (see `handlers::Ports`).

@@ -5,6 +5,7 @@
 //! Every `Stack` gets its own table, topic, queue, cluster and service (named by a prefix), so
 //! tests start from a clean state without resetting the emulator under each other.
 
+pub mod local_api;
 pub mod timeline;
 
 use std::path::{Path, PathBuf};

@@ -6,11 +6,12 @@
 //! | registration | `REGISTRATION` | `svc#env` | | |
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::Deployment;
-use crate::ports::{Created, DeploymentStore, PortError, PortResult};
+use crate::ports::{Created, DeploymentStore, Page, PortError, PortResult};
 use crate::registration::Registration;
 
 pub const BY_SERVICE_INDEX: &str = "by-service";
@@ -335,12 +336,6 @@ impl DeploymentStore for DynamoStore {
     }
 
     async fn forget(&self, key: &str) -> PortResult<()> {
-        self.delete_marker(key).await
-    }
-}
-
-impl DynamoStore {
-    async fn delete_marker(&self, key: &str) -> PortResult<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -348,14 +343,195 @@ impl DynamoStore {
             .key("sk", AttributeValue::S("HANDLED".to_string()))
             .send()
             .await
-            .map_err(|e| {
-                PortError::remote(
-                    "DynamoDB DeleteItem",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| PortError::remote("DynamoDB DeleteItem", DisplayErrorContext(e)))?;
         Ok(())
     }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        deployment_id: &str,
+    ) -> PortResult<Option<(String, String)>> {
+        let pk = AttributeValue::S(format!("IDEMPOTENCY#{key}"));
+        let sk = AttributeValue::S("IDEMPOTENCY".to_string());
+        let expires = chrono::Utc::now().timestamp() + MARKER_TTL_SECONDS;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk.clone())
+            .item("sk", sk.clone())
+            .item("fingerprint", AttributeValue::S(fingerprint.to_string()))
+            .item(
+                "deployment_id",
+                AttributeValue::S(deployment_id.to_string()),
+            )
+            .item("expires_at", AttributeValue::N(expires.to_string()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => {
+                return Err(PortError::remote(
+                    "DynamoDB PutItem",
+                    DisplayErrorContext(e),
+                ));
+            }
+        }
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("DynamoDB GetItem", DisplayErrorContext(e)))?
+            .item
+            .unwrap_or_default();
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(v)) => v.clone(),
+            _ => String::new(),
+        };
+        Ok(Some((text("fingerprint"), text("deployment_id"))))
+    }
+
+    async fn page(
+        &self,
+        service: &str,
+        environment: &str,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> PortResult<Page> {
+        let start = cursor.map(decode_cursor).transpose()?;
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_SERVICE_INDEX)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(
+                ":p",
+                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+            )
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .set_exclusive_start_key(start);
+        if let Some(status) = status {
+            request = request
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", AttributeValue::S(status.to_string()));
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
+        let deployments = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, DeploymentItem>(item)
+                    .map(|i| i.deployment)
+                    .map_err(|e| PortError::Corrupt {
+                        key: format!("SERVICE#{service}#{environment}"),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        Ok(Page {
+            deployments,
+            next: out.last_evaluated_key.map(|k| encode_cursor(&k)),
+        })
+    }
+
+    async fn created_since(
+        &self,
+        service: &str,
+        environment: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<Vec<Deployment>> {
+        let pages: Result<Vec<_>, _> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_SERVICE_INDEX)
+            .key_condition_expression("gsi1pk = :p AND gsi1sk >= :since")
+            .expression_attribute_values(
+                ":p",
+                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+            )
+            .expression_attribute_values(
+                ":since",
+                AttributeValue::S(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let items =
+            pages.map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, DeploymentItem>(item)
+                    .map(|i| i.deployment)
+                    .map_err(|e| PortError::Corrupt {
+                        key: format!("SERVICE#{service}#{environment}"),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Pagination tokens are the index position, hex-encoded JSON: opaque to callers, checked here.
+fn encode_cursor(key: &std::collections::HashMap<String, AttributeValue>) -> String {
+    let plain: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(k, v)| match v {
+            AttributeValue::S(s) => Some((k.as_str(), s.as_str())),
+            _ => None,
+        })
+        .collect();
+    let json = serde_json::to_string(&plain).unwrap_or_default();
+    json.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(token: &str) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
+    const KEYS: [&str; 4] = ["pk", "sk", "gsi1pk", "gsi1sk"];
+    if !token.len().is_multiple_of(2) || token.len() > 4096 {
+        return Err(PortError::BadCursor);
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let plain: std::collections::BTreeMap<String, String> = bytes
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(PortError::BadCursor)?;
+    if plain.len() != KEYS.len() || !KEYS.iter().all(|k| plain.contains_key(*k)) {
+        return Err(PortError::BadCursor);
+    }
+    Ok(plain
+        .into_iter()
+        .map(|(k, v)| (k, AttributeValue::S(v)))
+        .collect())
 }
 
 /// Handled-event markers expire (DynamoDB TTL on `expires_at`) after a week: far longer than

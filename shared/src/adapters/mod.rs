@@ -5,6 +5,8 @@
 pub mod cloudwatch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "ecr")]
+pub mod ecr;
 #[cfg(feature = "ecs")]
 pub mod ecs;
 #[cfg(feature = "elbv2")]

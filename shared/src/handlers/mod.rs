@@ -73,7 +73,7 @@ pub enum HandlerError {
     #[error("deployment {0} not found")]
     NotFound(String),
     #[error("{0}")]
-    Refused(String),
+    Refused(lifecycle::Refusal),
 }
 
 impl HandlerError {
@@ -83,6 +83,7 @@ impl HandlerError {
             HandlerError::Event(EventError::NotEventBridge { .. }) => "NotEventBridge",
             HandlerError::Event(EventError::Malformed { .. }) => "MalformedEvent",
             HandlerError::Port(PortError::Conflict) => "Conflict",
+            HandlerError::Port(PortError::BadCursor) => "BadCursor",
             HandlerError::Port(PortError::Remote { .. }) => "RemoteCallFailed",
             HandlerError::Port(PortError::Corrupt { .. }) => "CorruptRecord",
             HandlerError::StillStarting { .. } => "StillStarting",
@@ -209,12 +210,14 @@ async fn effect<P: Adapters>(
             Ok(Some(Fact::RollbackIssued { ecs_deployment_id }))
         }
         Effect::SetWeights { percent } => {
-            let traffic = d.traffic.as_ref().ok_or_else(|| {
-                HandlerError::Refused(format!("deployment {} has no listener to shift", d.id))
-            })?;
-            let weights = traffic.weights(*percent).ok_or_else(|| {
-                HandlerError::Refused(format!("deployment {} has no stable colour yet", d.id))
-            })?;
+            let wrong = |why: String| HandlerError::Refused(lifecycle::Refusal::WrongState(why));
+            let traffic = d
+                .traffic
+                .as_ref()
+                .ok_or_else(|| wrong(format!("deployment {} has no listener to shift", d.id)))?;
+            let weights = traffic
+                .weights(*percent)
+                .ok_or_else(|| wrong(format!("deployment {} has no stable colour yet", d.id)))?;
             ports
                 .traffic()
                 .set_weights(&traffic.listener, &weights)

@@ -1,0 +1,37 @@
+//! `api`: the CI and operator HTTP API behind API Gateway (HTTP API, payload v2, IAM auth).
+//! Clients are built once per cold start.
+
+use flightdeck::adapters::{
+    dynamodb::DynamoStore, ecr::EcrImages, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
+};
+use flightdeck::api::{self, ApiConfig};
+use flightdeck::config::Config;
+use flightdeck::handlers::Ports;
+use flightdeck::ports::SystemClock;
+use lambda_http::{Error, Request, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let api_config = ApiConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let aws = aws_config::load_from_env().await;
+    let ports = Ports {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
+        ecs: EcsClient::new(aws_sdk_ecs::Client::new(&aws)),
+        traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&aws)),
+        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn),
+        clock: SystemClock,
+    };
+    let images = EcrImages::new(aws_sdk_ecr::Client::new(&aws));
+    let (ports, images, api_config) = (&ports, &images, &api_config);
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let response = match api::from_http(&request) {
+            Ok(parsed) => api::handle(ports, images, api_config, &parsed).await,
+            Err(refused) => refused,
+        };
+        tracing::info!(method = %request.method(), path = %request.uri().path(), status = response.status, "request");
+        Ok::<_, Error>(api::to_http(&response))
+    }))
+    .await
+}

@@ -1,0 +1,496 @@
+//! Route tests of the API: real-shaped API Gateway HTTP API (payload v2) events from `events/`
+//! and built like API Gateway builds them, through `lambda_http`'s parsing and `api::from_http`,
+//! against the local stack. Needs the emulators: `infra/local/test`.
+
+use flightdeck::api::{ApiConfig, ApiResponse};
+use flightdeck_local::local_api::{call, event, local_config};
+use flightdeck_local::{LocalPorts, Result, Stack, local_sdk_config, sample};
+use serde_json::{Value, json};
+
+const CI: &str = "arn:aws:sts::123456789012:assumed-role/ci-deployer/github-actions";
+const APPROVER: &str = "arn:aws:sts::123456789012:assumed-role/release-approver/release-manager";
+const ADMIN: &str = "arn:aws:iam::123456789012:user/platform-admin";
+const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/somebody-else/session";
+
+struct Api {
+    stack: Stack,
+    ports: LocalPorts,
+    config: ApiConfig,
+}
+
+async fn api(name: &str) -> Result<Api> {
+    let unique = format!(
+        "{name}-{}",
+        &flightdeck_local::hex64(&format!("{name}{:?}", std::time::SystemTime::now()))[..6]
+    );
+    let stack = Stack::create(local_sdk_config().await?, &unique, "checkout-api", 1).await?;
+    stack.register_sample("staging").await?;
+    let ports = stack.ports();
+    Ok(Api {
+        stack,
+        ports,
+        config: local_config(),
+    })
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        caller: Option<&str>,
+        key: Option<&str>,
+    ) -> ApiResponse {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(key) = key {
+            headers.push(("Idempotency-Key".to_string(), key.to_string()));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let e = event(method, path, &headers, body.as_bytes(), caller);
+        call(&self.ports, &self.stack.images(), &self.config, &e).await
+    }
+
+    async fn sample(&self, mut e: Value) -> ApiResponse {
+        if let Some(body) = e.get("body").and_then(Value::as_str) {
+            // Point the sample's cluster-free body at nothing new: it names checkout-api/staging.
+            e["body"] = json!(body);
+        }
+        call(&self.ports, &self.stack.images(), &self.config, &e).await
+    }
+}
+
+fn digest(seed: &str) -> String {
+    format!("sha256:{}", flightdeck_local::hex64(seed))
+}
+
+fn code(r: &ApiResponse) -> &str {
+    r.body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_sample_event_starts_a_deployment_and_a_replay_returns_it() -> Result<()> {
+    let t = api("post").await?;
+    // The sample's body is base64-encoded, as API Gateway sends it.
+    let first = t.sample(sample("apigw-post-deployment.json")?).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["status"], json!("DEPLOYING"));
+    assert_eq!(first.body["trigger"], json!("api"));
+    assert_eq!(first.body["started_by"], json!(CI));
+    assert!(first.body["image"].as_str().unwrap_or("").ends_with(
+        "/checkout-api@sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234ef56"
+    ));
+    for key in [
+        "id",
+        "service",
+        "environment",
+        "image",
+        "digest",
+        "tag",
+        "trigger",
+        "status",
+        "traffic_percent",
+        "started_by",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "reason",
+        "events",
+    ] {
+        assert!(first.body.get(key).is_some(), "{key} missing");
+    }
+    for e in first.body["events"].as_array().into_iter().flatten() {
+        for key in ["at", "status", "reason", "actor"] {
+            assert!(e.get(key).is_some(), "event {key} missing");
+        }
+    }
+    let replay = t.sample(sample("apigw-post-deployment.json")?).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.body["id"], first.body["id"]);
+    assert_eq!(t.stack.deployments("staging").await?.len(), 1);
+    assert_eq!(t.stack.task_definition_revisions().await?.len(), 2);
+
+    // The same key with a different body is a conflict.
+    let other = t
+        .send("POST", "/deployments", Some(json!({"service": "checkout-api", "environment": "staging", "image": digest("other")})), Some(CI), Some("github-run-7012345678-attempt-1"))
+        .await;
+    assert_eq!(
+        (other.status, code(&other)),
+        (409, "idempotency_key_reused")
+    );
+
+    let id = first.body["id"].as_str().unwrap_or_default();
+    let mut get = sample("apigw-get-deployment.json")?;
+    get["rawPath"] = json!(format!("/deployments/{id}"));
+    get["requestContext"]["http"]["path"] = json!(format!("/deployments/{id}"));
+    let got = t.sample(get).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["id"], json!(id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_and_lists_decide_who_may_do_what() -> Result<()> {
+    let t = api("auth").await?;
+    let body = json!({"service": "checkout-api", "environment": "staging", "image": digest("a")});
+    let anonymous = t
+        .send("POST", "/deployments", Some(body.clone()), None, None)
+        .await;
+    assert_eq!(anonymous.status, 403);
+    let stranger = t
+        .send(
+            "POST",
+            "/deployments",
+            Some(body.clone()),
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    assert_eq!((stranger.status, code(&stranger)), (403, "forbidden"));
+    let get_anonymous = t.send("GET", "/services", None, None, None).await;
+    assert_eq!(get_anonymous.status, 403);
+
+    // Only admins register; a registration names who deploys and approves.
+    let doc = json!({
+        "cluster": t.stack.cluster, "repository": "checkout-api", "container": "app",
+        "engine": {"type": "rolling", "service": "checkout-api"},
+        "gates": {"approval": true},
+        "deployers": ["arn:aws:iam::123456789012:role/ci-deployer"],
+        "approvers": ["arn:aws:iam::123456789012:role/ci-deployer", "arn:aws:iam::123456789012:role/release-approver"]
+    });
+    let refused = t
+        .send(
+            "PUT",
+            "/services/checkout-api/production",
+            Some(doc.clone()),
+            Some(CI),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let created = t
+        .send(
+            "PUT",
+            "/services/checkout-api/production",
+            Some(doc.clone()),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let updated = t
+        .send(
+            "PUT",
+            "/services/checkout-api/production",
+            Some(doc),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(updated.status, 200);
+    let listed = t.send("GET", "/services", None, Some(STRANGER), None).await;
+    assert_eq!(listed.body["services"].as_array().map(Vec::len), Some(2));
+
+    // Production waits for approval; the deployer who started it may not approve it.
+    let started = t
+        .send("POST", "/deployments", Some(json!({"service": "checkout-api", "environment": "production", "image": digest("p")})), Some(CI), Some("prod-1"))
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    assert_eq!(started.body["status"], json!("AWAITING_APPROVAL"));
+    let id = started.body["id"].as_str().unwrap_or_default().to_string();
+    let own = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/approve"),
+            None,
+            Some(CI),
+            None,
+        )
+        .await;
+    assert_eq!((own.status, code(&own)), (403, "forbidden"));
+    assert!(
+        own.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot approve")
+    );
+    let not_listed = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/approve"),
+            None,
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    assert_eq!(not_listed.status, 403);
+    let approved = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/approve"),
+            None,
+            Some(APPROVER),
+            None,
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["status"], json!("DEPLOYING"));
+    let again = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/approve"),
+            None,
+            Some(APPROVER),
+            None,
+        )
+        .await;
+    assert_eq!((again.status, code(&again)), (409, "conflict"));
+
+    // Roll back by the deployer; then there is nothing left to roll back.
+    let rolled = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/rollback"),
+            None,
+            Some(CI),
+            None,
+        )
+        .await;
+    assert_eq!(rolled.status, 200, "{}", rolled.body);
+    assert_eq!(rolled.body["status"], json!("ROLLING_BACK"));
+    let twice = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/rollback"),
+            None,
+            Some(CI),
+            None,
+        )
+        .await;
+    assert_eq!(twice.status, 409);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_json_error_never_a_5xx() -> Result<()> {
+    let t = api("bad").await?;
+    let cases: Vec<(&str, &str, Option<Value>, u16)> = vec![
+        ("GET", "/nowhere", None, 404),
+        ("DELETE", "/deployments", None, 405),
+        ("PATCH", "/services/a/b", None, 405),
+        ("POST", "/deployments", None, 400),
+        (
+            "POST",
+            "/deployments",
+            Some(json!({"service": "checkout-api"})),
+            400,
+        ),
+        (
+            "POST",
+            "/deployments",
+            Some(
+                json!({"service": "checkout-api", "environment": "staging", "image": "sha256:short"}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/deployments",
+            Some(json!({"service": "checkout-api", "environment": "staging", "image": "bad tag!"})),
+            400,
+        ),
+        (
+            "POST",
+            "/deployments",
+            Some(
+                json!({"service": "checkout-api", "environment": "staging", "image": "v9", "extra": 1}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/deployments",
+            Some(json!({"service": "nope", "environment": "staging", "image": digest("x")})),
+            404,
+        ),
+        (
+            "POST",
+            "/deployments",
+            Some(json!({"service": "checkout-api", "environment": "staging", "image": "v404"})),
+            404,
+        ),
+        ("GET", "/deployments", None, 400),
+        (
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&limit=0",
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&limit=abc",
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&status=DONE",
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&next=zz",
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&next=7b7d",
+            None,
+            400,
+        ),
+        ("GET", "/deployments/not-an-id", None, 400),
+        ("GET", "/deployments/d-00000000000000000000", None, 404),
+        (
+            "POST",
+            "/deployments/d-00000000000000000000/approve",
+            None,
+            404,
+        ),
+        ("GET", "/services/bad%20name/staging", None, 400),
+        ("GET", "/services/checkout-api/nowhere", None, 404),
+        (
+            "PUT",
+            "/services/checkout-api/dev",
+            Some(json!({"cluster": "c"})),
+            400,
+        ),
+        (
+            "PUT",
+            "/services/checkout-api/dev",
+            Some(
+                json!({"cluster": "c", "repository": "r", "container": "app", "engine": {"type": "ecs-native", "service": "s"}}),
+            ),
+            422,
+        ),
+        (
+            "GET",
+            "/metrics?service=checkout-api&environment=staging&days=0",
+            None,
+            400,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let r = t.send(method, path, body, Some(ADMIN), None).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert!(
+            r.body["error"]["code"].is_string() && r.body["error"]["message"].is_string(),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    // A body that is not UTF-8 is refused, not a crash.
+    let e = event(
+        "POST",
+        "/deployments",
+        &[],
+        &[0xff, 0xfe, 0x00],
+        Some(ADMIN),
+    );
+    let r = call(&t.ports, &t.stack.images(), &t.config, &e).await;
+    assert_eq!(r.status, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lists_page_newest_first_and_metrics_count_the_records() -> Result<()> {
+    let t = api("list").await?;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = t
+            .send("POST", "/deployments", Some(json!({"service": "checkout-api", "environment": "staging", "image": digest(&n.to_string())})), Some(CI), Some(&format!("list-{n}")))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap_or_default().to_string());
+    }
+    // Each push queues behind the one in flight; all three are on record.
+    let first = t
+        .send(
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&limit=2",
+            None,
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    assert_eq!(first.status, 200);
+    let page: Vec<&str> = first.body["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(page, [ids[2].as_str(), ids[1].as_str()]);
+    let next = first.body["next"]
+        .as_str()
+        .ok_or("no next token")?
+        .to_string();
+    let second = t
+        .send(
+            "GET",
+            &format!("/deployments?service=checkout-api&environment=staging&limit=2&next={next}"),
+            None,
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    let page: Vec<&str> = second.body["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(page, [ids[0].as_str()]);
+    let pending = t
+        .send(
+            "GET",
+            "/deployments?service=checkout-api&environment=staging&status=PENDING",
+            None,
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    assert!(
+        pending.body["deployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|d| d["status"] == json!("PENDING"))
+    );
+
+    let abort = t
+        .send(
+            "POST",
+            &format!("/deployments/{}/abort", ids[2]),
+            None,
+            Some(CI),
+            None,
+        )
+        .await;
+    assert_eq!(abort.body["status"], json!("ABORTED"), "{}", abort.body);
+    let metrics = t
+        .send(
+            "GET",
+            "/metrics?service=checkout-api&environment=staging&days=7",
+            None,
+            Some(STRANGER),
+            None,
+        )
+        .await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(metrics.body["deployments"], json!(3));
+    assert_eq!(metrics.body["by_status"]["ABORTED"], json!(1));
+    assert!(metrics.body.get("change_failure_rate").is_some());
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! `flightdeck-local-api`: the API on 127.0.0.1 against the local stack, for curl, a browser, the
+//! CI example and the schemathesis run. It creates its own resources on the emulators (prefix
+//! `flightdeck-api`, a rolling `checkout-api` service in `staging` whose deployers and approvers
+//! are the local principals), then serves until stopped.
+//!
+//!   FLIGHTDECK_API_PORT (default 4597)   where to listen
+//!
+//! Callers are named by the access key id of their SigV4 signature (`infra/local/principals.json`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use flightdeck_local::local_api::{self, access_key, principals};
+use flightdeck_local::{Result, Stack, local_sdk_config};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flightdeck-local-api: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let port: u16 = std::env::var("FLIGHTDECK_API_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(4597);
+    let prefix = format!(
+        "flightdeck-api-{}",
+        &flightdeck_local::hex64(&format!("{:?}", std::time::SystemTime::now()))[..6]
+    );
+    let stack = Stack::create(local_sdk_config().await?, &prefix, "checkout-api", 2).await?;
+    let sample =
+        flightdeck_local::repo_root().join("infra/local/registrations/checkout-api.staging.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sample)?)?;
+    doc["cluster"] = serde_json::json!(stack.cluster);
+    doc["deployers"] = serde_json::json!([
+        "arn:aws:iam::123456789012:role/ci-deployer",
+        "arn:aws:iam::123456789012:role/release-approver"
+    ]);
+    stack
+        .register("checkout-api", "staging", &doc.to_string())
+        .await?;
+    let mut production = doc.clone();
+    production["gates"]["approval"] = serde_json::json!(true);
+    stack
+        .register("checkout-api", "production", &production.to_string())
+        .await?;
+
+    let state = Arc::new(State {
+        ports: stack.ports(),
+        images: stack.images(),
+        config: local_api::local_config(),
+        principals: principals()?,
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!(
+        "flightdeck-local-api: http://127.0.0.1:{port} (table {}, topic {})",
+        stack.table, stack.topic_arn
+    );
+    println!(
+        "FLIGHTDECK_TABLE={} FLIGHTDECK_TOPIC_ARN={}",
+        stack.table, stack.topic_arn
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, request).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+struct State {
+    ports: flightdeck_local::LocalPorts,
+    images: flightdeck::adapters::ecr::EcrImages,
+    config: flightdeck::api::ApiConfig,
+    principals: std::collections::HashMap<String, String>,
+}
+
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method().as_str().to_string();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
+        .collect();
+    let caller = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| access_key(v))
+        .and_then(|key| state.principals.get(key).cloned());
+    let body = match request.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let event = local_api::event(&method, &path, &headers, &body, caller.as_deref());
+    let response = local_api::call(&state.ports, &state.images, &state.config, &event).await;
+    println!("{method} {path} -> {}", response.status);
+    let mut builder = Response::builder()
+        .status(response.status)
+        .header("content-type", "application/json");
+    if let Some(allow) = response.allow {
+        builder = builder.header("allow", allow);
+    }
+    builder
+        .body(Full::new(Bytes::from(response.body.to_string())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
