@@ -5,6 +5,11 @@
 //!
 //!   FLIGHTDECK_API_PORT (default 4597)   where to listen
 //!
+//! ECS is simulated in the background, so deployments started through the API go on by
+//! themselves: every second the new revision's tasks of each DEPLOYING rolling deployment are
+//! reported RUNNING and ECS reports its deployment completed (`on-ecs-event`), and the reconcile
+//! loop (`shifter`) runs.
+//!
 //! Callers are named by the access key id of their SigV4 signature (`infra/local/principals.json`).
 
 use std::convert::Infallible;
@@ -58,6 +63,11 @@ async fn run() -> Result<()> {
         .register("checkout-api", "production", &production.to_string())
         .await?;
 
+    tokio::spawn(simulate_ecs(
+        stack.ports(),
+        stack.ecs_events(),
+        stack.alarms(),
+    ));
     let state = Arc::new(State {
         ports: stack.ports(),
         images: stack.images(),
@@ -132,4 +142,44 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     builder
         .body(Full::new(Bytes::from(response.body.to_string())))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// What ECS and the one-minute schedule would do, compressed into a one-second loop.
+async fn simulate_ecs(
+    ports: flightdeck_local::LocalPorts,
+    mut ecs: flightdeck_local::EcsSimulator,
+    alarms: flightdeck::adapters::cloudwatch::CloudWatchAlarms,
+) {
+    use flightdeck::deployment::Status;
+    use flightdeck::handlers::{on_ecs_event, shifter};
+    use flightdeck::ports::DeploymentStore;
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Ok(ids) = ports.store.all_active().await else {
+            continue;
+        };
+        for id in ids {
+            let Ok(Some(d)) = ports.store.get(&id).await else {
+                continue;
+            };
+            let Some(td) = d.rollout.new_task_definition.clone() else {
+                continue;
+            };
+            if d.status != Status::Deploying || d.traffic.is_some() || !reported.insert(id.clone())
+            {
+                continue;
+            }
+            for _ in 0..d.rollout.desired_count.unwrap_or(1) {
+                let task = ecs.new_task_arn();
+                if let Ok(event) = ecs.task_running(&task, &td, 3) {
+                    let _ = on_ecs_event::handle(&ports, event).await;
+                }
+            }
+            if let Ok(event) = ecs.deployment_completed("ecs-svc/local") {
+                let _ = on_ecs_event::handle(&ports, event).await;
+            }
+        }
+        let _ = shifter::handle(&ports, &alarms).await;
+    }
 }
