@@ -350,3 +350,76 @@ async fn malformed_and_unexpected_events_are_refused_without_a_record() -> Resul
     assert!(stack.received_alerts().await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_local_table_has_the_keys_and_indexes_the_template_deploys() -> Result<()> {
+    let stack = stack("table", 1).await?;
+    let described = stack
+        .dynamodb
+        .describe_table()
+        .table_name(&stack.table)
+        .send()
+        .await?;
+    let table = described.table.ok_or("no table")?;
+    let template = flightdeck_local::table_definition()?;
+    let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
+        schema
+            .iter()
+            .map(|k| (k.attribute_name.clone(), k.key_type.as_str().to_string()))
+            .collect()
+    };
+    let template_keys = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap_or("").to_string(),
+                    k["KeyType"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys(table.key_schema()),
+        template_keys(&template["KeySchema"])
+    );
+    let mut local: Vec<(String, Vec<(String, String)>, String)> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|g| {
+            let projection = g
+                .projection
+                .as_ref()
+                .and_then(|p| p.projection_type.as_ref())
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            (
+                g.index_name.clone().unwrap_or_default(),
+                keys(g.key_schema()),
+                projection,
+            )
+        })
+        .collect();
+    let mut expected: Vec<(String, Vec<(String, String)>, String)> =
+        template["GlobalSecondaryIndexes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                (
+                    g["IndexName"].as_str().unwrap_or("").to_string(),
+                    template_keys(&g["KeySchema"]),
+                    g["Projection"]["ProjectionType"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect();
+    local.sort();
+    expected.sort();
+    assert_eq!(local, expected);
+    assert_eq!(expected.len(), 2);
+    Ok(())
+}
