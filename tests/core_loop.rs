@@ -351,6 +351,9 @@ async fn malformed_and_unexpected_events_are_refused_without_a_record() -> Resul
     Ok(())
 }
 
+/// (index name, key schema, projection type)
+type IndexShape = (String, Vec<(String, String)>, String);
+
 #[tokio::test]
 async fn the_local_table_has_the_keys_and_indexes_the_template_deploys() -> Result<()> {
     let stack = stack("table", 1).await?;
@@ -384,7 +387,7 @@ async fn the_local_table_has_the_keys_and_indexes_the_template_deploys() -> Resu
         keys(table.key_schema()),
         template_keys(&template["KeySchema"])
     );
-    let mut local: Vec<(String, Vec<(String, String)>, String)> = table
+    let mut local: Vec<IndexShape> = table
         .global_secondary_indexes()
         .iter()
         .map(|g| {
@@ -401,22 +404,21 @@ async fn the_local_table_has_the_keys_and_indexes_the_template_deploys() -> Resu
             )
         })
         .collect();
-    let mut expected: Vec<(String, Vec<(String, String)>, String)> =
-        template["GlobalSecondaryIndexes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|g| {
-                (
-                    g["IndexName"].as_str().unwrap_or("").to_string(),
-                    template_keys(&g["KeySchema"]),
-                    g["Projection"]["ProjectionType"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                )
-            })
-            .collect();
+    let mut expected: Vec<IndexShape> = template["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            (
+                g["IndexName"].as_str().unwrap_or("").to_string(),
+                template_keys(&g["KeySchema"]),
+                g["Projection"]["ProjectionType"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
     local.sort();
     expected.sort();
     assert_eq!(local, expected);
