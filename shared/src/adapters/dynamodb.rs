@@ -203,14 +203,7 @@ impl DeploymentStore for DynamoStore {
                 )
             })?;
         out.item
-            .map(|item| {
-                serde_dynamo::from_item::<_, DeploymentItem>(item)
-                    .map(|i| i.deployment)
-                    .map_err(|e| PortError::Corrupt {
-                        key: deployment_pk(id),
-                        message: e.to_string(),
-                    })
-            })
+            .map(|item| deployment_from_item(item, || deployment_pk(id)))
             .transpose()
     }
 
@@ -438,14 +431,7 @@ impl DeploymentStore for DynamoStore {
             .items
             .unwrap_or_default()
             .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item::<_, DeploymentItem>(item)
-                    .map(|i| i.deployment)
-                    .map_err(|e| PortError::Corrupt {
-                        key: format!("SERVICE#{service}#{environment}"),
-                        message: e.to_string(),
-                    })
-            })
+            .map(|item| deployment_from_item(item, || format!("SERVICE#{service}#{environment}")))
             .collect::<PortResult<Vec<_>>>()?;
         Ok(Page {
             deployments,
@@ -484,14 +470,7 @@ impl DeploymentStore for DynamoStore {
             pages.map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
         items
             .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item::<_, DeploymentItem>(item)
-                    .map(|i| i.deployment)
-                    .map_err(|e| PortError::Corrupt {
-                        key: format!("SERVICE#{service}#{environment}"),
-                        message: e.to_string(),
-                    })
-            })
+            .map(|item| deployment_from_item(item, || format!("SERVICE#{service}#{environment}")))
             .collect()
     }
 }
@@ -537,6 +516,19 @@ fn decode_cursor(token: &str) -> PortResult<std::collections::HashMap<String, At
 /// Handled-event markers expire (DynamoDB TTL on `expires_at`) after a week: far longer than
 /// EventBridge keeps retrying.
 const MARKER_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// A stored deployment item back as a `Deployment`; `key` names it in the error.
+fn deployment_from_item(
+    item: std::collections::HashMap<String, AttributeValue>,
+    key: impl FnOnce() -> String,
+) -> PortResult<Deployment> {
+    serde_dynamo::from_item::<_, DeploymentItem>(item)
+        .map(|i| i.deployment)
+        .map_err(|e| PortError::Corrupt {
+            key: key(),
+            message: e.to_string(),
+        })
+}
 
 fn deployment_id_of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<String> {
     match item.get("pk") {
