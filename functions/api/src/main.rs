@@ -1,13 +1,10 @@
 //! `api`: the CI and operator HTTP API behind API Gateway (HTTP API, payload v2, IAM auth).
 //! Clients are built once per cold start.
 
-use flightdeck::adapters::{
-    dynamodb::DynamoStore, ecr::EcrImages, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
-};
+use flightdeck::adapters::aws_ports;
+use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::api::{self, ApiConfig};
 use flightdeck::config::Config;
-use flightdeck::handlers::Ports;
-use flightdeck::ports::SystemClock;
 use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
@@ -16,13 +13,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let api_config = ApiConfig::from_lookup(|name| std::env::var(name).ok())?;
     let aws = aws_config::load_from_env().await;
-    let ports = Ports {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
-        ecs: EcsClient::new(aws_sdk_ecs::Client::new(&aws)),
-        traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&aws)),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn),
-        clock: SystemClock,
-    };
+    let ports = aws_ports(&aws, config);
     let images = EcrImages::new(aws_sdk_ecr::Client::new(&aws));
     let (ports, images, api_config) = (&ports, &images, &api_config);
     lambda_http::run(service_fn(move |request: Request| async move {

@@ -1,11 +1,8 @@
 //! `on-ecs-event`: wires the AWS clients into the shared handler. Clients are built once per cold start.
 
-use flightdeck::adapters::{
-    dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
-};
+use flightdeck::adapters::aws_ports;
 use flightdeck::config::Config;
-use flightdeck::handlers::{HandlerError, Ports, on_ecs_event};
-use flightdeck::ports::SystemClock;
+use flightdeck::handlers::{HandlerError, on_ecs_event};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -14,13 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ports = Ports {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
-        ecs: EcsClient::new(aws_sdk_ecs::Client::new(&aws)),
-        traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&aws)),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn),
-        clock: SystemClock,
-    };
+    let ports = aws_ports(&aws, config);
     let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let outcome = on_ecs_event::handle(ports, event.payload).await?;

@@ -1,12 +1,9 @@
 //! `shifter`: the reconcile loop, on a one-minute schedule (the event's content is ignored). Clients are built once per cold start.
 
+use flightdeck::adapters::aws_ports;
 use flightdeck::adapters::cloudwatch::CloudWatchAlarms;
-use flightdeck::adapters::{
-    dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic, sns::SnsNotifier,
-};
 use flightdeck::config::Config;
-use flightdeck::handlers::{HandlerError, Ports, shifter};
-use flightdeck::ports::SystemClock;
+use flightdeck::handlers::{HandlerError, shifter};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -15,13 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ports = Ports {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
-        ecs: EcsClient::new(aws_sdk_ecs::Client::new(&aws)),
-        traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&aws)),
-        notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn),
-        clock: SystemClock,
-    };
+    let ports = aws_ports(&aws, config);
     let ports = &ports;
     let alarms = CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(&aws));
     let alarms = &alarms;

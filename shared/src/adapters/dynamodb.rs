@@ -120,26 +120,15 @@ impl DynamoStore {
 
 impl DeploymentStore for DynamoStore {
     async fn registrations(&self) -> PortResult<Vec<Registration>> {
-        let pages: Result<Vec<_>, _> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(REGISTRATION_PK.to_string()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-        let items = pages.map_err(|e| {
-            PortError::remote(
-                "DynamoDB Query",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(REGISTRATION_PK.to_string()))
+                .consistent_read(true),
+        )
+        .await?;
         items
             .into_iter()
             .map(|item| {
@@ -218,54 +207,32 @@ impl DeploymentStore for DynamoStore {
     }
 
     async fn active(&self, service: &str, environment: &str) -> PortResult<Vec<String>> {
-        let pages: Result<Vec<_>, _> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ACTIVE_INDEX)
-            .key_condition_expression("active_pk = :a AND begins_with(active_sk, :p)")
-            .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string()))
-            .expression_attribute_values(
-                ":p",
-                AttributeValue::S(format!("{service}#{environment}#")),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-        let items = pages.map_err(|e| {
-            PortError::remote(
-                "DynamoDB Query",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active_pk = :a AND begins_with(active_sk, :p)")
+                .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string()))
+                .expression_attribute_values(
+                    ":p",
+                    AttributeValue::S(format!("{service}#{environment}#")),
+                ),
+        )
+        .await?;
         Ok(items.iter().filter_map(deployment_id_of).collect())
     }
 
     async fn all_active(&self) -> PortResult<Vec<String>> {
-        let pages: Result<Vec<_>, _> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ACTIVE_INDEX)
-            .key_condition_expression("active_pk = :a")
-            .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-        let items = pages.map_err(|e| {
-            PortError::remote(
-                "DynamoDB Query",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active_pk = :a")
+                .expression_attribute_values(":a", AttributeValue::S(ACTIVE.to_string())),
+        )
+        .await?;
         Ok(items.iter().filter_map(deployment_id_of).collect())
     }
 
@@ -445,29 +412,22 @@ impl DeploymentStore for DynamoStore {
         environment: &str,
         since: chrono::DateTime<chrono::Utc>,
     ) -> PortResult<Vec<Deployment>> {
-        let pages: Result<Vec<_>, _> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_SERVICE_INDEX)
-            .key_condition_expression("gsi1pk = :p AND gsi1sk >= :since")
-            .expression_attribute_values(
-                ":p",
-                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
-            )
-            .expression_attribute_values(
-                ":since",
-                AttributeValue::S(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
-        let items =
-            pages.map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_SERVICE_INDEX)
+                .key_condition_expression("gsi1pk = :p AND gsi1sk >= :since")
+                .expression_attribute_values(
+                    ":p",
+                    AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+                )
+                .expression_attribute_values(
+                    ":since",
+                    AttributeValue::S(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                ),
+        )
+        .await?;
         items
             .into_iter()
             .map(|item| deployment_from_item(item, || format!("SERVICE#{service}#{environment}")))
@@ -516,6 +476,21 @@ fn decode_cursor(token: &str) -> PortResult<std::collections::HashMap<String, At
 /// Handled-event markers expire (DynamoDB TTL on `expires_at`) after a week: far longer than
 /// EventBridge keeps retrying.
 const MARKER_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Every item of a query, page after page.
+async fn query_all(
+    request: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> PortResult<Vec<std::collections::HashMap<String, AttributeValue>>> {
+    let pages: Result<Vec<_>, _> = request
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect();
+    pages.map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))
+}
 
 /// A stored deployment item back as a `Deployment`; `key` names it in the error.
 fn deployment_from_item(
