@@ -425,3 +425,42 @@ async fn the_local_table_has_the_keys_and_indexes_the_template_deploys() -> Resu
     assert_eq!(expected.len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn two_different_pushes_at_the_same_moment_start_only_one() -> Result<()> {
+    let stack = stack("race2", 1).await?;
+    let ports = stack.ports();
+    let (a, b) = tokio::join!(
+        on_image_push::handle(&ports, image_push("checkout-api", "v5.0.0")?),
+        on_image_push::handle(&ports, image_push("checkout-api", "v5.0.1")?)
+    );
+    a?;
+    b?;
+    let deployments = stack.deployments(ENV).await?;
+    let statuses: Vec<Status> = deployments.iter().map(|d| d.status).collect();
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Status::Deploying).count(),
+        1,
+        "{statuses:?}"
+    );
+    let waiting = deployments
+        .iter()
+        .find(|d| d.status == Status::Pending)
+        .ok_or("none waiting")?;
+    let running = deployments
+        .iter()
+        .find(|d| d.status == Status::Deploying)
+        .ok_or("none running")?;
+    assert_eq!(waiting.queued_behind.as_deref(), Some(running.id.as_str()));
+    assert_eq!(
+        stack.task_definition_revisions().await?.len(),
+        2,
+        "one new revision only"
+    );
+    assert_eq!(
+        alert_types(&stack.received_alerts().await?),
+        ["deployment.started"]
+    );
+    Ok(())
+}

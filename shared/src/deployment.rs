@@ -516,9 +516,15 @@ impl Deployment {
         )
     }
 
-    /// Waiting: nothing of it runs yet, so a newer push may replace it.
+    /// Waiting: queued behind another deployment or awaiting approval, so nothing of it runs yet
+    /// and a newer push may replace it. A PENDING deployment that is not queued is being started
+    /// right now and is left alone.
     pub fn waiting(&self) -> bool {
-        matches!(self.status, Status::Pending | Status::AwaitingApproval)
+        match self.status {
+            Status::AwaitingApproval => true,
+            Status::Pending => self.queued_behind.is_some(),
+            _ => false,
+        }
     }
 
     pub fn failed_tasks(&self) -> impl Iterator<Item = (&String, &StopReason)> {

@@ -1173,9 +1173,18 @@ mod tests {
 
     #[test]
     fn a_newer_push_supersedes_only_what_is_still_waiting() {
-        let waiting =
-            decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3)).deployment;
+        let queued = decide(
+            &pending(0),
+            &Fact::Queued {
+                behind: "d-old".into(),
+            },
+            t(2),
+        )
+        .deployment;
+        let waiting = decide(&queued, &Fact::Superseded { by: "d-new".into() }, t(3)).deployment;
         assert_eq!(waiting.status, Status::Superseded);
+        // A PENDING deployment not queued is being started by another invocation: left alone.
+        assert!(!decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3)).changed);
         assert!(
             !decide(
                 &deploying(0, 1),

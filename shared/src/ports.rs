@@ -86,6 +86,21 @@ pub trait DeploymentStore: Send + Sync {
     fn remember(&self, key: &str) -> impl Future<Output = PortResult<Created>> + Send;
     /// Drops a marker again (the work it stood for failed and must be retried).
     fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// The deployment holding the in-flight slot of a service and environment (consistent read).
+    fn slot_holder(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    /// Takes the slot for `id` if it is still held by `previous` (or free when `None`); false
+    /// when another start changed it first.
+    fn claim_slot(
+        &self,
+        service: &str,
+        environment: &str,
+        id: &str,
+        previous: Option<&str>,
+    ) -> impl Future<Output = PortResult<bool>> + Send;
     /// Binds an `Idempotency-Key` to a request fingerprint and a deployment id, once. Returns
     /// the earlier binding (fingerprint, deployment id) when the key was used before.
     fn claim_idempotency_key(

@@ -4,6 +4,9 @@
 //! |---|---|---|---|---|
 //! | deployment | `DEPLOYMENT#id` | `DEPLOYMENT` | `SERVICE#svc#env` / `created_at#id` | `ACTIVE` / `svc#env#created_at#id`, only while active |
 //! | registration | `REGISTRATION` | `svc#env` | | |
+//! | in-flight slot | `SLOT#svc#env` | `SLOT` | | |
+//! | idempotency key | `IDEMPOTENCY#key` | `IDEMPOTENCY` | | |
+//! | handled-event marker | `HANDLED#key` | `HANDLED` | | |
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -44,6 +47,10 @@ struct RegistrationItem {
     sk: String,
     #[serde(flatten)]
     registration: Registration,
+}
+
+fn slot_pk(service: &str, environment: &str) -> String {
+    format!("SLOT#{service}#{environment}")
 }
 
 fn deployment_pk(id: &str) -> String {
@@ -305,6 +312,58 @@ impl DeploymentStore for DynamoStore {
             .await
             .map_err(|e| PortError::remote("DynamoDB DeleteItem", DisplayErrorContext(e)))?;
         Ok(())
+    }
+
+    async fn slot_holder(&self, service: &str, environment: &str) -> PortResult<Option<String>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(slot_pk(service, environment)))
+            .key("sk", AttributeValue::S("SLOT".to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("DynamoDB GetItem", DisplayErrorContext(e)))?;
+        Ok(match out.item.as_ref().and_then(|i| i.get("holder")) {
+            Some(AttributeValue::S(holder)) => Some(holder.clone()),
+            _ => None,
+        })
+    }
+
+    async fn claim_slot(
+        &self,
+        service: &str,
+        environment: &str,
+        id: &str,
+        previous: Option<&str>,
+    ) -> PortResult<bool> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(slot_pk(service, environment)))
+            .item("sk", AttributeValue::S("SLOT".to_string()))
+            .item("holder", AttributeValue::S(id.to_string()));
+        request = match previous {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(previous) => request
+                .condition_expression("holder = :previous")
+                .expression_attribute_values(":previous", AttributeValue::S(previous.to_string())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(PortError::remote(
+                "DynamoDB PutItem",
+                DisplayErrorContext(e),
+            )),
+        }
     }
 
     async fn claim_idempotency_key(

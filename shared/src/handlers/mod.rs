@@ -309,23 +309,38 @@ pub fn start<'a, P: Adapters>(
         if d.status != Status::Pending {
             return Ok(d);
         }
-        // One deployment in flight per service and environment: wait for it to end.
-        for other in ports.store().active(&d.service, &d.environment).await? {
-            if other == d.id {
-                continue;
-            }
-            if let Some(o) = ports.store().get(&other).await?
-                && o.in_flight()
-            {
-                let fact = Fact::Queued { behind: o.id };
-                return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
-            }
+        // One deployment in flight per service and environment: a slot item names it, read
+        // consistently and taken by a conditional write, so two starts racing cannot both win.
+        let (service, environment) = (d.service.as_str(), d.environment.as_str());
+        let holder = ports.store().slot_holder(service, environment).await?;
+        // The holder blocks while it starts (PENDING, not queued) or is in flight; one that
+        // was abandoned mid-start is failed by the reconcile loop after START_TIMEOUT.
+        if let Some(h) = holder.as_deref().filter(|h| *h != id)
+            && let Some(o) = ports.store().get(h).await?
+            && o.status.is_active()
+            && !o.waiting()
+        {
+            let fact = Fact::Queued { behind: o.id };
+            return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
         }
         if d.queued_behind.is_some() {
             apply(ports, id, &Fact::Unblocked).await?;
         }
         if d.approval_required && d.approved_by.is_none() {
             return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
+        }
+        if holder.as_deref() != Some(id)
+            && !ports
+                .store()
+                .claim_slot(service, environment, id, holder.as_deref())
+                .await?
+        {
+            // Another start took the slot between our read and our claim: wait behind it.
+            let winner = ports.store().slot_holder(service, environment).await?;
+            let fact = Fact::Queued {
+                behind: winner.unwrap_or_default(),
+            };
+            return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
         }
         let fact = match roll_out(ports, &d).await {
             Ok(fact) => fact,
