@@ -138,7 +138,7 @@ async fn scale_in_and_old_revision_stops_never_count_toward_a_crash_loop() -> Re
 
     let d = stack.deployment(&id).await?;
     assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
-    assert_eq!(d.failed_tasks().count(), 0);
+    assert_eq!(d.failed_tasks.len(), 0);
     assert_eq!(stack.service_task_definition().await?, new_td);
     assert_eq!(
         alert_types(&stack.received_alerts().await?),

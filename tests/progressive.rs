@@ -4,8 +4,9 @@
 //! one-in-flight policy. Bake times run on a manual clock. Needs the emulators: `infra/local/test`.
 
 use chrono::Duration;
-use flightdeck::deployment::Status;
+use flightdeck::deployment::{Deployment, Status};
 use flightdeck::handlers::{self, on_alarm, on_image_push, shifter};
+use flightdeck::ports::{Clock, DeploymentStore};
 use flightdeck_local::{
     AlbFixture, LocalPorts, ManualClock, Result, Stack, alarm_event, image_push, local_sdk_config,
 };
@@ -53,6 +54,10 @@ async fn alb(name: &str, strategy: Value, edit: impl FnOnce(&mut Value)) -> Resu
 impl Alb {
     async fn push(&self, tag: &str) -> Result<String> {
         let outcome = on_image_push::handle(&self.ports, image_push("checkout-web", tag)?).await?;
+        // The idle colour's tasks come up and ECS registers them in its target group.
+        self.stack
+            .targets_up(&self.alb.green_target_group_arn, 2)
+            .await?;
         Ok(outcome
             .deployments
             .first()
@@ -387,7 +392,28 @@ async fn success_promotes_to_production_which_waits_for_a_different_approver() -
             },
         )
         .await?;
-    let staging = t.push("v3.0.0").await?;
+    // Staging is started through the API by the CI role (one session of it).
+    let ci = "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-1";
+    let registration = t
+        .ports
+        .store
+        .registrations()
+        .await?
+        .into_iter()
+        .find(|r| r.environment == STAGING)
+        .ok_or("no staging registration")?;
+    let digest = format!("sha256:{}", flightdeck_local::hex64("v3.0.0"));
+    let requested = Deployment::from_api(
+        &registration,
+        "d-promote-staging".into(),
+        format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/checkout-web@{digest}"),
+        digest,
+        Some("v3.0.0".into()),
+        ci,
+        t.clock.now(),
+    );
+    let staging = handlers::create_and_start(&t.ports, requested).await?.id;
+    t.stack.targets_up(&t.alb.green_target_group_arn, 2).await?;
     t.shift().await?; // green ready: 100% at once
     t.shift().await?; // bake 0 passed: SUCCEEDED, promotion created
     assert_eq!(t.status(&staging).await?, Status::Succeeded);
@@ -412,9 +438,9 @@ async fn success_promotes_to_production_which_waits_for_a_different_approver() -
         "nothing shifts before approval"
     );
 
-    // The principal that started it cannot approve it.
-    let started_by = production.started_by.clone().unwrap_or_default();
-    let refused = handlers::approve(&t.ports, &production.id, &started_by)
+    // The principal that started the chain cannot approve it, under any session name.
+    let same_role = "arn:aws:sts::123456789012:assumed-role/ci-deployer/laptop";
+    let refused = handlers::approve(&t.ports, &production.id, same_role)
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("cannot approve"), "{refused}");

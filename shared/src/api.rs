@@ -89,52 +89,7 @@ impl ApiConfig {
     }
 }
 
-/// Whether `caller` (as the IAM authorizer reports it) is the principal `listed` names: an
-/// assumed role `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` matches
-/// `arn:aws:iam::ACCOUNT:role/ROLE` with any path; an IAM user matches its exact ARN.
-pub fn principal_matches(caller: &str, listed: &str) -> bool {
-    if caller == listed {
-        return true;
-    }
-    let Some((caller_account, caller_role)) = assumed_role(caller) else {
-        return false;
-    };
-    let mut parts = listed.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return false;
-    };
-    let Some(role_path) = resource.strip_prefix("role/") else {
-        return false;
-    };
-    account == caller_account && role_path.rsplit('/').next() == Some(caller_role)
-}
-
-/// (account, role name) of an `sts` assumed-role ARN.
-fn assumed_role(arn: &str) -> Option<(&str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_), Some("sts"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    let mut segments = resource.split('/');
-    match (segments.next(), segments.next()) {
-        (Some("assumed-role"), Some(role)) if !role.is_empty() => Some((account, role)),
-        _ => None,
-    }
-}
+pub use crate::principal::principal_matches;
 
 /// A deployment as the API returns it (DESIGN.md, "A deployment as the API returns it").
 #[derive(Serialize)]
@@ -777,45 +732,6 @@ pub fn to_http(response: &ApiResponse) -> lambda_http::Response<lambda_http::Bod
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn assumed_roles_match_their_role_with_any_path() {
-        let caller = "arn:aws:sts::123456789012:assumed-role/ci-deployer/github-actions-42";
-        assert!(principal_matches(
-            caller,
-            "arn:aws:iam::123456789012:role/ci-deployer"
-        ));
-        assert!(principal_matches(
-            caller,
-            "arn:aws:iam::123456789012:role/teams/payments/ci-deployer"
-        ));
-        assert!(!principal_matches(
-            caller,
-            "arn:aws:iam::999999999999:role/ci-deployer"
-        ));
-        assert!(!principal_matches(
-            caller,
-            "arn:aws:iam::123456789012:role/ci-deployer-2"
-        ));
-        assert!(!principal_matches(
-            caller,
-            "arn:aws:iam::123456789012:user/ci-deployer"
-        ));
-    }
-
-    #[test]
-    fn users_match_only_their_exact_arn() {
-        let user = "arn:aws:iam::123456789012:user/alice";
-        assert!(principal_matches(user, user));
-        assert!(!principal_matches(
-            user,
-            "arn:aws:iam::123456789012:user/alicia"
-        ));
-        assert!(!principal_matches(
-            "garbage",
-            "arn:aws:iam::123456789012:role/x"
-        ));
-    }
 
     #[test]
     fn routes_and_their_methods() {

@@ -1,8 +1,6 @@
 //! The deployment record: what is being rolled out where, its lifecycle status, what was observed,
 //! and the audit trail. This is exactly what is stored in DynamoDB (see `adapters::dynamodb`).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -78,14 +76,25 @@ pub struct AuditEvent {
     pub actor: Option<String>,
 }
 
-/// What Flightdeck knows of one task of the new revision.
+/// A task of the new revision that failed. Only failures are kept, at most `max_failed_tasks`
+/// of them (the rollout is rolled back at the limit), so the record stays small however many
+/// tasks a rollout runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrackedTask {
-    pub last_status: String,
-    /// ECS's `detail.version` of the newest event applied; older events are ignored.
-    pub version: i64,
-    pub stop: Option<StopReason>,
-    pub updated_at: DateTime<Utc>,
+pub struct FailedTask {
+    pub task_arn: String,
+    pub stop: StopReason,
+    pub at: DateTime<Utc>,
+}
+
+/// What the reconcile loop (or an event that prompted a read) last saw of the service taking
+/// the new revision; named in the reason when a progress deadline passes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub running: u32,
+    pub desired: u32,
+    /// Healthy targets of the new revision's target group, where there is one.
+    pub healthy: Option<u32>,
+    pub at: DateTime<Utc>,
 }
 
 /// Where the deployment goes in ECS and what it replaces.
@@ -103,6 +112,11 @@ pub struct Rollout {
     /// When ECS reported the new revision settled (deployment completed or steady state).
     pub settled_at: Option<DateTime<Utc>>,
     pub bake_until: Option<DateTime<Utc>>,
+    /// DEPLOYING must become ready by then, or it is rolled back.
+    #[serde(default)]
+    pub progress_deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub observed: Option<Observed>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +132,51 @@ impl Colour {
             Colour::Blue => Colour::Green,
             Colour::Green => Colour::Blue,
         }
+    }
+}
+
+/// The stage item of a service and environment (the one that holds the one-in-flight slot).
+/// For `alb-weights` the colours belong to the service and environment, not to one deployment:
+/// the item names the deployment that last put its revision on each colour, and a scale-down
+/// being carried out now. Saved with a conditional write on `version`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The deployment holding the one-in-flight slot.
+    #[serde(default)]
+    pub holder: Option<String>,
+    #[serde(default)]
+    pub blue_owner: Option<String>,
+    #[serde(default)]
+    pub green_owner: Option<String>,
+    #[serde(default)]
+    pub scaling: Option<ScaleLock>,
+    /// 0: never written.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A colour being scaled down by the invocation holding `token`, since `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleLock {
+    pub colour: Colour,
+    pub token: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Stage {
+    pub fn owner(&self, colour: Colour) -> Option<&str> {
+        match colour {
+            Colour::Blue => self.blue_owner.as_deref(),
+            Colour::Green => self.green_owner.as_deref(),
+        }
+    }
+
+    pub fn set_owner(&mut self, colour: Colour, id: &str) {
+        let slot = match colour {
+            Colour::Blue => &mut self.blue_owner,
+            Colour::Green => &mut self.green_owner,
+        };
+        *slot = Some(id.to_string());
     }
 }
 
@@ -153,6 +212,12 @@ pub struct Traffic {
     pub scale_down_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub scaled_down: bool,
+    /// Which deployment had put its revision on the stable colour when this one started (the
+    /// stage item's owner of that colour). The delayed scale-down of the old colour is carried
+    /// out only while the colour still has that owner: a newer deployment that took the idle
+    /// colour owns it, and the scale-down is moot.
+    #[serde(default)]
+    pub stable_owner: Option<String>,
 }
 
 impl Traffic {
@@ -191,13 +256,28 @@ pub struct Rollback {
     pub requested_at: DateTime<Utc>,
     pub issued_at: Option<DateTime<Utc>>,
     pub ecs_deployment_id: Option<String>,
+    /// The rollback must complete by then, or the deployment ends FAILED (urgent).
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
-/// Side effects decided together with a state change. They are saved with the record first
-/// and removed once carried out, so a crash between the two repeats them instead of losing them.
+/// Side effects decided together with a state change: every call that changes AWS, and every
+/// alert. They are saved with the record first and removed once carried out, so a crash between
+/// the two repeats them instead of losing them (see `handlers::carry_out`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "kebab-case")]
 pub enum Effect {
+    /// Read what serves now and register the new revision (idempotent: a revision already
+    /// registered for this deployment is found by its tag and reused).
+    RegisterRevision,
+    /// UpdateService to the new revision (rolling: the service; alb-weights: the idle colour,
+    /// scaled to the live colour's desired count).
+    Deploy {
+        service: String,
+        task_definition: String,
+        #[serde(default)]
+        desired_count: Option<u32>,
+    },
     /// rolling: UpdateService back to the previous task definition.
     RollBack {
         to_task_definition: String,
@@ -206,10 +286,15 @@ pub enum Effect {
     SetWeights {
         percent: u8,
     },
-    /// Scale an ECS service (the old colour after success, the new one after a rollback).
+    /// Scale an ECS service. For a colour of an `alb-weights` pair (`colour` set) only while the
+    /// stage item still names `owner` as the deployment that last put a revision on it.
     Scale {
         service: String,
         desired_count: u32,
+        #[serde(default)]
+        colour: Option<Colour>,
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// Start the same digest in the next environment.
     Promote {
@@ -218,20 +303,80 @@ pub enum Effect {
     Alert(Box<Alert>),
 }
 
+impl Effect {
+    /// Alerts have their own lane: a failing SNS publish never holds up a rollback, and a
+    /// failing AWS call never holds up an alert. Within a lane effects run in the order decided.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Effect::Alert(_) => Lane::Alerts,
+            _ => Lane::Aws,
+        }
+    }
+
+    /// What the effect does, in words, for reasons and alerts.
+    pub fn describe(&self) -> String {
+        match self {
+            Effect::RegisterRevision => "registering the new revision".to_string(),
+            Effect::Deploy {
+                service,
+                task_definition,
+                ..
+            } => format!(
+                "UpdateService of {service} to {}",
+                short_task_definition(task_definition)
+            ),
+            Effect::RollBack { to_task_definition } => format!(
+                "UpdateService back to {}",
+                short_task_definition(to_task_definition)
+            ),
+            Effect::SetWeights { percent } => format!("setting the listener weights to {percent}%"),
+            Effect::Scale {
+                service,
+                desired_count,
+                ..
+            } => format!("scaling ECS service {service} to {desired_count}"),
+            Effect::Promote { environment } => format!("promoting to {environment}"),
+            Effect::Alert(a) => format!("publishing {}", a.document.event_type.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Aws,
+    Alerts,
+}
+
+/// Who is carrying an effect out: the token of one handler invocation, and since when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub token: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingEffect {
     pub seq: u32,
-    /// Set by the invocation carrying it out; see `handlers::Ports::carry_out`.
+    /// The phase (`Deployment::phase`) it was decided in. Entering a new phase cancels the
+    /// effects of the phase left: a weight step decided before a rollback never runs after it.
     #[serde(default)]
-    pub claimed_at: Option<DateTime<Utc>>,
+    pub phase: u32,
+    #[serde(default)]
+    pub claim: Option<Claim>,
+    /// Cancelled while an invocation was carrying it out: it is not run again, and its result,
+    /// when it comes, is not applied. It holds its lane until then (or until the claim lease
+    /// passes), so nothing decided later overtakes the call still in flight.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Failed attempts so far, the last error, and when the next attempt may run.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
     #[serde(flatten)]
     pub effect: Effect,
-}
-
-impl PendingEffect {
-    pub fn claimable(&self, now: DateTime<Utc>, lease: chrono::Duration) -> bool {
-        self.claimed_at.is_none_or(|at| now - at >= lease)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,12 +397,24 @@ pub struct Deployment {
     pub finished_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     pub events: Vec<AuditEvent>,
+    /// Principals that started this deployment and, for a promotion, every deployment of the
+    /// chain it came from (four eyes: none of them may approve it).
+    #[serde(default)]
+    pub starters: Vec<String>,
+    /// Counts up with every status change; effects are stamped with it (see `PendingEffect`).
+    #[serde(default)]
+    pub phase: u32,
     pub rollout: Rollout,
     pub max_failed_tasks: u32,
     pub bake_minutes: u32,
-    /// Tasks of the new revision by task ARN.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline_minutes: u32,
+    /// New-revision tasks that failed (at most `max_failed_tasks`).
     #[serde(default)]
-    pub tasks: BTreeMap<String, TrackedTask>,
+    pub failed_tasks: Vec<FailedTask>,
+    /// Task events of the new revision seen, for the record.
+    #[serde(default)]
+    pub task_events: u32,
     pub rollback: Option<Rollback>,
     /// alb-weights only.
     #[serde(default)]
@@ -306,10 +463,11 @@ impl ImagePush {
     }
 }
 
-/// The deployment id of a push: the same push to the same service and environment always gets the
-/// same id, which is what makes a redelivered ECR event create nothing new.
-pub fn push_deployment_id(service: &str, environment: &str, digest: &str) -> String {
-    let hash = Sha256::digest(format!("ecr-push\n{service}\n{environment}\n{digest}").as_bytes());
+/// The deployment id of a push: one push (one EventBridge event id) to one service and
+/// environment always gets the same id, so a redelivered ECR event creates nothing new, while a
+/// new push of a digest deployed before (a revert by re-tagging) is a new deployment.
+pub fn push_deployment_id(service: &str, environment: &str, event_id: &str) -> String {
+    let hash = Sha256::digest(format!("ecr-push\n{service}\n{environment}\n{event_id}").as_bytes());
     let hex: String = hash.iter().take(10).map(|b| format!("{b:02x}")).collect();
     format!("d-{hex}")
 }
@@ -332,7 +490,7 @@ impl Deployment {
             push_deployment_id(
                 &registration.service,
                 &registration.environment,
-                &push.digest,
+                &push.event_id,
             ),
             push.image(),
             push.digest.clone(),
@@ -366,6 +524,7 @@ impl Deployment {
         };
         let mut d = Deployment::new(registration, id, image, digest, tag, Trigger::Api, now);
         d.started_by = Some(caller.to_string());
+        d.starters = vec![caller.to_string()];
         d.events.push(AuditEvent {
             at: now,
             status: Some(Status::Pending),
@@ -399,6 +558,7 @@ impl Deployment {
             now,
         );
         d.started_by = Some(format!("promotion:{}", from.id));
+        d.starters = from.starters.clone();
         d.promoted_from = Some(from.id.clone());
         d.events.push(AuditEvent {
             at: now,
@@ -448,6 +608,7 @@ impl Deployment {
                 scale_down_after_minutes: *scale_down_after_minutes,
                 scale_down_at: None,
                 scaled_down: false,
+                stable_owner: None,
             }),
             _ => None,
         };
@@ -467,6 +628,8 @@ impl Deployment {
             finished_at: None,
             reason: None,
             events: Vec::new(),
+            starters: Vec::new(),
+            phase: 0,
             rollout: Rollout {
                 cluster: registration.spec.cluster.clone(),
                 ecs_service: registration.ecs_service().to_string(),
@@ -478,10 +641,14 @@ impl Deployment {
                 started_at: None,
                 settled_at: None,
                 bake_until: None,
+                progress_deadline: None,
+                observed: None,
             },
             max_failed_tasks: registration.spec.gates.max_failed_tasks,
             bake_minutes: registration.bake_minutes(),
-            tasks: BTreeMap::new(),
+            progress_deadline_minutes: registration.spec.progress_deadline_minutes,
+            failed_tasks: Vec::new(),
+            task_events: 0,
             rollback: None,
             traffic,
             alarms: registration.spec.gates.alarms.clone(),
@@ -527,18 +694,21 @@ impl Deployment {
         }
     }
 
-    pub fn failed_tasks(&self) -> impl Iterator<Item = (&String, &StopReason)> {
-        self.tasks
-            .iter()
-            .filter_map(|(arn, t)| t.stop.as_ref().filter(|s| s.is_failure()).map(|s| (arn, s)))
+    /// Whether the deployment's start has been decided (the slot is held and the outbox carries
+    /// it), so another start attempt has nothing to do.
+    pub fn starting(&self) -> bool {
+        self.status == Status::Pending
+            && self.queued_behind.is_none()
+            && (self.rollout.new_task_definition.is_some()
+                || self
+                    .outbox
+                    .iter()
+                    .any(|e| matches!(e.effect, Effect::RegisterRevision | Effect::Deploy { .. })))
     }
+}
 
-    pub fn running_tasks(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.last_status == "RUNNING")
-            .count()
-    }
+fn default_progress_deadline() -> u32 {
+    crate::registration::DEFAULT_PROGRESS_DEADLINE_MINUTES
 }
 
 /// `sha256:0123456789ab` — enough to recognise a digest in text.
@@ -564,11 +734,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn push_ids_are_stable_per_service_environment_and_digest() {
-        let a = push_deployment_id("api", "staging", "sha256:aa");
-        assert_eq!(a, push_deployment_id("api", "staging", "sha256:aa"));
-        assert_ne!(a, push_deployment_id("api", "production", "sha256:aa"));
-        assert_ne!(a, push_deployment_id("api", "staging", "sha256:bb"));
+    fn push_ids_are_stable_per_service_environment_and_event() {
+        let a = push_deployment_id("api", "staging", "evt-1");
+        assert_eq!(a, push_deployment_id("api", "staging", "evt-1"));
+        assert_ne!(a, push_deployment_id("api", "production", "evt-1"));
+        assert_ne!(a, push_deployment_id("api", "staging", "evt-2"));
         assert!(a.starts_with("d-") && a.len() == 22);
     }
 }

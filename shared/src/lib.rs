@@ -9,7 +9,9 @@ pub mod config;
 pub mod deployment;
 pub mod events;
 pub mod lifecycle;
+pub mod outbox;
 pub mod ports;
+pub mod principal;
 pub mod registration;
 pub mod stop_reason;
 

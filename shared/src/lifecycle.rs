@@ -1,26 +1,35 @@
 //! The deployment lifecycle, as one pure function: `(deployment, fact, now) -> deployment`.
 //!
 //! `PENDING -> (AWAITING_APPROVAL) -> DEPLOYING -> SHIFTING (step n, bake) -> SUCCEEDED`, and from
-//! an in-flight state `-> ROLLING_BACK -> ROLLED_BACK`, or `FAILED`, `SUPERSEDED`. The rolling
-//! engine lets ECS replace the tasks and uses SHIFTING only for its bake; `alb-weights` brings the
-//! new colour up during DEPLOYING and moves the listener's weights step by step during SHIFTING,
-//! each step held for its bake and gated by alarms and the crash-loop count. Every transition appends an audit
-//! event; side effects (the rollback call, alerts) are put in the record's outbox, saved with the
-//! new state, and carried out by the caller afterwards. Deciding never touches the network, and
-//! deciding the same fact twice changes nothing the second time.
+//! an in-flight state `-> ROLLING_BACK -> ROLLED_BACK`, or `FAILED`, `SUPERSEDED`, `ABORTED`.
+//!
+//! - The start is decided here too: once the deployment holds its service and environment's
+//!   slot, the outbox gets `RegisterRevision`, whose result decides `Deploy`, whose result makes
+//!   it DEPLOYING. Every call that changes AWS is an effect; none is made anywhere else.
+//! - Every status change is a new phase (`Deployment::phase`). Entering one cancels the AWS calls
+//!   decided in the phase left (`outbox::cancel_stale`): a weight step decided before a rollback
+//!   never runs after it.
+//! - DEPLOYING becomes ready from what ECS and the target group report (the reconcile loop's
+//!   observation, or ECS's own word that the rollout completed for `rolling`), never from task
+//!   events alone. It has a progress deadline; so has a rollback.
+//! - The rolling engine lets ECS replace the tasks and uses SHIFTING only for its bake;
+//!   `alb-weights` brings the new colour up during DEPLOYING and moves the listener's weights
+//!   step by step during SHIFTING, each step held for its bake and gated by alarms and the
+//!   crash-loop count.
+//!
+//! Every transition appends an audit event. Deciding never touches the network, and deciding the
+//! same fact twice changes nothing the second time.
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
-    AuditEvent, Colour, Deployment, Effect, PendingEffect, Rollback, Status, TrackedTask,
+    AuditEvent, Colour, Deployment, Effect, FailedTask, Observed, PendingEffect, Rollback, Status,
     short_task, short_task_definition,
 };
+use crate::outbox;
+use crate::principal::same_principal;
 use crate::stop_reason::StopReason;
-
-/// A deployment still PENDING this long after its creation was abandoned mid-start (the
-/// invocation that created it died before ECS was told); the reconcile loop fails it.
-pub const START_TIMEOUT: Duration = Duration::minutes(5);
 
 /// Something that happened, as far as a deployment is concerned.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,17 +42,20 @@ pub enum Fact {
     ApprovalNeeded,
     /// A principal approved the deployment.
     Approved { by: String },
-    /// The new revision is registered and ECS was told to run it (for `alb-weights` on the idle
-    /// colour; `stable` is the colour the listener served from).
-    RolloutStarted {
+    /// The deployment holds its service and environment's slot: start the rollout.
+    SlotTaken,
+    /// The new revision is registered (for `alb-weights`: to go on the idle colour; `stable` is
+    /// the colour the listener served from and `stable_owner` the deployment that had put its
+    /// revision there, as the stage item says).
+    RevisionRegistered {
         previous_task_definition: String,
         new_task_definition: String,
-        ecs_deployment_id: Option<String>,
         desired_count: u32,
         stable: Option<Colour>,
+        stable_owner: Option<String>,
     },
-    /// The rollout could not be started (ECS refused a call).
-    StartFailed { reason: String },
+    /// ECS was told to run the new revision.
+    RolloutStarted { ecs_deployment_id: Option<String> },
     /// A newer deployment of the same service and environment took over.
     Superseded { by: String },
     /// An `ECS Task State Change` of the deployment's service.
@@ -64,15 +76,21 @@ pub enum Fact {
     },
     /// The rollback UpdateService went through.
     RollbackIssued { ecs_deployment_id: Option<String> },
-    /// What DescribeServices (and the target group's health, where it can be read) says of a
-    /// service, as the reconcile loop saw it.
+    /// What DescribeServices (and the target group's health, where there is one) says of the
+    /// service taking the new revision, as the reconcile loop saw it.
     ServiceObserved(ServiceObservation),
     /// The listener's weights now put `percent` on the new colour.
     WeightsSet { percent: u8 },
-    /// A service was scaled to zero.
-    ScaledDown { service: String },
-    /// A CloudWatch alarm is in ALARM.
-    AlarmFired { alarm: String, reason: String },
+    /// A service was scaled to zero, or the scale-down became moot (`done: false`: a newer
+    /// deployment owns the colour now).
+    ScaledDown { service: String, done: bool },
+    /// A CloudWatch alarm is in ALARM. `gating`: the registration names it as a gate now (an
+    /// alarm added to the registration mid-deployment gates it too).
+    AlarmFired {
+        alarm: String,
+        reason: String,
+        gating: bool,
+    },
     /// A CloudWatch alarm left ALARM.
     AlarmCleared { alarm: String, state: String },
     /// Something worth recording that changes nothing else.
@@ -82,6 +100,8 @@ pub enum Fact {
     /// An operator rolls the deployment back (API `rollback`), or aborts it (API `abort`: a
     /// waiting deployment ends ABORTED, one in flight is rolled back).
     Stopped { by: String, abort: bool },
+    /// An effect failed `MAX_ATTEMPTS` times; `error` is the last error.
+    EffectGaveUp { seq: u32, error: String },
     /// Time passed (the reconcile loop's heartbeat).
     Tick,
 }
@@ -89,11 +109,16 @@ pub enum Fact {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceObservation {
     pub service: String,
+    /// The task definition of the service's primary deployment.
     pub task_definition: String,
-    /// Tasks of `task_definition` running.
+    /// Tasks of the intended revision running.
     pub running: u32,
     pub desired: u32,
-    /// Healthy targets in the service's target group, when that can be read.
+    /// ECS reports the rollout of `task_definition` finished (one deployment left, or its
+    /// rollout state COMPLETED).
+    pub steady: bool,
+    /// Healthy targets of the intended revision in its target group (alb-weights); `None` where
+    /// the service has no target group to read.
     pub healthy_targets: Option<u32>,
 }
 
@@ -135,7 +160,10 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
     let mut d = current.clone();
     match fact {
         Fact::Queued { behind } => {
-            if d.status == Status::Pending && d.queued_behind.as_deref() != Some(behind.as_str()) {
+            if d.status == Status::Pending
+                && !d.starting()
+                && d.queued_behind.as_deref() != Some(behind.as_str())
+            {
                 d.queued_behind = Some(behind.clone());
                 let reason = format!(
                     "queued: deployment {behind} of {} is in flight",
@@ -166,9 +194,15 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                     "deployment {} is {}, not awaiting approval",
                     d.id, d.status
                 )))
-            } else if d.started_by.as_deref() == Some(by.as_str()) {
+            } else if let Some(starter) = d.starters.iter().find(|s| same_principal(s, by)) {
+                let chain = if d.promoted_from.is_some() {
+                    " (or a deployment of the promotion chain it came from)"
+                } else {
+                    ""
+                };
                 Some(Refusal::NotAllowed(format!(
-                    "{by} started deployment {} and cannot approve it; another approver must",
+                    "{by} is the same principal as {starter}, who started deployment {}{chain}, and \
+                     cannot approve it; another approver must",
                     d.id
                 )))
             } else {
@@ -187,44 +221,72 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 now,
             );
         }
-        Fact::RolloutStarted {
+        Fact::SlotTaken => {
+            let approved = !d.approval_required || d.approved_by.is_some();
+            if d.status == Status::Pending && approved && !d.starting() {
+                d.queued_behind = None;
+                d.updated_at = now;
+                push_effect(&mut d, Effect::RegisterRevision);
+            }
+        }
+        Fact::RevisionRegistered {
             previous_task_definition,
             new_task_definition,
-            ecs_deployment_id,
             desired_count,
             stable,
+            stable_owner,
         } => {
-            if d.status == Status::Pending {
+            if d.status == Status::Pending && d.rollout.new_task_definition.is_none() {
                 d.rollout.previous_task_definition = Some(previous_task_definition.clone());
                 d.rollout.new_task_definition = Some(new_task_definition.clone());
-                d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
                 d.rollout.desired_count = Some(*desired_count);
-                d.rollout.started_at = Some(now);
-                let mut on = format!("ECS service {}", d.rollout.ecs_service);
+                let mut desired = None;
                 if let Some(traffic) = d.traffic.as_mut() {
                     traffic.stable = *stable;
+                    traffic.stable_owner = stable_owner.clone();
                     if let Some(canary) = traffic.canary() {
                         d.rollout.ecs_service = traffic.target(canary).service.clone();
-                        on = format!(
-                            "the idle {} colour, ECS service {} (scaled to {desired_count})",
-                            colour_name(canary),
-                            d.rollout.ecs_service
-                        );
+                        desired = Some(*desired_count);
                     }
                 }
+                d.updated_at = now;
+                let service = d.rollout.ecs_service.clone();
+                push_effect(
+                    &mut d,
+                    Effect::Deploy {
+                        service,
+                        task_definition: new_task_definition.clone(),
+                        desired_count: desired,
+                    },
+                );
+            }
+        }
+        Fact::RolloutStarted { ecs_deployment_id } => {
+            if d.status == Status::Pending
+                && let (Some(new), Some(previous)) = (
+                    d.rollout.new_task_definition.clone(),
+                    d.rollout.previous_task_definition.clone(),
+                )
+            {
+                d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
+                d.rollout.started_at = Some(now);
+                d.rollout.progress_deadline = Some(now + deadline(&d));
+                let desired = d.rollout.desired_count.unwrap_or(1);
+                let on = match d.traffic.as_ref().and_then(|t| t.canary()) {
+                    Some(canary) => format!(
+                        "the idle {} colour, ECS service {} (scaled to {desired})",
+                        colour_name(canary),
+                        d.rollout.ecs_service
+                    ),
+                    None => format!("ECS service {}", d.rollout.ecs_service),
+                };
                 let reason = format!(
                     "registered {} (was {}) and put it on {on}",
-                    short_task_definition(new_task_definition),
-                    short_task_definition(previous_task_definition),
+                    short_task_definition(&new),
+                    short_task_definition(&previous),
                 );
                 transition(&mut d, Status::Deploying, reason, "flightdeck", now);
                 alert(&mut d, EventType::Started, now);
-            }
-        }
-        Fact::StartFailed { reason } => {
-            if d.status == Status::Pending {
-                finish(&mut d, Status::Failed, reason.clone(), "flightdeck", now);
-                alert(&mut d, EventType::Failed, now);
             }
         }
         Fact::Superseded { by } => {
@@ -273,7 +335,10 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 d.updated_at = now;
                 note(
                     &mut d,
-                    format!("UpdateService back to {to} issued"),
+                    format!(
+                        "UpdateService back to {} issued",
+                        short_task_definition(&to)
+                    ),
                     "flightdeck",
                     now,
                 );
@@ -281,21 +346,32 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
         Fact::WeightsSet { percent } => weights_set(&mut d, *percent, now),
-        Fact::ScaledDown { service } => {
-            if let Some(traffic) = d.traffic.as_mut().filter(|t| !t.scaled_down) {
-                if d.status == Status::Succeeded {
+        Fact::ScaledDown { service, done } => {
+            let owed = d.traffic.as_ref().is_some_and(|t| !t.scaled_down);
+            if owed {
+                if let Some(traffic) = d.traffic.as_mut()
+                    && matches!(d.status, Status::Succeeded | Status::RolledBack)
+                {
                     traffic.scaled_down = true;
                 }
-                note(
-                    &mut d,
-                    format!("scaled ECS service {service} to 0"),
-                    "flightdeck",
-                    now,
-                );
+                let reason = if *done {
+                    format!("scaled ECS service {service} to 0")
+                } else {
+                    format!(
+                        "ECS service {service} left as it is: a newer deployment put its revision \
+                         on it"
+                    )
+                };
+                note(&mut d, reason, "flightdeck", now);
             }
         }
-        Fact::AlarmFired { alarm, reason } => {
-            if d.in_flight() && d.status != Status::RollingBack && d.alarms.contains(alarm) {
+        Fact::AlarmFired {
+            alarm,
+            reason,
+            gating,
+        } => {
+            let gates = *gating || d.alarms.contains(alarm);
+            if d.in_flight() && d.status != Status::RollingBack && gates {
                 let why = format!("alarm `{alarm}` is in ALARM: {reason}");
                 roll_back(&mut d, why, "aws.cloudwatch", now);
             }
@@ -321,9 +397,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::Stopped { by, abort } => {
             let verb = if *abort { "aborted" } else { "rolled back" };
-            if *abort && d.waiting() {
+            if *abort && (d.waiting() || (d.status == Status::Pending && !d.starting())) {
                 finish(&mut d, Status::Aborted, format!("aborted by {by}"), by, now);
-            } else if d.in_flight() && d.status != Status::RollingBack {
+            } else if (d.in_flight() || d.starting()) && d.status != Status::RollingBack {
                 roll_back(&mut d, format!("{verb} by {by}"), by, now);
             } else {
                 let what = if *abort { "abort" } else { "roll back" };
@@ -334,27 +410,8 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 return refused(current, Refusal::WrongState(why));
             }
         }
-        Fact::Tick => {
-            if d.status == Status::Shifting
-                && d.rollout.bake_until.is_some_and(|until| now >= until)
-                && !has_pending(&d, |e| matches!(e, Effect::SetWeights { .. }))
-            {
-                next_step(&mut d, now);
-            } else if d.status == Status::Succeeded {
-                scale_down_old_colour(&mut d, now);
-            } else if d.status == Status::Pending
-                && d.queued_behind.is_none()
-                && now - d.updated_at >= START_TIMEOUT
-            {
-                let reason = format!(
-                    "the rollout was not started within {} minutes of the push: the invocation that \
-                     created the deployment stopped before starting it",
-                    START_TIMEOUT.num_minutes()
-                );
-                finish(&mut d, Status::Failed, reason, "flightdeck", now);
-                alert(&mut d, EventType::Failed, now);
-            }
-        }
+        Fact::EffectGaveUp { seq, error } => gave_up(&mut d, *seq, error, now),
+        Fact::Tick => tick(&mut d, now),
     }
     let changed = d != *current;
     Decision {
@@ -372,16 +429,107 @@ fn refused(current: &Deployment, why: Refusal) -> Decision {
     }
 }
 
+fn deadline(d: &Deployment) -> Duration {
+    Duration::minutes(i64::from(d.progress_deadline_minutes.max(1)))
+}
+
+/// The reconcile loop's heartbeat: bakes that passed, progress deadlines, the old colour's
+/// scale-down after success.
+fn tick(d: &mut Deployment, now: DateTime<Utc>) {
+    match d.status {
+        Status::Shifting
+            if d.rollout.bake_until.is_some_and(|until| now >= until)
+                && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) =>
+        {
+            next_step(d, now);
+        }
+        Status::Deploying if d.rollout.progress_deadline.is_some_and(|at| now >= at) => {
+            let reason = format!(
+                "progress deadline: the new revision did not become ready within {} min ({})",
+                d.progress_deadline_minutes,
+                observed_text(d)
+            );
+            roll_back(d, reason, "flightdeck", now);
+        }
+        Status::RollingBack
+            if d.rollback
+                .as_ref()
+                .and_then(|r| r.deadline)
+                .is_some_and(|at| now >= at) =>
+        {
+            let pending = d
+                .outbox
+                .iter()
+                .find(|e| e.effect.lane() == crate::deployment::Lane::Aws)
+                .map(|e| {
+                    let error = e.last_error.as_deref().unwrap_or("no error yet");
+                    format!(
+                        "; {} still pending after {} attempts ({error})",
+                        e.effect.describe(),
+                        e.attempts
+                    )
+                })
+                .unwrap_or_default();
+            let reason = format!(
+                "rollback did not complete within {} min: {}{pending}; the previous revision may \
+                 not be serving, look at the service now",
+                d.progress_deadline_minutes,
+                observed_text(d)
+            );
+            finish(d, Status::Failed, reason, "flightdeck", now);
+            alert(d, EventType::Failed, now);
+        }
+        Status::Succeeded => scale_down_old_colour(d, now),
+        _ => {}
+    }
+}
+
+fn observed_text(d: &Deployment) -> String {
+    match &d.rollout.observed {
+        Some(o) => {
+            let mut text = format!("last observed {} of {} tasks running", o.running, o.desired);
+            if let Some(h) = o.healthy {
+                text.push_str(&format!(", {h} healthy in the target group"));
+            }
+            text.push_str(&format!(
+                " at {}",
+                o.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+            text
+        }
+        None => "nothing observed of the service yet".to_string(),
+    }
+}
+
+/// An AWS call failed `MAX_ATTEMPTS` times: an active deployment ends FAILED naming the call; a
+/// finished one keeps its status and records it.
+fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
+    let Some(index) = d.outbox.iter().position(|e| e.seq == seq) else {
+        return;
+    };
+    let effect = d.outbox.remove(index);
+    let why = format!(
+        "gave up on {} after {} attempts: {error}",
+        effect.effect.describe(),
+        effect.attempts
+    );
+    if d.status.is_active() {
+        finish(d, Status::Failed, why, "flightdeck", now);
+        alert(d, EventType::Failed, now);
+    } else {
+        if let (Effect::Scale { .. }, Some(traffic)) = (&effect.effect, d.traffic.as_mut()) {
+            traffic.scaled_down = true;
+        }
+        note(d, why, "flightdeck", now);
+    }
+}
+
 /// The outbox entries a caller still has to carry out, oldest first.
 pub fn pending_effects(d: &Deployment) -> &[PendingEffect] {
     &d.outbox
 }
 
-/// Removes carried-out effects by sequence number (safe to apply to a newer copy of the record).
-pub fn effects_done(d: &mut Deployment, done: &[u32]) {
-    d.outbox.retain(|e| !done.contains(&e.seq));
-}
-
+/// A failed task of the new revision counts once (by task ARN), however often its event comes.
 fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) {
     if !matches!(d.status, Status::Deploying | Status::Shifting) {
         return;
@@ -390,43 +538,34 @@ fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) 
     if d.rollout.new_task_definition.as_deref() != Some(task.task_definition_arn.as_str()) {
         return;
     }
-    // A duplicate, an older event delivered late, or news of a task already stopped.
-    if let Some(known) = d.tasks.get(&task.task_arn)
-        && (known.version >= task.version || known.last_status == "STOPPED")
-    {
+    let Some(stop) = task.stop.as_ref().filter(|s| s.is_failure()) else {
+        return;
+    };
+    if d.failed_tasks.iter().any(|f| f.task_arn == task.task_arn) {
         return;
     }
-    d.tasks.insert(
-        task.task_arn.clone(),
-        TrackedTask {
-            last_status: task.last_status.clone(),
-            version: task.version,
-            stop: task.stop.clone(),
-            updated_at: now,
-        },
+    d.failed_tasks.push(FailedTask {
+        task_arn: task.task_arn.clone(),
+        stop: stop.clone(),
+        at: now,
+    });
+    d.task_events = d.task_events.saturating_add(1);
+    let failed = d.failed_tasks.len() as u32;
+    note(
+        d,
+        format!(
+            "task {} of the new revision failed ({failed} of {} allowed): {}",
+            short_task(&task.task_arn),
+            d.max_failed_tasks,
+            stop.explain()
+        ),
+        "aws.ecs",
+        now,
     );
-    d.updated_at = now;
-
-    if let Some(stop) = task.stop.as_ref().filter(|s| s.is_failure()) {
-        let failed = d.failed_tasks().count() as u32;
-        note(
-            d,
-            format!(
-                "task {} of the new revision failed ({failed} of {} allowed): {}",
-                short_task(&task.task_arn),
-                d.max_failed_tasks,
-                stop.explain()
-            ),
-            "aws.ecs",
-            now,
-        );
-        if failed >= d.max_failed_tasks {
-            let reason = crash_loop_reason(d);
-            roll_back(d, reason, "flightdeck", now);
-            return;
-        }
+    if failed >= d.max_failed_tasks {
+        let reason = crash_loop_reason(d);
+        roll_back(d, reason, "flightdeck", now);
     }
-    maybe_settle(d, now);
 }
 
 fn observe_ecs_deployment(
@@ -472,14 +611,18 @@ fn concerns(
     }
 }
 
-/// ECS says the service is settled: for a rollout that is the new revision, for a rollback the
-/// previous one.
+/// ECS says the service is settled: for a rolling rollout that is the new revision, for a
+/// rolling rollback the previous one. `alb-weights` goes by the colour's observed readiness and
+/// the listener's weights instead.
 fn settled(
     d: &mut Deployment,
     at: DateTime<Utc>,
     ecs_deployment_id: Option<&str>,
     now: DateTime<Utc>,
 ) {
+    if d.traffic.is_some() {
+        return;
+    }
     match d.status {
         Status::Deploying => {
             let ours = match ecs_deployment_id {
@@ -494,11 +637,19 @@ fn settled(
             if ours && d.rollout.settled_at.is_none() {
                 d.rollout.settled_at = Some(at);
                 d.updated_at = now;
-                maybe_settle(d, now);
+                let desired = d.rollout.desired_count.unwrap_or(1);
+                let why = format!(
+                    "ECS reports the rollout of {} steady ({desired} desired)",
+                    d.rollout
+                        .new_task_definition
+                        .as_deref()
+                        .map(short_task_definition)
+                        .unwrap_or("the new revision")
+                );
+                ready(d, why, "aws.ecs", now);
             }
         }
-        // alb-weights rollbacks end when the weights are back, not on ECS's word.
-        Status::RollingBack if d.traffic.is_none() => {
+        Status::RollingBack => {
             let Some(rollback) = d.rollback.clone() else {
                 return;
             };
@@ -526,23 +677,13 @@ fn settled(
     }
 }
 
-/// DEPLOYING moves on once the new revision runs at the desired count: `alb-weights` starts
-/// shifting; rolling also waits for ECS to report the rollout settled, then succeeds or bakes.
-fn maybe_settle(d: &mut Deployment, now: DateTime<Utc>) {
+/// The new revision is ready: `alb-weights` starts shifting; rolling succeeds or bakes.
+fn ready(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
     if d.status != Status::Deploying {
         return;
     }
-    let desired = d.rollout.desired_count.unwrap_or(1) as usize;
-    let running = d.running_tasks();
-    if running < desired {
-        return;
-    }
     if d.traffic.is_some() {
-        let why = format!("{running} of {desired} new-revision tasks running");
-        start_shifting(d, why, "aws.ecs", now);
-        return;
-    }
-    if d.rollout.settled_at.is_none() {
+        start_shifting(d, why, actor, now);
         return;
     }
     d.traffic_percent = 100;
@@ -551,31 +692,54 @@ fn maybe_settle(d: &mut Deployment, now: DateTime<Utc>) {
     } else {
         let until = now + Duration::minutes(i64::from(d.bake_minutes));
         d.rollout.bake_until = Some(until);
-        let reason = format!(
-            "{running} of {desired} new-revision tasks running and ECS reports the rollout steady; baking for {} min",
-            d.bake_minutes
-        );
-        transition(d, Status::Shifting, reason, "aws.ecs", now);
+        let reason = format!("{why}; baking for {} min", d.bake_minutes);
+        transition(d, Status::Shifting, reason, actor, now);
     }
 }
 
-/// The reconcile loop's view of a service: the new colour ready, or a rolling rollback done.
+/// The reconcile loop's view of the service taking the new revision (or, rolling back, the
+/// previous one).
 fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
     if seen.service != d.rollout.ecs_service {
         return;
     }
     match (d.status, d.traffic.is_some()) {
-        (Status::Deploying, true) => {
-            let desired = d.rollout.desired_count.unwrap_or(1);
+        (Status::Deploying, alb) => {
+            let desired = d.rollout.desired_count.unwrap_or(1).max(seen.desired);
+            let observed = Observed {
+                running: seen.running,
+                desired,
+                healthy: seen.healthy_targets,
+                at: now,
+            };
             let ours =
                 d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
-            let healthy = seen.healthy_targets.is_none_or(|h| h >= desired);
+            // Behind a load balancer, ready means that many healthy targets: an empty target
+            // group, or one whose targets are still starting, is not ready.
+            let healthy = if alb {
+                seen.healthy_targets.is_some_and(|h| h >= desired)
+            } else {
+                seen.steady
+            };
+            let was = d
+                .rollout
+                .observed
+                .as_ref()
+                .map(|o| (o.running, o.desired, o.healthy));
             if ours && seen.running >= desired && healthy {
+                d.rollout.observed = Some(observed);
                 let mut why = format!("{} of {desired} new-revision tasks running", seen.running);
-                if let Some(h) = seen.healthy_targets {
-                    why.push_str(&format!(", {h} healthy in the target group"));
+                match seen.healthy_targets {
+                    Some(h) => why.push_str(&format!(", {h} healthy in the target group")),
+                    None => why.push_str(" and ECS reports the rollout steady"),
                 }
-                start_shifting(d, why, "aws.ecs", now);
+                if !alb {
+                    d.rollout.settled_at.get_or_insert(now);
+                }
+                ready(d, why, "aws.ecs", now);
+            } else if was != Some((observed.running, observed.desired, observed.healthy)) {
+                // Only a change is worth a write; the deadline names the last one.
+                d.rollout.observed = Some(observed);
             }
         }
         (Status::RollingBack, false) => {
@@ -585,6 +749,7 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
             if rollback.issued_at.is_some()
                 && rollback.to_task_definition == seen.task_definition
                 && seen.running >= seen.desired
+                && seen.steady
             {
                 let why = format!(
                     "ECS service {} runs the previous revision {} at its desired count ({} running)",
@@ -593,6 +758,13 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                     seen.running
                 );
                 rolled_back(d, why, "aws.ecs", now);
+            } else {
+                d.rollout.observed = Some(Observed {
+                    running: seen.running,
+                    desired: seen.desired,
+                    healthy: seen.healthy_targets,
+                    at: now,
+                });
             }
         }
         _ => {}
@@ -626,15 +798,16 @@ fn weights_set(d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
         colour_name(canary),
         percent.min(100)
     );
-    d.traffic_percent = percent;
-    d.updated_at = now;
     match d.status {
         Status::Shifting => {
+            d.traffic_percent = percent;
+            d.updated_at = now;
             d.rollout.bake_until = Some(now + Duration::minutes(i64::from(d.bake_minutes)));
             let reason = format!("weights set: {split}; holding for {} min", d.bake_minutes);
             note(d, reason, "flightdeck", now);
         }
         Status::RollingBack if percent == 0 => {
+            d.traffic_percent = 0;
             if let Some(rollback) = d.rollback.as_mut() {
                 rollback.issued_at = Some(now);
             }
@@ -644,7 +817,9 @@ fn weights_set(d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
             );
             rolled_back(d, why, "flightdeck", now);
         }
-        _ => note(d, format!("weights set: {split}"), "flightdeck", now),
+        // A result that belongs to no phase now changes nothing: the record keeps saying what
+        // the current phase set.
+        _ => {}
     }
 }
 
@@ -677,10 +852,9 @@ fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
             t.canary().map(colour_name).unwrap_or("new"),
             d.bake_minutes
         ),
-        None if d.bake_minutes == 0 => format!(
-            "{} of {desired} new-revision tasks running and ECS reports the rollout steady",
-            d.running_tasks()
-        ),
+        None if d.bake_minutes == 0 => {
+            format!("{desired} new-revision tasks running and ECS reports the rollout steady")
+        }
         None => format!(
             "bake of {} min passed with every gate green",
             d.bake_minutes
@@ -698,7 +872,8 @@ fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
     }
 }
 
-/// After success, the old colour is scaled to zero once `scale_down_after_minutes` passed.
+/// After success, the old colour is scaled to zero once `scale_down_after_minutes` passed, and
+/// only while it still holds what this deployment retired (see `Effect::Scale`).
 fn scale_down_old_colour(d: &mut Deployment, now: DateTime<Utc>) {
     let Some(traffic) = d.traffic.as_ref() else {
         return;
@@ -708,34 +883,40 @@ fn scale_down_old_colour(d: &mut Deployment, now: DateTime<Utc>) {
         return;
     }
     let Some(stable) = traffic.stable else { return };
-    let service = traffic.target(stable).service.clone();
-    push_effect(
-        d,
-        Effect::Scale {
-            service,
-            desired_count: 0,
-        },
-    );
+    let effect = Effect::Scale {
+        service: traffic.target(stable).service.clone(),
+        desired_count: 0,
+        colour: Some(stable),
+        owner: traffic.stable_owner.clone(),
+    };
+    push_effect(d, effect);
     d.updated_at = now;
 }
 
 fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
     // The record keeps the classified reason of the rollback; the entry says what ended it.
-    d.status = Status::RolledBack;
+    let reason = d.reason.clone();
+    finish(d, Status::RolledBack, why, actor, now);
+    d.reason = reason;
     d.traffic_percent = 0;
-    d.finished_at = Some(now);
-    d.updated_at = now;
-    d.events.push(AuditEvent {
-        at: now,
-        status: Some(Status::RolledBack),
-        reason: Some(why),
-        actor: Some(actor.to_string()),
-    });
     alert(d, EventType::RolledBack, now);
+    // alb-weights: with all traffic back on the stable colour, the new colour is scaled in —
+    // unless a newer deployment has put its revision on it by then.
+    if let Some(traffic) = d.traffic.as_ref()
+        && let Some(canary) = traffic.canary()
+    {
+        let effect = Effect::Scale {
+            service: traffic.target(canary).service.clone(),
+            desired_count: 0,
+            colour: Some(canary),
+            owner: Some(d.id.clone()),
+        };
+        push_effect(d, effect);
+    }
 }
 
 fn has_pending(d: &Deployment, what: impl Fn(&Effect) -> bool) -> bool {
-    d.outbox.iter().any(|e| what(&e.effect))
+    d.outbox.iter().any(|e| !e.cancelled && what(&e.effect))
 }
 
 fn colour_name(colour: Colour) -> &'static str {
@@ -745,64 +926,50 @@ fn colour_name(colour: Colour) -> &'static str {
     }
 }
 
-/// Decides a rollback: the record says ROLLING_BACK and the UpdateService back goes in the outbox.
+/// Decides a rollback: the record says ROLLING_BACK and the call that puts the previous revision
+/// back goes in the outbox. Pending calls of the phase left are cancelled by the transition.
 fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
-    if d.traffic.is_some() {
-        // One ELBv2 call puts all traffic back on the stable colour; then the new one is scaled in.
-        d.rollback = Some(Rollback {
-            to_task_definition: d
-                .rollout
-                .previous_task_definition
-                .clone()
-                .unwrap_or_default(),
-            requested_at: now,
-            issued_at: None,
-            ecs_deployment_id: None,
-        });
-        let canary_service = d.rollout.ecs_service.clone();
-        transition(d, Status::RollingBack, reason, actor, now);
-        push_effect(d, Effect::SetWeights { percent: 0 });
-        push_effect(
-            d,
-            Effect::Scale {
-                service: canary_service,
-                desired_count: 0,
-            },
-        );
-        return;
-    }
-    match d.rollout.previous_task_definition.clone() {
-        Some(previous) => {
-            d.rollback = Some(Rollback {
-                to_task_definition: previous.clone(),
-                requested_at: now,
-                issued_at: None,
-                ecs_deployment_id: None,
-            });
-            transition(d, Status::RollingBack, reason, actor, now);
-            push_effect(
-                d,
-                Effect::RollBack {
-                    to_task_definition: previous,
-                },
-            );
-        }
-        None => {
-            finish(
-                d,
-                Status::Failed,
-                format!("{reason}; no previous revision to roll back to"),
-                actor,
-                now,
-            );
+    let Some(previous) = d.rollout.previous_task_definition.clone() else {
+        // Stopped before a revision was registered: nothing of it reached ECS. The pending
+        // start is cancelled by the transition.
+        let status = if d.status == Status::Pending {
+            Status::Aborted
+        } else {
+            Status::Failed
+        };
+        let why = format!("{reason}; nothing had been put on ECS yet");
+        finish(d, status, why, actor, now);
+        if status == Status::Failed {
             alert(d, EventType::Failed, now);
         }
+        return;
+    };
+    d.rollback = Some(Rollback {
+        to_task_definition: previous.clone(),
+        requested_at: now,
+        issued_at: None,
+        ecs_deployment_id: None,
+        deadline: Some(now + deadline(d)),
+    });
+    transition(d, Status::RollingBack, reason, actor, now);
+    if d.traffic.is_some() {
+        // One ELBv2 call puts all traffic back on the stable colour; the new colour is scaled
+        // in once that is done (see `rolled_back`).
+        push_effect(d, Effect::SetWeights { percent: 0 });
+    } else {
+        push_effect(
+            d,
+            Effect::RollBack {
+                to_task_definition: previous,
+            },
+        );
     }
 }
 
 fn crash_loop_reason(d: &Deployment) -> String {
     let mut counts: Vec<(&'static str, usize, String)> = Vec::new();
-    for (_, stop) in d.failed_tasks() {
+    for failed in &d.failed_tasks {
+        let stop = &failed.stop;
         match counts
             .iter_mut()
             .find(|(label, _, _)| *label == stop.label())
@@ -825,8 +992,11 @@ fn crash_loop_reason(d: &Deployment) -> String {
     )
 }
 
+/// A status change: a new phase, which cancels the AWS calls decided in the phase left.
 fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
     d.status = status;
+    d.phase += 1;
+    outbox::cancel_stale(d);
     d.reason = Some(reason.clone());
     d.updated_at = now;
     d.events.push(AuditEvent {
@@ -861,7 +1031,12 @@ fn alert(d: &mut Deployment, event_type: EventType, now: DateTime<Utc>) {
 fn push_effect(d: &mut Deployment, effect: Effect) {
     d.outbox.push(PendingEffect {
         seq: d.next_effect_seq,
-        claimed_at: None,
+        phase: d.phase,
+        claim: None,
+        cancelled: false,
+        attempts: 0,
+        last_error: None,
+        retry_at: None,
         effect,
     });
     d.next_effect_seq += 1;
@@ -901,15 +1076,45 @@ mod tests {
         Deployment::from_push(&registration(bake), &push, t(0))
     }
 
-    fn deploying(bake: u32, desired: u32) -> Deployment {
-        let fact = Fact::RolloutStarted {
+    /// Carries a deployment through the start effects, as `handlers::carry_out` would.
+    fn started(
+        d: Deployment,
+        desired: u32,
+        stable: Option<Colour>,
+        ecs_deployment_id: Option<&str>,
+    ) -> Deployment {
+        let mut d = decide(&d, &Fact::SlotTaken, t(1)).deployment;
+        let register = start_effect(&d, |e| matches!(e, Effect::RegisterRevision));
+        outbox::done(&mut d, register);
+        let registered = Fact::RevisionRegistered {
             previous_task_definition: OLD_TD.into(),
             new_task_definition: NEW_TD.into(),
-            ecs_deployment_id: Some("ecs-svc/2".into()),
             desired_count: desired,
-            stable: None,
+            stable,
+            stable_owner: None,
         };
-        decide(&pending(bake), &fact, t(1)).deployment
+        let mut d = decide(&d, &registered, t(1)).deployment;
+        let deploy = start_effect(&d, |e| matches!(e, Effect::Deploy { .. }));
+        outbox::done(&mut d, deploy);
+        let rollout = Fact::RolloutStarted {
+            ecs_deployment_id: ecs_deployment_id.map(str::to_string),
+        };
+        decide(&d, &rollout, t(1)).deployment
+    }
+
+    fn start_effect(d: &Deployment, what: impl Fn(&Effect) -> bool) -> u32 {
+        let found: Vec<u32> = d
+            .outbox
+            .iter()
+            .filter(|e| what(&e.effect))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one such effect: {:?}", d.outbox);
+        found[0]
+    }
+
+    fn deploying(bake: u32, desired: u32) -> Deployment {
+        started(pending(bake), desired, None, Some("ecs-svc/2"))
     }
 
     fn task(n: u32, td: &str, status: &str, version: i64, stop: Option<StopReason>) -> Fact {
@@ -967,13 +1172,44 @@ mod tests {
     fn deciding_the_same_start_twice_changes_nothing() {
         let d = deploying(0, 2);
         let again = Fact::RolloutStarted {
-            previous_task_definition: OLD_TD.into(),
-            new_task_definition: NEW_TD.into(),
             ecs_deployment_id: None,
-            desired_count: 2,
-            stable: None,
         };
         assert!(!decide(&d, &again, t(5)).changed);
+        assert!(!decide(&d, &Fact::SlotTaken, t(5)).changed);
+    }
+
+    #[test]
+    fn a_start_is_decided_once_however_many_invocations_take_the_slot() {
+        let once = decide(&pending(0), &Fact::SlotTaken, t(1)).deployment;
+        let twice = decide(&once, &Fact::SlotTaken, t(2));
+        assert!(!twice.changed, "the second start attempt finds it decided");
+        assert_eq!(
+            once.outbox
+                .iter()
+                .filter(|e| e.effect == Effect::RegisterRevision)
+                .count(),
+            1
+        );
+        // The revision is recorded before ECS is told to run it, so a retried start never
+        // takes the new revision for the previous one.
+        let registered = Fact::RevisionRegistered {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            desired_count: 2,
+            stable: None,
+            stable_owner: None,
+        };
+        let d = decide(&once, &registered, t(3)).deployment;
+        let again = Fact::RevisionRegistered {
+            previous_task_definition: NEW_TD.into(),
+            new_task_definition: "arn:other:43".into(),
+            desired_count: 2,
+            stable: None,
+            stable_owner: None,
+        };
+        let d2 = decide(&d, &again, t(4)).deployment;
+        assert_eq!(d2.rollout.previous_task_definition.as_deref(), Some(OLD_TD));
+        assert_eq!(d2.rollout.new_task_definition.as_deref(), Some(NEW_TD));
     }
 
     #[test]
@@ -1120,26 +1356,40 @@ mod tests {
             ],
         );
         assert_eq!(d.status, Status::Deploying);
-        assert_eq!(d.failed_tasks().count(), 0);
+        assert_eq!(d.failed_tasks.len(), 0);
     }
 
     #[test]
     fn replayed_and_late_task_events_do_not_count_twice() {
         let stop = task(1, NEW_TD, "STOPPED", 4, exec_format());
         let d = run(deploying(0, 1), &[stop.clone(), stop.clone(), stop]);
-        assert_eq!(d.failed_tasks().count(), 1);
+        assert_eq!(d.failed_tasks.len(), 1);
         assert_eq!(d.status, Status::Deploying);
-        // RUNNING with an older version arriving after STOPPED does not revive the task.
+        // RUNNING with an older version arriving after STOPPED changes nothing.
         let late = decide(&d, &task(1, NEW_TD, "RUNNING", 2, None), t(50));
         assert!(!late.changed);
     }
 
     #[test]
-    fn an_older_version_never_overwrites_a_newer_one() {
-        let d = run(deploying(0, 2), &[task(1, NEW_TD, "RUNNING", 3, None)]);
-        let stale = decide(&d, &task(1, NEW_TD, "PENDING", 2, None), t(60));
-        assert!(!stale.changed);
-        assert_eq!(d.running_tasks(), 1);
+    fn a_record_stays_small_however_many_tasks_a_rollout_runs() {
+        let mut d = deploying(0, 5000);
+        d.max_failed_tasks = 100;
+        for n in 0..10_000u32 {
+            let fact = if n % 2 == 0 {
+                task(n, NEW_TD, "RUNNING", 2, None)
+            } else {
+                task(n, NEW_TD, "STOPPED", 3, exec_format())
+            };
+            d = decide(&d, &fact, t(10)).deployment;
+        }
+        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(
+            d.failed_tasks.len(),
+            100,
+            "failures are kept up to the limit only"
+        );
+        let size = serde_json::to_vec(&d).unwrap().len();
+        assert!(size < 64 * 1024, "record is {size} bytes");
     }
 
     #[test]
@@ -1157,18 +1407,30 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_start_is_failed_and_alerted() {
-        let d = decide(
-            &pending(0),
-            &Fact::StartFailed {
-                reason: "ECS UpdateService: access denied".into(),
-            },
-            t(2),
-        )
-        .deployment;
-        assert_eq!(d.status, Status::Failed);
-        assert_eq!(alerts(&d), vec![EventType::Failed]);
-        assert!(d.finished_at.is_some());
+    fn a_start_call_that_keeps_failing_ends_failed_naming_the_call() {
+        let mut d = decide(&pending(0), &Fact::SlotTaken, t(1)).deployment;
+        let seq = start_effect(&d, |e| matches!(e, Effect::RegisterRevision));
+        for n in 1..outbox::MAX_ATTEMPTS {
+            assert_eq!(
+                outbox::failed(&mut d, seq, "ThrottlingException", t(n.into())),
+                None
+            );
+            assert!(d.outbox.iter().any(|e| e.seq == seq && e.claim.is_none()));
+        }
+        let attempts = outbox::failed(&mut d, seq, "ThrottlingException", t(9));
+        assert_eq!(attempts, Some(outbox::MAX_ATTEMPTS));
+        let fact = Fact::EffectGaveUp {
+            seq,
+            error: "ThrottlingException".into(),
+        };
+        let failed = decide(&d, &fact, t(9)).deployment;
+        assert_eq!(failed.status, Status::Failed);
+        let reason = failed.reason.clone().unwrap();
+        assert!(
+            reason.contains("registering the new revision") && reason.contains("Throttling"),
+            "{reason}"
+        );
+        assert_eq!(alerts(&failed), vec![EventType::Failed]);
     }
 
     #[test]
@@ -1234,14 +1496,7 @@ mod tests {
             event_id: "evt-2".into(),
         };
         let d = Deployment::from_push(&alb_registration(strategy, ""), &push, t(0));
-        let started = Fact::RolloutStarted {
-            previous_task_definition: OLD_TD.into(),
-            new_task_definition: NEW_TD.into(),
-            ecs_deployment_id: None,
-            desired_count: 2,
-            stable: Some(Colour::Blue),
-        };
-        decide(&d, &started, t(1)).deployment
+        started(d, 2, Some(Colour::Blue), None)
     }
 
     fn green_ready() -> Fact {
@@ -1250,7 +1505,8 @@ mod tests {
             task_definition: NEW_TD.into(),
             running: 2,
             desired: 2,
-            healthy_targets: None,
+            steady: true,
+            healthy_targets: Some(2),
         })
     }
 
@@ -1262,10 +1518,13 @@ mod tests {
             .find(|e| !matches!(e.effect, Effect::Alert(_)))
             .cloned()
         {
-            effects_done(&mut d, &[e.seq]);
+            outbox::done(&mut d, e.seq);
             let follow_up = match e.effect {
                 Effect::SetWeights { percent } => Some(Fact::WeightsSet { percent }),
-                Effect::Scale { service, .. } => Some(Fact::ScaledDown { service }),
+                Effect::Scale { service, .. } => Some(Fact::ScaledDown {
+                    service,
+                    done: true,
+                }),
                 _ => None,
             };
             if let Some(f) = follow_up {
@@ -1300,6 +1559,27 @@ mod tests {
             decide(&d, &not_yet, t(2)).deployment.status,
             Status::Deploying
         );
+        let empty = Fact::ServiceObserved(ServiceObservation {
+            healthy_targets: Some(0),
+            ..match green_ready() {
+                Fact::ServiceObserved(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(
+            decide(&d, &empty, t(2)).deployment.status,
+            Status::Deploying,
+            "an empty target group is not ready"
+        );
+        // Task events alone never move traffic: running is not healthy.
+        let running = run(
+            d.clone(),
+            &[
+                task(1, NEW_TD, "RUNNING", 2, None),
+                task(2, NEW_TD, "RUNNING", 2, None),
+            ],
+        );
+        assert_eq!(running.status, Status::Deploying);
         let unhealthy = Fact::ServiceObserved(ServiceObservation {
             healthy_targets: Some(1),
             ..match green_ready() {
@@ -1343,7 +1623,7 @@ mod tests {
             "the old colour still has to be scaled down"
         );
         let later = decide(&done, &Fact::Tick, t(400) + Duration::minutes(10)).deployment;
-        assert!(later.outbox.iter().any(|e| matches!(&e.effect, Effect::Scale { service, desired_count: 0 } if service == "web-blue")));
+        assert!(later.outbox.iter().any(|e| matches!(&e.effect, Effect::Scale { service, desired_count: 0, .. } if service == "web-blue")));
         let mut finished = settle_effects(later, t(1100));
         assert!(finished.traffic.as_ref().unwrap().scaled_down);
         finished.outbox.clear(); // the alerts, sent
@@ -1366,6 +1646,7 @@ mod tests {
         let fired = Fact::AlarmFired {
             alarm: "web-5xx".into(),
             reason: "Threshold Crossed: 7 > 5".into(),
+            gating: false,
         };
         let d = decide(&d, &fired, t(60)).deployment;
         assert_eq!(d.status, Status::RollingBack);
@@ -1385,6 +1666,7 @@ mod tests {
         let other = Fact::AlarmFired {
             alarm: "someone-elses".into(),
             reason: "x".into(),
+            gating: false,
         };
         assert!(!decide(&d, &other, t(5)).changed);
     }
@@ -1404,6 +1686,7 @@ mod tests {
         };
         let mut d = Deployment::from_push(&reg, &push, t(0));
         d.started_by = Some("arn:aws:iam::1:role/ci".into());
+        d.starters = vec!["arn:aws:iam::1:role/ci".into()];
         let waiting = decide(&d, &Fact::ApprovalNeeded, t(1)).deployment;
         assert_eq!(waiting.status, Status::AwaitingApproval);
         assert_eq!(alerts(&waiting), vec![EventType::ApprovalRequired]);
@@ -1443,7 +1726,7 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_deployment_does_not_time_out() {
+    fn a_queued_deployment_waits_without_a_deadline() {
         let d = decide(
             &pending(0),
             &Fact::Queued {
@@ -1452,25 +1735,230 @@ mod tests {
             t(1),
         )
         .deployment;
-        assert!(!decide(&d, &Fact::Tick, t(1) + START_TIMEOUT * 3).changed);
+        assert!(!decide(&d, &Fact::Tick, t(1) + Duration::days(3)).changed);
         let d = decide(&d, &Fact::Unblocked, t(2)).deployment;
         assert!(d.queued_behind.is_none());
-    }
-
-    #[test]
-    fn a_deployment_abandoned_before_its_start_fails_after_the_start_timeout() {
-        let d = pending(0);
-        assert!(!decide(&d, &Fact::Tick, t(0) + START_TIMEOUT - Duration::seconds(1)).changed);
-        let failed = decide(&d, &Fact::Tick, t(0) + START_TIMEOUT).deployment;
-        assert_eq!(failed.status, Status::Failed);
-        assert_eq!(alerts(&failed), vec![EventType::Failed]);
     }
 
     #[test]
     fn done_effects_leave_the_outbox() {
         let mut d = deploying(0, 1);
         let seqs: Vec<u32> = d.outbox.iter().map(|e| e.seq).collect();
-        effects_done(&mut d, &seqs);
+        for seq in seqs {
+            assert_eq!(outbox::done(&mut d, seq), outbox::Finished::Done);
+        }
         assert!(pending_effects(&d).is_empty());
+    }
+
+    // --- the failures the correctness review reproduced, pinned at the core ---
+
+    fn shifting_at_10() -> Deployment {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,50,100],"bake_minutes":5}"#);
+        settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2))
+    }
+
+    #[test]
+    fn a_rollback_cancels_a_weight_step_decided_before_it() {
+        let d = shifting_at_10();
+        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        assert_eq!(weights_asked(&d), vec![50]);
+        // The step's ModifyRule is throttled: its claim is released and it backs off.
+        let mut d = d;
+        let step = d
+            .outbox
+            .iter()
+            .find(|e| e.effect == Effect::SetWeights { percent: 50 })
+            .unwrap()
+            .seq;
+        outbox::claim(&mut d, step, "inv-1", t(400));
+        assert_eq!(outbox::failed(&mut d, step, "Throttling", t(400)), None);
+        let fired = Fact::AlarmFired {
+            alarm: "web-5xx".into(),
+            reason: "Threshold Crossed".into(),
+            gating: false,
+        };
+        let d = decide(&d, &fired, t(410)).deployment;
+        assert_eq!(
+            weights_asked(&d),
+            vec![0],
+            "the 50% step is gone, only the rollback's 0%"
+        );
+        let d = settle_effects(d, t(411));
+        assert_eq!(d.status, Status::RolledBack);
+        // Long after the claim lease nothing is left that could shift traffic again.
+        assert!(
+            d.outbox
+                .iter()
+                .all(|e| !matches!(e.effect, Effect::SetWeights { .. }))
+        );
+        let later = decide(&d, &Fact::Tick, t(410) + Duration::minutes(10)).deployment;
+        assert_eq!(later.traffic_percent, 0);
+        assert!(weights_asked(&later).is_empty());
+    }
+
+    #[test]
+    fn a_weight_step_in_flight_during_a_rollback_is_stale_and_holds_the_lane() {
+        let d = shifting_at_10();
+        let mut d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        let step = d
+            .outbox
+            .iter()
+            .find(|e| e.effect == Effect::SetWeights { percent: 50 })
+            .unwrap()
+            .seq;
+        outbox::claim(&mut d, step, "inv-1", t(400));
+        let fired = Fact::AlarmFired {
+            alarm: "web-5xx".into(),
+            reason: "Threshold Crossed".into(),
+            gating: false,
+        };
+        let mut d = decide(&d, &fired, t(401)).deployment;
+        assert_eq!(d.status, Status::RollingBack);
+        // The 50% call is still in flight: the rollback's 0% waits behind it, never before it.
+        let next_aws = outbox::next(&d, "inv-2", t(402))
+            .and_then(|seq| d.outbox.iter().find(|e| e.seq == seq))
+            .map(|e| e.effect.clone());
+        assert!(
+            matches!(next_aws, None | Some(Effect::Alert(_))),
+            "only alerts may go while the 50% call is in flight: {next_aws:?}"
+        );
+        // Its result comes back: stale, not applied.
+        assert_eq!(outbox::done(&mut d, step), outbox::Finished::Stale);
+        let after = decide(&d, &Fact::WeightsSet { percent: 50 }, t(403)).deployment;
+        assert_eq!(after.traffic_percent, d.traffic_percent);
+        assert_eq!(weights_asked(&d), vec![0]);
+    }
+
+    #[test]
+    fn the_same_role_under_another_session_name_cannot_approve_its_own_deployment() {
+        let reg = alb_registration(
+            r#"{"type":"all-at-once","bake_minutes":0}"#,
+            r#","approval":true"#,
+        );
+        let mut d = Deployment::from_api(
+            &reg,
+            "d-x".into(),
+            "img".into(),
+            format!("sha256:{}", "e".repeat(64)),
+            None,
+            "arn:aws:sts::1:assumed-role/release/ci-run-7",
+            t(0),
+        );
+        d = decide(&d, &Fact::ApprovalNeeded, t(1)).deployment;
+        let own = decide(
+            &d,
+            &Fact::Approved {
+                by: "arn:aws:sts::1:assumed-role/release/laptop".into(),
+            },
+            t(2),
+        );
+        assert!(
+            matches!(own.refusal, Some(Refusal::NotAllowed(_))),
+            "{:?}",
+            own.refusal
+        );
+    }
+
+    #[test]
+    fn whoever_started_staging_cannot_approve_its_promotion_to_production() {
+        let staging = alb_registration(r#"{"type":"all-at-once","bake_minutes":0}"#, "");
+        let starter = "arn:aws:sts::1:assumed-role/ci/run-1";
+        let from = Deployment::from_api(
+            &staging,
+            "d-s".into(),
+            "img".into(),
+            format!("sha256:{}", "f".repeat(64)),
+            None,
+            starter,
+            t(0),
+        );
+        let mut production = staging.clone();
+        production.environment = "production".into();
+        production.spec.gates.approval = true;
+        production.spec.promote_to = None;
+        let promoted = Deployment::promotion_of(&from, &production, t(5));
+        let waiting = decide(&promoted, &Fact::ApprovalNeeded, t(6)).deployment;
+        let refused = decide(
+            &waiting,
+            &Fact::Approved {
+                by: "arn:aws:sts::1:assumed-role/ci/run-2".into(),
+            },
+            t(7),
+        );
+        assert!(
+            matches!(refused.refusal, Some(Refusal::NotAllowed(m)) if m.contains("promotion chain"))
+        );
+        let other = decide(
+            &waiting,
+            &Fact::Approved {
+                by: "arn:aws:sts::1:assumed-role/release-approver/x".into(),
+            },
+            t(7),
+        );
+        assert!(other.refusal.is_none());
+    }
+
+    #[test]
+    fn a_rollout_that_never_becomes_ready_is_rolled_back_at_its_progress_deadline() {
+        let d = deploying(0, 3);
+        let seen = Fact::ServiceObserved(ServiceObservation {
+            service: "checkout-api".into(),
+            task_definition: NEW_TD.into(),
+            running: 2,
+            desired: 3,
+            steady: false,
+            healthy_targets: None,
+        });
+        let d = decide(&d, &seen, t(60)).deployment;
+        assert!(!decide(&d, &Fact::Tick, t(1) + Duration::minutes(9)).changed);
+        let late = decide(&d, &Fact::Tick, t(1) + Duration::minutes(10)).deployment;
+        assert_eq!(late.status, Status::RollingBack);
+        let reason = late.reason.clone().unwrap();
+        assert!(
+            reason.contains("progress deadline") && reason.contains("2 of 3"),
+            "{reason}"
+        );
+        // A rollback that does not complete in time ends FAILED with an urgent alert.
+        let stuck = decide(&late, &Fact::Tick, t(1) + Duration::minutes(21)).deployment;
+        assert_eq!(stuck.status, Status::Failed);
+        assert!(
+            stuck
+                .reason
+                .clone()
+                .unwrap()
+                .contains("rollback did not complete")
+        );
+        assert_eq!(alerts(&stuck).last(), Some(&EventType::Failed));
+    }
+
+    #[test]
+    fn a_rolling_rollout_is_confirmed_by_describe_services_alone() {
+        let d = deploying(0, 2);
+        let steady = Fact::ServiceObserved(ServiceObservation {
+            service: "checkout-api".into(),
+            task_definition: NEW_TD.into(),
+            running: 2,
+            desired: 2,
+            steady: true,
+            healthy_targets: None,
+        });
+        assert_eq!(
+            decide(&d, &steady, t(30)).deployment.status,
+            Status::Succeeded
+        );
+    }
+
+    #[test]
+    fn an_alarm_added_to_the_registration_mid_deployment_gates_it() {
+        let d = deploying(0, 2);
+        let fired = Fact::AlarmFired {
+            alarm: "added-later".into(),
+            reason: "Threshold Crossed".into(),
+            gating: true,
+        };
+        assert_eq!(
+            decide(&d, &fired, t(30)).deployment.status,
+            Status::RollingBack
+        );
     }
 }

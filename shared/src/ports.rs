@@ -6,7 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::alerts::Alert;
-use crate::deployment::{Deployment, Listener};
+use crate::deployment::{Deployment, Listener, Stage};
 use crate::registration::Registration;
 
 /// Failures of a port, in the terms the handlers act on.
@@ -86,21 +86,21 @@ pub trait DeploymentStore: Send + Sync {
     fn remember(&self, key: &str) -> impl Future<Output = PortResult<Created>> + Send;
     /// Drops a marker again (the work it stood for failed and must be retried).
     fn forget(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
-    /// The deployment holding the in-flight slot of a service and environment (consistent read).
-    fn slot_holder(
+    /// The stage item of a service and environment (consistent read); a default one (version 0)
+    /// when there is none yet.
+    fn stage(
         &self,
         service: &str,
         environment: &str,
-    ) -> impl Future<Output = PortResult<Option<String>>> + Send;
-    /// Takes the slot for `id` if it is still held by `previous` (or free when `None`); false
-    /// when another start changed it first.
-    fn claim_slot(
+    ) -> impl Future<Output = PortResult<Stage>> + Send;
+    /// Saves the stage item if the stored one is still at `stage.version` (absent for 0), then
+    /// bumps it; `Conflict` when another invocation changed it first.
+    fn save_stage(
         &self,
         service: &str,
         environment: &str,
-        id: &str,
-        previous: Option<&str>,
-    ) -> impl Future<Output = PortResult<bool>> + Send;
+        stage: &mut Stage,
+    ) -> impl Future<Output = PortResult<()>> + Send;
     /// Binds an `Idempotency-Key` to a request fingerprint and a deployment id, once. Returns
     /// the earlier binding (fingerprint, deployment id) when the key was used before.
     fn claim_idempotency_key(
@@ -135,12 +135,16 @@ pub trait EcsControl: Send + Sync {
         cluster: &str,
         service: &str,
     ) -> impl Future<Output = PortResult<EcsService>> + Send;
-    /// Registers a copy of `task_definition` whose `container` runs `image`; returns the new ARN.
+    /// Registers a copy of `task_definition` whose `container` runs `image`, tagged with the
+    /// deployment's id; returns the new ARN. Idempotent: when the family's newest revision
+    /// already carries `deployment_id`'s tag (an earlier attempt whose answer was lost), that
+    /// revision is returned and nothing is registered.
     fn register_revision(
         &self,
         task_definition: &str,
         container: &str,
         image: &str,
+        deployment_id: &str,
     ) -> impl Future<Output = PortResult<String>> + Send;
     /// Points the service at `task_definition` (and sets its desired count, if given); returns
     /// the id of the ECS deployment that runs it, when ECS says so.
@@ -164,22 +168,52 @@ pub struct EcsService {
     pub task_definition: String,
     pub desired_count: u32,
     pub running_count: u32,
-    /// (task definition, running count) of each ECS deployment of the service.
-    pub deployments: Vec<(String, u32)>,
+    /// ECS's deployments of the service (`deployments[]`), primary first.
+    pub deployments: Vec<ServiceDeployment>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceDeployment {
+    pub task_definition: String,
+    pub running: u32,
+    /// `rolloutState` COMPLETED (or no rollout state reported).
+    pub completed: bool,
 }
 
 impl EcsService {
     /// Tasks of `task_definition` running: from its ECS deployment when listed, else the
-    /// service's count when the service runs only that revision.
+    /// service's count when the service runs that revision.
     pub fn running_of(&self, task_definition: &str) -> u32 {
         match self
             .deployments
             .iter()
-            .find(|(td, _)| td == task_definition)
+            .find(|d| d.task_definition == task_definition)
         {
-            Some((_, running)) => *running,
+            Some(d) => d.running,
             None if self.task_definition == task_definition => self.running_count,
             None => 0,
+        }
+    }
+
+    /// ECS has finished rolling out `task_definition`: it is the one deployment left, completed,
+    /// with the desired count running. Where ECS lists no deployment of the service's own task
+    /// definition (emulators that do not keep `deployments[]`), the service's counts decide.
+    pub fn steady_on(&self, task_definition: &str) -> bool {
+        let listed = self
+            .deployments
+            .iter()
+            .any(|d| d.task_definition == self.task_definition);
+        if !listed {
+            return self.task_definition == task_definition
+                && self.running_count >= self.desired_count;
+        }
+        match self.deployments.as_slice() {
+            [only] => {
+                only.task_definition == task_definition
+                    && only.completed
+                    && only.running >= self.desired_count
+            }
+            _ => false,
         }
     }
 }
@@ -191,17 +225,19 @@ pub trait TrafficControl: Send + Sync {
         &self,
         listener: &Listener,
     ) -> impl Future<Output = PortResult<Vec<(String, u32)>>> + Send;
-    /// Replaces the forward action's weights in one call.
+    /// Sets the forward action's weights in one call: a read-modify-write of the forward action
+    /// only. Every other action of the rule (authenticate-oidc, authenticate-cognito,
+    /// fixed-response, their order) and the forward action's target-group stickiness are kept.
     fn set_weights(
         &self,
         listener: &Listener,
         weights: &[(String, u32)],
     ) -> impl Future<Output = PortResult<()>> + Send;
-    /// Healthy targets in a target group; `None` when it has no targets to read.
+    /// Healthy targets in a target group (0 when it has none).
     fn healthy_targets(
         &self,
         target_group_arn: &str,
-    ) -> impl Future<Output = PortResult<Option<u32>>> + Send;
+    ) -> impl Future<Output = PortResult<u32>> + Send;
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -29,10 +29,19 @@ pub struct ServiceSpec {
     pub gates: Gates,
     #[serde(default)]
     pub promote_to: Option<String>,
+    /// How long DEPLOYING may take to become ready, and a rollback to complete.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline_minutes: u32,
     #[serde(default)]
     pub deployers: Vec<String>,
     #[serde(default)]
     pub approvers: Vec<String>,
+}
+
+pub const DEFAULT_PROGRESS_DEADLINE_MINUTES: u32 = 10;
+
+fn default_progress_deadline() -> u32 {
+    DEFAULT_PROGRESS_DEADLINE_MINUTES
 }
 
 fn default_tag_pattern() -> String {
@@ -160,8 +169,14 @@ impl Registration {
                 "must not be empty (use `*` for any tag)",
             ));
         }
-        if spec.gates.max_failed_tasks == 0 {
-            return Err(invalid("gates.max_failed_tasks", "must be at least 1"));
+        if spec.gates.max_failed_tasks == 0 || spec.gates.max_failed_tasks > 100 {
+            return Err(invalid("gates.max_failed_tasks", "must be 1 to 100"));
+        }
+        if spec.progress_deadline_minutes == 0 || spec.progress_deadline_minutes > 1440 {
+            return Err(invalid(
+                "progress_deadline_minutes",
+                "must be 1 to 1440 (minutes)",
+            ));
         }
         if spec.promote_to.as_deref() == Some(self.environment.as_str()) {
             return Err(invalid("promote_to", "must name another environment"));

@@ -682,7 +682,7 @@ impl TrafficControl for CountingTraffic {
         self.inner.set_weights(listener, weights).await
     }
 
-    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<Option<u32>> {
+    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<u32> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.healthy_targets(target_group_arn).await
     }
@@ -745,6 +745,26 @@ impl Stack {
             .unwrap_or("checkout-web")
             .to_string();
         self.register(&service, environment, &doc.to_string()).await
+    }
+
+    /// Plays ECS's part for a colour behind the load balancer: registers `count` task IPs in its
+    /// target group (the emulator reports registered targets healthy). On AWS, ECS does this as
+    /// the colour's tasks start; readiness waits for it.
+    pub async fn targets_up(&self, target_group_arn: &str, count: u8) -> Result<()> {
+        let mut request = self
+            .elbv2
+            .register_targets()
+            .target_group_arn(target_group_arn);
+        for n in 0..count {
+            request = request.targets(
+                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                    .id(format!("172.31.7.{}", 10 + n))
+                    .port(8080)
+                    .build(),
+            );
+        }
+        request.send().await?;
+        Ok(())
     }
 
     /// (blue, green) weights of the listener rule, read back from the emulator.

@@ -4,7 +4,7 @@
 //! |---|---|---|---|---|
 //! | deployment | `DEPLOYMENT#id` | `DEPLOYMENT` | `SERVICE#svc#env` / `created_at#id` | `ACTIVE` / `svc#env#created_at#id`, only while active |
 //! | registration | `REGISTRATION` | `svc#env` | | |
-//! | in-flight slot | `SLOT#svc#env` | `SLOT` | | |
+//! | stage (in-flight slot, colour owners) | `SLOT#svc#env` | `SLOT` | | |
 //! | idempotency key | `IDEMPOTENCY#key` | `IDEMPOTENCY` | | |
 //! | handled-event marker | `HANDLED#key` | `HANDLED` | | |
 
@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, Stage};
 use crate::ports::{Created, DeploymentStore, Page, PortError, PortResult};
 use crate::registration::Registration;
 
@@ -47,6 +47,14 @@ struct RegistrationItem {
     sk: String,
     #[serde(flatten)]
     registration: Registration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StageItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    stage: Stage,
 }
 
 fn slot_pk(service: &str, environment: &str) -> String {
@@ -314,50 +322,70 @@ impl DeploymentStore for DynamoStore {
         Ok(())
     }
 
-    async fn slot_holder(&self, service: &str, environment: &str) -> PortResult<Option<String>> {
+    async fn stage(&self, service: &str, environment: &str) -> PortResult<Stage> {
+        let pk = slot_pk(service, environment);
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(slot_pk(service, environment)))
+            .key("pk", AttributeValue::S(pk.clone()))
             .key("sk", AttributeValue::S("SLOT".to_string()))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| PortError::remote("DynamoDB GetItem", DisplayErrorContext(e)))?;
-        Ok(match out.item.as_ref().and_then(|i| i.get("holder")) {
-            Some(AttributeValue::S(holder)) => Some(holder.clone()),
-            _ => None,
-        })
+        match out.item {
+            Some(item) => serde_dynamo::from_item::<_, StageItem>(item)
+                .map(|i| i.stage)
+                .map_err(|e| PortError::Corrupt {
+                    key: pk,
+                    message: e.to_string(),
+                }),
+            None => Ok(Stage::default()),
+        }
     }
 
-    async fn claim_slot(
+    async fn save_stage(
         &self,
         service: &str,
         environment: &str,
-        id: &str,
-        previous: Option<&str>,
-    ) -> PortResult<bool> {
+        stage: &mut Stage,
+    ) -> PortResult<()> {
+        let expected = stage.version;
+        let pk = slot_pk(service, environment);
+        let mut next = stage.clone();
+        next.version = expected + 1;
+        let item = serde_dynamo::to_item(StageItem {
+            pk: pk.clone(),
+            sk: "SLOT".to_string(),
+            stage: next,
+        })
+        .map_err(|e| PortError::Corrupt {
+            key: pk,
+            message: e.to_string(),
+        })?;
         let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", AttributeValue::S(slot_pk(service, environment)))
-            .item("sk", AttributeValue::S("SLOT".to_string()))
-            .item("holder", AttributeValue::S(id.to_string()));
-        request = match previous {
-            None => request.condition_expression("attribute_not_exists(pk)"),
-            Some(previous) => request
-                .condition_expression("holder = :previous")
-                .expression_attribute_values(":previous", AttributeValue::S(previous.to_string())),
+            .set_item(Some(item));
+        request = if expected == 0 {
+            request.condition_expression("attribute_not_exists(version)")
+        } else {
+            request
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(expected.to_string()))
         };
         match request.send().await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                stage.version = expected + 1;
+                Ok(())
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Ok(false)
+                Err(PortError::Conflict)
             }
             Err(e) => Err(PortError::remote(
                 "DynamoDB PutItem",
@@ -429,7 +457,9 @@ impl DeploymentStore for DynamoStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> PortResult<Page> {
-        let start = cursor.map(decode_cursor).transpose()?;
+        let start = cursor
+            .map(|c| decode_cursor(c, service, environment))
+            .transpose()?;
         let mut request = self
             .client
             .query()
@@ -507,7 +537,14 @@ fn encode_cursor(key: &std::collections::HashMap<String, AttributeValue>) -> Str
     json.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(token: &str) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
+/// A token back as the index position it encodes, if it is one this listing could have issued:
+/// any other (forged, edited, or from another service's listing) is `BadCursor`, never a call
+/// that DynamoDB would refuse.
+fn decode_cursor(
+    token: &str,
+    service: &str,
+    environment: &str,
+) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
     const KEYS: [&str; 4] = ["pk", "sk", "gsi1pk", "gsi1sk"];
     if !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(PortError::BadCursor);
@@ -524,6 +561,21 @@ fn decode_cursor(token: &str) -> PortResult<std::collections::HashMap<String, At
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(PortError::BadCursor)?;
     if plain.len() != KEYS.len() || !KEYS.iter().all(|k| plain.contains_key(*k)) {
+        return Err(PortError::BadCursor);
+    }
+    let field = |k: &str| plain.get(k).map(String::as_str).unwrap_or_default();
+    let id = field("pk").strip_prefix("DEPLOYMENT#").unwrap_or_default();
+    let position_ok = field("gsi1sk")
+        .split_once('#')
+        .is_some_and(|(created, rest)| {
+            rest == id && chrono::DateTime::parse_from_rfc3339(created).is_ok()
+        });
+    let ours = !id.is_empty()
+        && id.len() <= 128
+        && field("sk") == DEPLOYMENT_SK
+        && field("gsi1pk") == format!("SERVICE#{service}#{environment}")
+        && position_ok;
+    if !ours {
         return Err(PortError::BadCursor);
     }
     Ok(plain
@@ -666,19 +718,46 @@ mod tests {
     }
 
     #[test]
+    fn a_pagination_token_of_another_listing_or_a_forged_one_is_refused() {
+        let mut key = std::collections::HashMap::new();
+        key.insert("pk".to_string(), AttributeValue::S("DEPLOYMENT#d-1".into()));
+        key.insert("sk".to_string(), AttributeValue::S("DEPLOYMENT".into()));
+        key.insert(
+            "gsi1pk".to_string(),
+            AttributeValue::S("SERVICE#api#staging".into()),
+        );
+        key.insert(
+            "gsi1sk".to_string(),
+            AttributeValue::S("2026-01-02T03:04:05.000Z#d-1".into()),
+        );
+        let token = encode_cursor(&key);
+        assert!(decode_cursor(&token, "api", "staging").is_ok());
+        assert!(matches!(
+            decode_cursor(&token, "api", "production"),
+            Err(PortError::BadCursor)
+        ));
+        let mut forged = key.clone();
+        forged.insert("gsi1sk".to_string(), AttributeValue::S("x".into()));
+        assert!(matches!(
+            decode_cursor(&encode_cursor(&forged), "api", "staging"),
+            Err(PortError::BadCursor)
+        ));
+        assert!(matches!(
+            decode_cursor("zz", "api", "staging"),
+            Err(PortError::BadCursor)
+        ));
+    }
+
+    #[test]
     fn records_round_trip_through_items() {
         let mut d = deployment();
-        d.tasks.insert(
-            "arn:task/1".into(),
-            crate::deployment::TrackedTask {
-                last_status: "STOPPED".into(),
-                version: 5,
-                stop: Some(crate::stop_reason::StopReason::OutOfMemory {
-                    container: Some("app".into()),
-                }),
-                updated_at: d.created_at,
+        d.failed_tasks.push(crate::deployment::FailedTask {
+            task_arn: "arn:task/1".into(),
+            stop: crate::stop_reason::StopReason::OutOfMemory {
+                container: Some("app".into()),
             },
-        );
+            at: d.created_at,
+        });
         let alert = crate::alerts::Alert::for_deployment(
             crate::alerts::EventType::Started,
             &d,
@@ -686,7 +765,15 @@ mod tests {
         );
         d.outbox.push(crate::deployment::PendingEffect {
             seq: 0,
-            claimed_at: None,
+            phase: 1,
+            claim: Some(crate::deployment::Claim {
+                token: "t-1".into(),
+                at: d.created_at,
+            }),
+            cancelled: false,
+            attempts: 2,
+            last_error: Some("throttled".into()),
+            retry_at: Some(d.created_at),
             effect: crate::deployment::Effect::Alert(Box::new(alert)),
         });
         let item: std::collections::HashMap<String, AttributeValue> =

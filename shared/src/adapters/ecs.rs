@@ -3,9 +3,18 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::error::DisplayErrorContext;
-use aws_sdk_ecs::types::TaskDefinitionField;
+use aws_sdk_ecs::types::{Tag, TaskDefinitionField};
 
-use crate::ports::{EcsControl, EcsService, PortError, PortResult};
+use crate::ports::{EcsControl, EcsService, PortError, PortResult, ServiceDeployment};
+
+/// The tag that names the deployment a revision was registered for.
+pub const DEPLOYMENT_TAG: &str = "flightdeck:deployment";
+
+fn registered_for(tags: Option<&[Tag]>, deployment_id: &str) -> bool {
+    tags.unwrap_or_default()
+        .iter()
+        .any(|t| t.key() == Some(DEPLOYMENT_TAG) && t.value() == Some(deployment_id))
+}
 
 #[derive(Clone, Debug)]
 pub struct EcsClient {
@@ -57,9 +66,14 @@ impl EcsControl for EcsClient {
             .iter()
             .flatten()
             .filter_map(|d| {
-                d.task_definition
-                    .clone()
-                    .map(|td| (td, count(d.running_count)))
+                d.task_definition.clone().map(|td| ServiceDeployment {
+                    task_definition: td,
+                    running: count(d.running_count),
+                    completed: d
+                        .rollout_state
+                        .as_ref()
+                        .is_none_or(|s| s.as_str() == "COMPLETED"),
+                })
             })
             .collect();
         Ok(EcsService {
@@ -75,6 +89,7 @@ impl EcsControl for EcsClient {
         task_definition: &str,
         container: &str,
         image: &str,
+        deployment_id: &str,
     ) -> PortResult<String> {
         let described = self
             .client
@@ -84,13 +99,43 @@ impl EcsControl for EcsClient {
             .send()
             .await
             .map_err(|e| PortError::remote("ECS DescribeTaskDefinition", DisplayErrorContext(e)))?;
-        let tags = described.tags.clone().filter(|t| !t.is_empty());
         let td = described.task_definition.ok_or_else(|| {
             PortError::remote(
                 "ECS DescribeTaskDefinition",
                 format!("{task_definition} not found"),
             )
         })?;
+        // An earlier attempt may have registered the revision and lost the answer: the family's
+        // newest revision carries the deployment's tag then.
+        if let Some(family) = td.family.as_deref() {
+            let newest = self
+                .client
+                .describe_task_definition()
+                .task_definition(family)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(|e| {
+                    PortError::remote("ECS DescribeTaskDefinition", DisplayErrorContext(e))
+                })?;
+            if registered_for(newest.tags.as_deref(), deployment_id)
+                && let Some(arn) = newest.task_definition.and_then(|t| t.task_definition_arn)
+            {
+                return Ok(arn);
+            }
+        }
+        let mut tags: Vec<Tag> = described
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.key() != Some(DEPLOYMENT_TAG))
+            .collect();
+        tags.push(
+            Tag::builder()
+                .key(DEPLOYMENT_TAG)
+                .value(deployment_id)
+                .build(),
+        );
         let mut containers = td.container_definitions.clone().unwrap_or_default();
         let target = containers
             .iter_mut()
@@ -117,7 +162,7 @@ impl EcsControl for EcsClient {
             .set_requires_compatibilities(td.requires_compatibilities)
             .set_cpu(td.cpu)
             .set_memory(td.memory)
-            .set_tags(tags)
+            .set_tags(Some(tags))
             .set_pid_mode(td.pid_mode)
             .set_ipc_mode(td.ipc_mode)
             .set_proxy_configuration(td.proxy_configuration)
@@ -235,7 +280,9 @@ mod tests {
                     && containers[0].image() == Some(NEW_IMAGE)
                     && containers[0].memory() == Some(512)
                     && containers[1].image() == Some("envoy:1.30")
-                    && r.tags().is_empty()
+                    && r.tags().len() == 1
+                    && r.tags()[0].key() == Some(DEPLOYMENT_TAG)
+                    && r.tags()[0].value() == Some("d-1")
             })
             .then_output(|| {
                 RegisterTaskDefinitionOutput::builder()
@@ -246,9 +293,13 @@ mod tests {
                     )
                     .build()
             });
-        let ecs = EcsClient::new(mock_client!(aws_sdk_ecs, [&describe, &register]));
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&describe, &register]
+        ));
         let arn = ecs
-            .register_revision("arn:td/api:1", "app", NEW_IMAGE)
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1")
             .await
             .unwrap();
         assert_eq!(arn, "arn:td/api:2");
@@ -256,11 +307,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_revision_already_registered_for_the_deployment_is_reused() {
+        let current = mock!(Client::describe_task_definition)
+            .match_requests(|r| r.task_definition() == Some("arn:td/api:1"))
+            .then_output(|| {
+                DescribeTaskDefinitionOutput::builder()
+                    .task_definition(current())
+                    .build()
+            });
+        let newest = mock!(Client::describe_task_definition)
+            .match_requests(|r| r.task_definition() == Some("api"))
+            .then_output(|| {
+                DescribeTaskDefinitionOutput::builder()
+                    .task_definition(
+                        TaskDefinition::builder()
+                            .family("api")
+                            .task_definition_arn("arn:td/api:2")
+                            .build(),
+                    )
+                    .tags(Tag::builder().key(DEPLOYMENT_TAG).value("d-1").build())
+                    .build()
+            });
+        let register = mock!(Client::register_task_definition)
+            .then_output(|| RegisterTaskDefinitionOutput::builder().build());
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&current, &newest, &register]
+        ));
+        let arn = ecs
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1")
+            .await
+            .unwrap();
+        assert_eq!(arn, "arn:td/api:2");
+        assert_eq!(register.num_calls(), 0, "nothing registered a second time");
+    }
+
+    #[tokio::test]
     async fn a_container_missing_from_the_task_definition_is_named() {
         let describe = describe_rule();
-        let ecs = EcsClient::new(mock_client!(aws_sdk_ecs, [&describe]));
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&describe]
+        ));
         let err = ecs
-            .register_revision("arn:td/api:1", "web", NEW_IMAGE)
+            .register_revision("arn:td/api:1", "web", NEW_IMAGE, "d-1")
             .await
             .unwrap_err();
         assert!(

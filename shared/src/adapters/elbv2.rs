@@ -7,6 +7,51 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple, TargetHealthStateEnum,
 };
 
+/// The rule's actions with the forward action's weights replaced, and nothing else changed:
+/// other actions (authentication, fixed responses), their order and the forward action's
+/// stickiness stay as they are. An OIDC action read back from ELBv2 has no client secret, so it
+/// is written back with `UseExistingClientSecret`.
+pub fn with_weights(actions: Vec<Action>, weights: &[(String, u32)]) -> Option<Vec<Action>> {
+    let mut found = false;
+    let out = actions
+        .into_iter()
+        .map(|action| match action.r#type {
+            Some(ActionTypeEnum::Forward) if !found => {
+                found = true;
+                let stickiness = action
+                    .forward_config
+                    .as_ref()
+                    .and_then(|f| f.target_group_stickiness_config.clone());
+                let mut config =
+                    ForwardActionConfig::builder().set_target_group_stickiness_config(stickiness);
+                for (arn, weight) in weights {
+                    config = config.target_groups(
+                        TargetGroupTuple::builder()
+                            .target_group_arn(arn)
+                            .weight(i32::try_from(*weight).unwrap_or(i32::MAX))
+                            .build(),
+                    );
+                }
+                let mut action = action;
+                action.target_group_arn = None;
+                action.forward_config = Some(config.build());
+                action
+            }
+            Some(ActionTypeEnum::AuthenticateOidc) => {
+                let mut action = action;
+                if let Some(oidc) = action.authenticate_oidc_config.as_mut()
+                    && oidc.client_secret.is_none()
+                {
+                    oidc.use_existing_client_secret = Some(true);
+                }
+                action
+            }
+            _ => action,
+        })
+        .collect();
+    found.then_some(out)
+}
+
 use crate::deployment::Listener;
 use crate::ports::{PortError, PortResult, TrafficControl};
 
@@ -81,25 +126,19 @@ impl TrafficControl for ElbTraffic {
     }
 
     async fn set_weights(&self, listener: &Listener, weights: &[(String, u32)]) -> PortResult<()> {
-        let mut config = ForwardActionConfig::builder();
-        for (arn, weight) in weights {
-            config = config.target_groups(
-                TargetGroupTuple::builder()
-                    .target_group_arn(arn)
-                    .weight(i32::try_from(*weight).unwrap_or(i32::MAX))
-                    .build(),
-            );
-        }
-        let action = Action::builder()
-            .r#type(ActionTypeEnum::Forward)
-            .forward_config(config.build())
-            .build();
+        let actions = self.actions(listener).await?;
+        let actions = with_weights(actions, weights).ok_or_else(|| {
+            PortError::remote(
+                "ELBv2 weights",
+                format!("{listener:?} has no forward action"),
+            )
+        })?;
         match listener {
             Listener::Rule(arn) => {
                 self.client
                     .modify_rule()
                     .rule_arn(arn)
-                    .actions(action)
+                    .set_actions(Some(actions))
                     .send()
                     .await
                     .map_err(|e| PortError::remote("ELBv2 ModifyRule", DisplayErrorContext(e)))?;
@@ -108,7 +147,7 @@ impl TrafficControl for ElbTraffic {
                 self.client
                     .modify_listener()
                     .listener_arn(arn)
-                    .default_actions(action)
+                    .set_default_actions(Some(actions))
                     .send()
                     .await
                     .map_err(|e| {
@@ -119,7 +158,7 @@ impl TrafficControl for ElbTraffic {
         Ok(())
     }
 
-    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<Option<u32>> {
+    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<u32> {
         let out = self
             .client
             .describe_target_health()
@@ -128,9 +167,6 @@ impl TrafficControl for ElbTraffic {
             .await
             .map_err(|e| PortError::remote("ELBv2 DescribeTargetHealth", DisplayErrorContext(e)))?;
         let targets = out.target_health_descriptions.unwrap_or_default();
-        if targets.is_empty() {
-            return Ok(None);
-        }
         let healthy = targets
             .iter()
             .filter(|t| {
@@ -138,6 +174,84 @@ impl TrafficControl for ElbTraffic {
                     == Some(&TargetHealthStateEnum::Healthy)
             })
             .count();
-        Ok(Some(u32::try_from(healthy).unwrap_or(u32::MAX)))
+        Ok(u32::try_from(healthy).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        AuthenticateOidcActionConfig, TargetGroupStickinessConfig,
+    };
+
+    fn rule_with_login() -> Vec<Action> {
+        vec![
+            Action::builder()
+                .r#type(ActionTypeEnum::AuthenticateOidc)
+                .order(1)
+                .authenticate_oidc_config(
+                    AuthenticateOidcActionConfig::builder()
+                        .issuer("https://idp.example.com")
+                        .authorization_endpoint("https://idp.example.com/authorize")
+                        .token_endpoint("https://idp.example.com/token")
+                        .user_info_endpoint("https://idp.example.com/userinfo")
+                        .client_id("web")
+                        .build(),
+                )
+                .build(),
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .order(2)
+                .forward_config(
+                    ForwardActionConfig::builder()
+                        .target_groups(
+                            TargetGroupTuple::builder()
+                                .target_group_arn("tg/blue")
+                                .weight(100)
+                                .build(),
+                        )
+                        .target_group_stickiness_config(
+                            TargetGroupStickinessConfig::builder()
+                                .enabled(true)
+                                .duration_seconds(300)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        ]
+    }
+
+    #[test]
+    fn a_weight_change_keeps_the_login_action_its_order_and_stickiness() {
+        let weights = [("tg/blue".to_string(), 90), ("tg/green".to_string(), 10)];
+        let out = with_weights(rule_with_login(), &weights).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].r#type, Some(ActionTypeEnum::AuthenticateOidc));
+        assert_eq!(out[0].order, Some(1));
+        let oidc = out[0].authenticate_oidc_config.as_ref().unwrap();
+        assert_eq!(oidc.issuer.as_deref(), Some("https://idp.example.com"));
+        assert_eq!(oidc.use_existing_client_secret, Some(true));
+        let forward = out[1].forward_config.as_ref().unwrap();
+        assert_eq!(out[1].order, Some(2));
+        let groups: Vec<(Option<&str>, Option<i32>)> = forward
+            .target_groups()
+            .iter()
+            .map(|g| (g.target_group_arn(), g.weight()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![(Some("tg/blue"), Some(90)), (Some("tg/green"), Some(10))]
+        );
+        let sticky = forward.target_group_stickiness_config.as_ref().unwrap();
+        assert_eq!(sticky.enabled, Some(true));
+        assert_eq!(sticky.duration_seconds, Some(300));
+    }
+
+    #[test]
+    fn a_rule_without_a_forward_action_is_refused() {
+        let only_login = vec![rule_with_login().remove(0)];
+        assert!(with_weights(only_login, &[("tg/blue".to_string(), 100)]).is_none());
     }
 }

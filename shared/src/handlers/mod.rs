@@ -8,12 +8,16 @@ pub mod shifter;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::deployment::{Colour, Deployment, Effect, Status};
+use crate::deployment::{Colour, Deployment, Effect, ScaleLock, Status};
 use crate::events::EventError;
 use crate::lifecycle::{self, Fact};
+use crate::outbox::{self, CLAIM_LEASE, Finished};
 use crate::ports::{
     Adapters, Clock, Created, DeploymentStore, EcsControl, Notifier, PortError, TrafficControl,
 };
@@ -63,11 +67,6 @@ pub enum HandlerError {
     Event(#[from] EventError),
     #[error(transparent)]
     Port(#[from] PortError),
-    #[error("event {event_id}: deployment {deployment_id} is still starting; retry later")]
-    StillStarting {
-        event_id: String,
-        deployment_id: String,
-    },
     #[error("deployment {0}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes")]
     Contended(String),
     #[error("deployment {0} not found")]
@@ -86,7 +85,6 @@ impl HandlerError {
             HandlerError::Port(PortError::BadCursor) => "BadCursor",
             HandlerError::Port(PortError::Remote { .. }) => "RemoteCallFailed",
             HandlerError::Port(PortError::Corrupt { .. }) => "CorruptRecord",
-            HandlerError::StillStarting { .. } => "StillStarting",
             HandlerError::Contended(_) => "Contended",
             HandlerError::NotFound(_) => "NotFound",
             HandlerError::Refused(_) => "Refused",
@@ -124,8 +122,25 @@ impl Outcome {
 
 const MAX_ATTEMPTS: usize = 8;
 
-/// How long a claimed effect is left to the invocation that claimed it (Lambda timeouts are shorter).
-const CLAIM_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// A token naming one handler invocation, for the claims it puts on effects: unique per process
+/// (a random base) and per call (a counter).
+pub fn invocation_token() -> String {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!("{base:016x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// Decides `fact` for deployment `id` and carries out what was decided. Lost races reload and
 /// decide again; effects left over from an earlier, interrupted run are carried out too.
@@ -152,36 +167,68 @@ pub fn apply<'a, P: Adapters>(
                     Err(e) => return Err(e.into()),
                 }
             }
-            return carry_out(ports, next).await.map(Some);
+            return carry_out(ports, next, &invocation_token()).await.map(Some);
         }
         Err(HandlerError::Contended(id.to_string()))
     })
 }
 
-/// Carries out the outbox one effect at a time. Each effect is claimed by a conditional save
-/// before it is carried out, so two invocations racing on one record never both send it; a
-/// claim older than `CLAIM_LEASE` belongs to an invocation that died and is taken over.
-async fn carry_out<P: Adapters>(ports: &P, mut d: Deployment) -> Result<Deployment, HandlerError> {
+/// Saves `d`; on a conflict (or an error that may hide a write that landed) returns the record
+/// as it is stored now instead, for the caller to look at again.
+async fn save_or_reload<P: Adapters>(
+    ports: &P,
+    mut d: Deployment,
+) -> Result<(Deployment, bool), HandlerError> {
+    match ports.store().save(&mut d).await {
+        Ok(()) => Ok((d, true)),
+        Err(PortError::Conflict) => match ports.store().get(&d.id).await? {
+            Some(fresh) => Ok((fresh, false)),
+            None => Err(HandlerError::NotFound(d.id)),
+        },
+        Err(e) => match ports.store().get(&d.id).await {
+            Ok(Some(fresh)) => Ok((fresh, false)),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+/// Carries out the outbox (see `outbox`): each effect is claimed with this invocation's token by
+/// a conditional save before it runs, its result is recorded by another, and a failure releases
+/// the claim and backs off. A conflict on a claim that turns out to be our own (the answer of a
+/// write that landed was lost) is ours: the effect is carried out at once.
+async fn carry_out<P: Adapters>(
+    ports: &P,
+    mut d: Deployment,
+    token: &str,
+) -> Result<Deployment, HandlerError> {
     for _ in 0..MAX_ATTEMPTS * 4 {
         let now = ports.clock().now();
-        let Some(index) = d.outbox.iter().position(|e| e.claimable(now, CLAIM_LEASE)) else {
+        if outbox::drop_abandoned(&mut d, now) {
+            d = save_or_reload(ports, d).await?.0;
+            continue;
+        }
+        let Some(seq) = outbox::next(&d, token, now) else {
             return Ok(d);
         };
-        d.outbox[index].claimed_at = Some(now);
-        match ports.store().save(&mut d).await {
-            Ok(()) => {}
-            Err(PortError::Conflict) => {
-                d = match ports.store().get(&d.id).await? {
-                    Some(fresh) => fresh,
-                    None => return Ok(d),
-                };
+        if !outbox::claimed_by(&d, seq, token) {
+            outbox::claim(&mut d, seq, token, now);
+            let (fresh, saved) = save_or_reload(ports, d).await?;
+            d = fresh;
+            if !saved && !outbox::claimed_by(&d, seq, token) {
                 continue;
             }
-            Err(e) => return Err(e.into()),
         }
-        let pending = d.outbox[index].clone();
-        let follow_up = effect(ports, &d, &pending.effect).await?;
-        d = record_done(ports, d, pending.seq, follow_up).await?;
+        let Some(pending) = d.outbox.iter().find(|e| e.seq == seq).cloned() else {
+            continue;
+        };
+        d = match effect(ports, &d, &pending.effect, token).await {
+            Ok(follow_up) => record_done(ports, d, seq, follow_up).await?,
+            Err(e) => {
+                warn!(deployment_id = %d.id, effect = %pending.effect.describe(), error = %e,
+                      "effect failed; it backs off and is retried");
+                record_failed(ports, d, seq, &e.to_string()).await?
+            }
+        };
     }
     Err(HandlerError::Contended(d.id))
 }
@@ -191,11 +238,24 @@ async fn effect<P: Adapters>(
     ports: &P,
     d: &Deployment,
     effect: &Effect,
+    token: &str,
 ) -> Result<Option<Fact>, HandlerError> {
     match effect {
         Effect::Alert(alert) => {
             ports.notifier().publish(alert).await?;
             Ok(None)
+        }
+        Effect::RegisterRevision => Ok(Some(register_revision(ports, d).await?)),
+        Effect::Deploy {
+            service,
+            task_definition,
+            desired_count,
+        } => {
+            let ecs_deployment_id = ports
+                .ecs()
+                .update_service(&d.rollout.cluster, service, task_definition, *desired_count)
+                .await?;
+            Ok(Some(Fact::RolloutStarted { ecs_deployment_id }))
         }
         Effect::RollBack { to_task_definition } => {
             let ecs_deployment_id = ports
@@ -227,19 +287,125 @@ async fn effect<P: Adapters>(
         Effect::Scale {
             service,
             desired_count,
+            colour: None,
+            ..
         } => {
             ports
                 .ecs()
                 .scale(&d.rollout.cluster, service, *desired_count)
                 .await?;
-            Ok((*desired_count == 0).then(|| Fact::ScaledDown {
-                service: service.clone(),
-            }))
+            Ok(None)
+        }
+        Effect::Scale {
+            service,
+            desired_count,
+            colour: Some(colour),
+            owner,
+        } => {
+            scale_colour(
+                ports,
+                d,
+                service,
+                *desired_count,
+                *colour,
+                owner.as_deref(),
+                token,
+            )
+            .await
         }
         Effect::Promote { environment } => Ok(Some(promote(ports, d, environment).await?)),
     }
 }
 
+/// Scales a colour of an `alb-weights` pair, only while the stage item still names `owner` as
+/// the deployment that last put its revision on it. The stage item's scale lock keeps a start
+/// from taking the colour while the call is in flight (see `register_revision`).
+#[allow(clippy::too_many_arguments)]
+async fn scale_colour<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    service: &str,
+    desired_count: u32,
+    colour: Colour,
+    owner: Option<&str>,
+    token: &str,
+) -> Result<Option<Fact>, HandlerError> {
+    let store = ports.store();
+    let (svc, env) = (d.service.as_str(), d.environment.as_str());
+    let mut locked = false;
+    for _ in 0..MAX_ATTEMPTS {
+        let now = ports.clock().now();
+        let mut stage = store.stage(svc, env).await?;
+        if stage.owner(colour) != owner {
+            return Ok(Some(Fact::ScaledDown {
+                service: service.to_string(),
+                done: false,
+            }));
+        }
+        if let Some(lock) = &stage.scaling
+            && lock.token != token
+            && !expired(lock.at, now)
+        {
+            return Err(busy(format!(
+                "ECS service {service} is being scaled by another invocation"
+            )));
+        }
+        stage.scaling = Some(ScaleLock {
+            colour,
+            token: token.to_string(),
+            at: now,
+        });
+        match store.save_stage(svc, env, &mut stage).await {
+            Ok(()) => {
+                locked = true;
+                break;
+            }
+            Err(PortError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !locked {
+        return Err(HandlerError::Contended(format!("stage of {svc} in {env}")));
+    }
+    let scaled = ports
+        .ecs()
+        .scale(&d.rollout.cluster, service, desired_count)
+        .await;
+    // The lock is released whatever the call did; a lock left behind by a dead invocation
+    // expires after the claim lease.
+    for _ in 0..MAX_ATTEMPTS {
+        let mut stage = store.stage(svc, env).await?;
+        if stage.scaling.as_ref().is_none_or(|l| l.token != token) {
+            break;
+        }
+        stage.scaling = None;
+        match store.save_stage(svc, env, &mut stage).await {
+            Ok(()) => break,
+            Err(PortError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    scaled?;
+    Ok(Some(Fact::ScaledDown {
+        service: service.to_string(),
+        done: desired_count == 0,
+    }))
+}
+
+fn expired(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now - at >= CLAIM_LEASE
+}
+
+/// A call that must wait for another one to finish; retried with backoff.
+fn busy(why: String) -> HandlerError {
+    HandlerError::Port(PortError::Remote {
+        operation: "Flightdeck stage",
+        message: why,
+    })
+}
+
+/// Removes a carried-out effect and applies its result, unless the effect was cancelled while it
+/// ran (its result is stale then).
 async fn record_done<P: Adapters>(
     ports: &P,
     mut d: Deployment,
@@ -247,9 +413,43 @@ async fn record_done<P: Adapters>(
     follow_up: Option<Fact>,
 ) -> Result<Deployment, HandlerError> {
     for _ in 0..MAX_ATTEMPTS {
-        lifecycle::effects_done(&mut d, &[seq]);
-        if let Some(fact) = &follow_up {
+        let finished = outbox::done(&mut d, seq);
+        if finished == Finished::Gone {
+            return Ok(d);
+        }
+        if let (Finished::Done, Some(fact)) = (&finished, &follow_up) {
             d = lifecycle::decide(&d, fact, ports.clock().now()).deployment;
+        }
+        match ports.store().save(&mut d).await {
+            Ok(()) => return Ok(d),
+            Err(PortError::Conflict) => {
+                d = match ports.store().get(&d.id).await? {
+                    Some(fresh) => fresh,
+                    None => return Ok(d),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(HandlerError::Contended(d.id))
+}
+
+/// Releases a failed effect's claim and backs it off; past the attempt limit the lifecycle
+/// decides what giving up means.
+async fn record_failed<P: Adapters>(
+    ports: &P,
+    mut d: Deployment,
+    seq: u32,
+    error: &str,
+) -> Result<Deployment, HandlerError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let now = ports.clock().now();
+        if outbox::failed(&mut d, seq, error, now).is_some() {
+            let fact = Fact::EffectGaveUp {
+                seq,
+                error: error.to_string(),
+            };
+            d = lifecycle::decide(&d, &fact, now).deployment;
         }
         match ports.store().save(&mut d).await {
             Ok(()) => return Ok(d),
@@ -272,10 +472,10 @@ pub async fn create_and_start<P: Adapters>(
 ) -> Result<Deployment, HandlerError> {
     let id = deployment.id.clone();
     if ports.store().create(&deployment).await? == Created::AlreadyExists {
-        // A redelivery, or a concurrent delivery starting it right now: the deployment is someone
-        // else's to start. Only finish what an earlier, interrupted run left undone.
-        info!(deployment_id = %id, "deployment exists already; nothing to start");
-        return Ok(apply(ports, &id, &Fact::Tick).await?.unwrap_or(deployment));
+        // A redelivery, or a concurrent delivery starting it right now: take it as far as it
+        // can go (starting it is safe from any number of invocations; see `start`).
+        info!(deployment_id = %id, "deployment exists already");
+        return start(ports, &id).await;
     }
     // A newer deployment supersedes the ones still waiting (queued or awaiting approval).
     for other in ports
@@ -295,7 +495,9 @@ pub async fn create_and_start<P: Adapters>(
 }
 
 /// Takes a PENDING deployment as far as it can go: queue behind one in flight, wait for
-/// approval, or start the rollout. Safe to call again at any time.
+/// approval, or take the slot and decide the start. Safe to call again, from any number of
+/// invocations at once: the slot is taken by a conditional write, and the start itself is an
+/// outbox effect that one invocation claims.
 pub fn start<'a, P: Adapters>(
     ports: &'a P,
     id: &'a str,
@@ -306,54 +508,51 @@ pub fn start<'a, P: Adapters>(
             .get(id)
             .await?
             .ok_or_else(|| HandlerError::NotFound(id.to_string()))?;
-        if d.status != Status::Pending {
-            return Ok(d);
+        if d.status != Status::Pending || d.starting() {
+            // Finish whatever is owed (a start in the outbox, alerts).
+            return Ok(apply(ports, id, &Fact::Tick).await?.unwrap_or(d));
         }
-        // One deployment in flight per service and environment: a slot item names it, read
-        // consistently and taken by a conditional write, so two starts racing cannot both win.
         let (service, environment) = (d.service.as_str(), d.environment.as_str());
-        let holder = ports.store().slot_holder(service, environment).await?;
-        // The holder blocks while it starts (PENDING, not queued) or is in flight; one that
-        // was abandoned mid-start is failed by the reconcile loop after START_TIMEOUT.
-        if let Some(h) = holder.as_deref().filter(|h| *h != id)
-            && let Some(o) = ports.store().get(h).await?
-            && o.status.is_active()
-            && !o.waiting()
-        {
-            let fact = Fact::Queued { behind: o.id };
-            return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
+        for _ in 0..MAX_ATTEMPTS {
+            let mut stage = ports.store().stage(service, environment).await?;
+            // The holder blocks while it starts or is in flight.
+            if let Some(h) = stage.holder.as_deref().filter(|h| *h != id)
+                && let Some(o) = ports.store().get(h).await?
+                && o.status.is_active()
+                && !o.waiting()
+            {
+                let fact = Fact::Queued { behind: o.id };
+                return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
+            }
+            if d.queued_behind.is_some() {
+                apply(ports, id, &Fact::Unblocked).await?;
+            }
+            if d.approval_required && d.approved_by.is_none() {
+                return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
+            }
+            if stage.holder.as_deref() != Some(id) {
+                stage.holder = Some(id.to_string());
+                match ports
+                    .store()
+                    .save_stage(service, environment, &mut stage)
+                    .await
+                {
+                    Ok(()) => {}
+                    // Another start changed the stage first: look again.
+                    Err(PortError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(apply(ports, id, &Fact::SlotTaken).await?.unwrap_or(d));
         }
-        if d.queued_behind.is_some() {
-            apply(ports, id, &Fact::Unblocked).await?;
-        }
-        if d.approval_required && d.approved_by.is_none() {
-            return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
-        }
-        if holder.as_deref() != Some(id)
-            && !ports
-                .store()
-                .claim_slot(service, environment, id, holder.as_deref())
-                .await?
-        {
-            // Another start took the slot between our read and our claim: wait behind it.
-            let winner = ports.store().slot_holder(service, environment).await?;
-            let fact = Fact::Queued {
-                behind: winner.unwrap_or_default(),
-            };
-            return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
-        }
-        let fact = match roll_out(ports, &d).await {
-            Ok(fact) => fact,
-            Err(e) => Fact::StartFailed {
-                reason: format!("the rollout could not be started: {e}"),
-            },
-        };
-        Ok(apply(ports, id, &fact).await?.unwrap_or(d))
+        Err(HandlerError::Contended(format!(
+            "stage of {service} in {environment}"
+        )))
     })
 }
 
-/// The engine's first move: register the new revision and put it on ECS.
-async fn roll_out<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fact, PortError> {
+/// The start's first call: read what serves now and register the new revision.
+async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fact, HandlerError> {
     let rollout = &d.rollout;
     let Some(traffic) = &d.traffic else {
         // rolling: the service itself takes the new revision.
@@ -363,23 +562,19 @@ async fn roll_out<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fact, PortEr
             .await?;
         let new_task_definition = ports
             .ecs()
-            .register_revision(&service.task_definition, &rollout.container, &d.image)
-            .await?;
-        let ecs_deployment_id = ports
-            .ecs()
-            .update_service(
-                &rollout.cluster,
-                &rollout.ecs_service,
-                &new_task_definition,
-                None,
+            .register_revision(
+                &service.task_definition,
+                &rollout.container,
+                &d.image,
+                &d.id,
             )
             .await?;
-        return Ok(Fact::RolloutStarted {
+        return Ok(Fact::RevisionRegistered {
             previous_task_definition: service.task_definition,
             new_task_definition,
-            ecs_deployment_id,
             desired_count: service.desired_count,
             stable: None,
+            stable_owner: None,
         });
     };
     // alb-weights: the live colour is the one the listener sends traffic to.
@@ -405,29 +600,60 @@ async fn roll_out<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fact, PortEr
                     "the listener's weights are blue {blue} / green {green}; one colour must carry all \
                      traffic before a deployment starts"
                 ),
-            });
+            }
+            .into());
         }
     };
+    let idle = stable.other();
+    // Take the idle colour on the stage item: a scale-down of it still owed to an earlier
+    // deployment becomes moot, and one in flight right now is waited for.
+    let (svc, env) = (d.service.as_str(), d.environment.as_str());
+    let mut stable_owner = None;
+    let mut taken = false;
+    for _ in 0..MAX_ATTEMPTS {
+        let now = ports.clock().now();
+        let mut stage = ports.store().stage(svc, env).await?;
+        stable_owner = stage.owner(stable).map(str::to_string);
+        if stage.owner(idle) == Some(d.id.as_str()) {
+            taken = true;
+            break;
+        }
+        if let Some(lock) = &stage.scaling
+            && lock.colour == idle
+            && !expired(lock.at, now)
+        {
+            return Err(busy(format!(
+                "the idle colour's ECS service {} is being scaled down; the start waits for it",
+                traffic.target(idle).service
+            )));
+        }
+        stage.set_owner(idle, &d.id);
+        match ports.store().save_stage(svc, env, &mut stage).await {
+            Ok(()) => {
+                taken = true;
+                break;
+            }
+            Err(PortError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !taken {
+        return Err(HandlerError::Contended(format!("stage of {svc} in {env}")));
+    }
     let live = ports
         .ecs()
         .service(&rollout.cluster, &traffic.target(stable).service)
         .await?;
-    let idle = &traffic.target(stable.other()).service;
     let new_task_definition = ports
         .ecs()
-        .register_revision(&live.task_definition, &rollout.container, &d.image)
+        .register_revision(&live.task_definition, &rollout.container, &d.image, &d.id)
         .await?;
-    let desired = live.desired_count.max(1);
-    let ecs_deployment_id = ports
-        .ecs()
-        .update_service(&rollout.cluster, idle, &new_task_definition, Some(desired))
-        .await?;
-    Ok(Fact::RolloutStarted {
+    Ok(Fact::RevisionRegistered {
         previous_task_definition: live.task_definition,
         new_task_definition,
-        ecs_deployment_id,
-        desired_count: desired,
+        desired_count: live.desired_count.max(1),
         stable: Some(stable),
+        stable_owner,
     })
 }
 
@@ -460,8 +686,8 @@ async fn promote<P: Adapters>(
     })
 }
 
-/// Approves a deployment waiting for approval and starts it. The approver must not be the
-/// principal that started it.
+/// Approves a deployment waiting for approval and starts it. The approver must be a different
+/// principal from every one that started it or the promotion chain it came from.
 pub async fn approve<P: Adapters>(
     ports: &P,
     id: &str,

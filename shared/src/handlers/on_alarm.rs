@@ -26,6 +26,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         Fact::AlarmFired {
             alarm: change.alarm.clone(),
             reason: change.reason.clone(),
+            gating: true,
         }
     } else {
         Fact::AlarmCleared {
@@ -48,7 +49,13 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             }
             if let Some(d) = apply(ports, &id, &fact).await? {
                 info!(event_id, deployment_id = %d.id, status = %d.status, alarm = %change.alarm, "alarm applied");
-                rolled_back |= change.state == "ALARM";
+                // Only a rollback this alarm caused (now or on an earlier delivery) stands in for
+                // `alarm.fired`; anything else is forwarded below.
+                rolled_back |= change.state == "ALARM"
+                    && d.rollback.is_some()
+                    && d.reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains(&format!("`{}`", change.alarm)));
                 outcome.deployments.push(d);
             }
         }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::shifter::observe;
 use super::{HandlerError, Outcome, apply};
 use crate::deployment::Status;
 use crate::events::{
@@ -62,23 +63,34 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             let Some(current) = ports.store().get(&id).await? else {
                 continue;
             };
-            if current.status == Status::Pending && matches!(parsed.fact, Fact::Task(_)) {
-                // The rollout's revision is not recorded yet, so the task cannot be placed.
-                return Err(HandlerError::StillStarting {
-                    event_id,
-                    deployment_id: id,
-                });
-            }
-            // Deployment and service events speak of one ECS service: the one taking the new revision.
-            if !matches!(parsed.fact, Fact::Task(_))
-                && current.rollout.ecs_service != parsed.service
+            // Events speak of one ECS service: the one taking the new revision. A deployment
+            // still starting or queued has no task of its own yet (its revision is recorded
+            // before ECS is told to run it), so the event is not about it.
+            if current.rollout.ecs_service != parsed.service
+                || !matches!(
+                    current.status,
+                    Status::Deploying | Status::Shifting | Status::RollingBack
+                )
             {
                 continue;
             }
-            if let Some(d) = apply(ports, &id, &parsed.fact).await? {
-                info!(event_id, deployment_id = %d.id, status = %d.status, "ECS event applied");
-                outcome.deployments.push(d);
+            let Some(mut d) = apply(ports, &id, &parsed.fact).await? else {
+                continue;
+            };
+            // A new-revision task running may be what makes the rollout ready: look now rather
+            // than at the next tick.
+            if let Fact::Task(task) = &parsed.fact
+                && task.last_status == "RUNNING"
+                && d.status == Status::Deploying
+                && d.rollout.new_task_definition.as_deref()
+                    == Some(task.task_definition_arn.as_str())
+                && let Some(seen) = observe(ports, &d).await?
+                && let Some(after) = apply(ports, &id, &Fact::ServiceObserved(seen)).await?
+            {
+                d = after;
             }
+            info!(event_id, deployment_id = %d.id, status = %d.status, "ECS event applied");
+            outcome.deployments.push(d);
         }
     }
     if outcome.deployments.is_empty() {

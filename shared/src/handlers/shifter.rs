@@ -75,38 +75,23 @@ async fn reconcile<P: Adapters>(
     let id = d.id.as_str();
     let applied = |fact: Fact| async move { apply(ports, id, &fact).await };
     match d.status {
-        Status::Pending => {
-            applied(Fact::Tick).await?;
-            start(ports, id).await
-        }
+        Status::Pending => start(ports, id).await,
         Status::Deploying | Status::Shifting => {
             if let Some(alarm) = d.alarms.iter().find_map(|a| firing.get(a.as_str())) {
                 let fact = Fact::AlarmFired {
                     alarm: alarm.name.clone(),
                     reason: alarm.reason.clone(),
+                    gating: true,
                 };
                 return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
             }
-            if d.status == Status::Deploying
-                && let Some(seen) = observe_new_colour(ports, d).await?
-            {
+            if let Some(seen) = observe(ports, d).await? {
                 applied(Fact::ServiceObserved(seen)).await?;
             }
             Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
         }
-        Status::RollingBack if d.traffic.is_none() => {
-            if let Some(rollback) = d.rollback.as_ref().filter(|r| r.issued_at.is_some()) {
-                let service = ports
-                    .ecs()
-                    .service(&d.rollout.cluster, &d.rollout.ecs_service)
-                    .await?;
-                let seen = ServiceObservation {
-                    service: d.rollout.ecs_service.clone(),
-                    task_definition: service.task_definition.clone(),
-                    running: service.running_of(&rollback.to_task_definition),
-                    desired: service.desired_count,
-                    healthy_targets: None,
-                };
+        Status::RollingBack => {
+            if let Some(seen) = observe(ports, d).await? {
                 applied(Fact::ServiceObserved(seen)).await?;
             }
             Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
@@ -115,32 +100,44 @@ async fn reconcile<P: Adapters>(
     }
 }
 
-/// `alb-weights` while DEPLOYING: is the new colour running at its desired count, and healthy in
-/// its target group where that can be read?
-async fn observe_new_colour<P: Adapters>(
+/// What ECS (and, behind a load balancer, the target group) says of the service that should
+/// run the revision the deployment is waiting for: the new one while DEPLOYING, the previous
+/// one while a rolling deployment rolls back. `None` when there is nothing to wait for.
+pub(crate) async fn observe<P: Adapters>(
     ports: &P,
     d: &Deployment,
 ) -> Result<Option<ServiceObservation>, HandlerError> {
-    let (Some(traffic), Some(new_td)) = (&d.traffic, &d.rollout.new_task_definition) else {
+    let intended = match d.status {
+        Status::Deploying => d.rollout.new_task_definition.as_deref(),
+        Status::RollingBack if d.traffic.is_none() => d
+            .rollback
+            .as_ref()
+            .filter(|r| r.issued_at.is_some())
+            .map(|r| r.to_task_definition.as_str()),
+        _ => None,
+    };
+    let Some(intended) = intended else {
         return Ok(None);
     };
-    let Some(canary) = traffic.canary() else {
-        return Ok(None);
-    };
-    let target = traffic.target(canary);
     let service = ports
         .ecs()
-        .service(&d.rollout.cluster, &target.service)
+        .service(&d.rollout.cluster, &d.rollout.ecs_service)
         .await?;
-    let healthy_targets = ports
-        .traffic()
-        .healthy_targets(&target.target_group_arn)
-        .await?;
+    let healthy_targets = match d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c))) {
+        Some((traffic, canary)) if d.status == Status::Deploying => Some(
+            ports
+                .traffic()
+                .healthy_targets(&traffic.target(canary).target_group_arn)
+                .await?,
+        ),
+        _ => None,
+    };
     Ok(Some(ServiceObservation {
-        service: target.service.clone(),
+        service: d.rollout.ecs_service.clone(),
         task_definition: service.task_definition.clone(),
-        running: service.running_of(new_td),
+        running: service.running_of(intended),
         desired: service.desired_count,
+        steady: service.steady_on(intended),
         healthy_targets,
     }))
 }

@@ -218,7 +218,11 @@ async fn canary() -> Result<()> {
     );
     show_weights("before", stack.rule_weights(&alb).await?);
 
-    step("shifter (every minute): green runs at its desired count, first canary step");
+    // ECS registers green's tasks in its target group as they start.
+    stack.targets_up(&alb.green_target_group_arn, 2).await?;
+    step(
+        "shifter (every minute): green runs at its desired count and is healthy, first canary step",
+    );
     shifter::handle(&ports, &alarms).await?;
     show_weights("now", stack.rule_weights(&alb).await?);
 
