@@ -150,10 +150,35 @@ async fn identity_and_lists_decide_who_may_do_what() -> Result<()> {
     let get_anonymous = t.send("GET", "/services", None, None, None).await;
     assert_eq!(get_anonymous.status, 403);
 
+    // One ECS service has one registration: production may not take staging's.
+    let clash = json!({
+        "cluster": t.stack.cluster, "repository": "checkout-api", "container": "app",
+        "engine": {"type": "rolling", "service": "checkout-api"}
+    });
+    let refused = t
+        .send(
+            "PUT",
+            "/services/checkout-api/production",
+            Some(clash),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!((refused.status, code(&refused)), (409, "conflict"));
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already managed by the registration of checkout-api in staging"),
+        "{}",
+        refused.body
+    );
+
     // Only admins register; a registration names who deploys and approves.
+    t.stack.add_service("checkout-api-production", 1).await?;
     let doc = json!({
         "cluster": t.stack.cluster, "repository": "checkout-api", "container": "app",
-        "engine": {"type": "rolling", "service": "checkout-api"},
+        "engine": {"type": "rolling", "service": "checkout-api-production"},
         "gates": {"approval": true},
         "deployers": ["arn:aws:iam::123456789012:role/ci-deployer"],
         "approvers": ["arn:aws:iam::123456789012:role/ci-deployer", "arn:aws:iam::123456789012:role/release-approver"]
@@ -213,6 +238,20 @@ async fn identity_and_lists_decide_who_may_do_what() -> Result<()> {
             .as_str()
             .unwrap_or("")
             .contains("cannot approve")
+    );
+    // The same role under another session name is the same principal.
+    let other_session = t
+        .send(
+            "POST",
+            &format!("/deployments/{id}/approve"),
+            None,
+            Some("arn:aws:sts::123456789012:assumed-role/ci-deployer/laptop"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (other_session.status, code(&other_session)),
+        (403, "forbidden")
     );
     let not_listed = t
         .send(

@@ -2,8 +2,9 @@
 //! alert. Each test makes its own table, topic, queue, cluster and service, so they run in
 //! parallel from a clean state. Needs the emulator: run `infra/local/test`.
 
-use flightdeck::deployment::Status;
-use flightdeck::handlers::{HandlerError, on_ecs_event, on_image_push};
+use flightdeck::deployment::{Deployment, ImagePush, Status};
+use flightdeck::handlers::{self, HandlerError, on_ecs_event, on_image_push, shifter};
+use flightdeck::ports::DeploymentStore;
 use flightdeck_local::{Result, Stack, image_push, local_sdk_config};
 use serde_json::{Value, json};
 
@@ -462,5 +463,194 @@ async fn two_different_pushes_at_the_same_moment_start_only_one() -> Result<()> 
         alert_types(&stack.received_alerts().await?),
         ["deployment.started"]
     );
+    Ok(())
+}
+
+// --- failures the correctness review reproduced; each test names the behaviour it pins ---
+
+#[tokio::test]
+async fn a_start_attempted_by_several_invocations_at_once_registers_one_revision() -> Result<()> {
+    let stack = stack("start3", 1).await?;
+    let ports = stack.ports();
+    let registration = ports
+        .store
+        .registrations()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or("no registration")?;
+    let push = ImagePush {
+        registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+        repository: "checkout-api".into(),
+        digest: format!("sha256:{}", flightdeck_local::hex64("v7.0.0")),
+        tag: Some("v7.0.0".into()),
+        event_id: "push-start3".into(),
+    };
+    let d = Deployment::from_push(&registration, &push, chrono::Utc::now());
+    ports.store.create(&d).await?;
+    // The invocation that created it, a redelivery and the reconcile loop, all at once.
+    let alarms = stack.alarms();
+    let (a, b, c) = tokio::join!(
+        handlers::start(&ports, &d.id),
+        handlers::start(&ports, &d.id),
+        shifter::handle(&ports, &alarms)
+    );
+    a?;
+    b?;
+    c?;
+    let after = stack.deployment(&d.id).await?;
+    assert_eq!(after.status, Status::Deploying, "{:?}", after.reason);
+    assert_eq!(
+        stack.task_definition_revisions().await?.len(),
+        2,
+        "the original and one new revision"
+    );
+    assert_eq!(
+        after.rollout.previous_task_definition.as_deref(),
+        Some(stack.initial_task_definition.as_str()),
+        "the previous revision is the one that served before, never the new one"
+    );
+    assert_eq!(
+        Some(stack.service_task_definition().await?),
+        after.rollout.new_task_definition
+    );
+    assert_eq!(
+        alert_types(&stack.received_alerts().await?),
+        ["deployment.started"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn task_events_of_the_deployment_in_flight_are_handled_while_another_waits_behind_it()
+-> Result<()> {
+    let stack = stack("queuedtasks", 1).await?;
+    let (first, first_td) = push(&stack, "v8.0.0").await?;
+    let ports = stack.ports();
+    let queued = on_image_push::handle(&ports, image_push("checkout-api", "v8.0.1")?).await?;
+    assert_eq!(queued.deployments[0].status, Status::Pending);
+    let mut ecs = stack.ecs_events();
+    let task = ecs.new_task_arn();
+    // Before, every one of these failed with `StillStarting` and went to the dead-letter queue.
+    on_ecs_event::handle(&ports, ecs.task_running(&task, &first_td, 2)?).await?;
+    let crashed = ecs.new_task_arn();
+    on_ecs_event::handle(&ports, ecs.task_exec_format_error(&crashed, &first_td, 3)?).await?;
+    assert_eq!(stack.deployment(&first).await?.failed_tasks.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_push_of_a_digest_deployed_before_deploys_it_again() -> Result<()> {
+    let stack = stack("repush", 1).await?;
+    let ports = stack.ports();
+    let ecs = stack.ecs_events();
+    let (first, _) = push(&stack, "v9.0.0").await?;
+    on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+    assert_eq!(stack.deployment(&first).await?.status, Status::Succeeded);
+    let (second, _) = push(&stack, "v9.0.1").await?;
+    on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+    assert_eq!(stack.deployment(&second).await?.status, Status::Succeeded);
+
+    // Re-tagging the old image (a revert by re-push) is a new push: a new EventBridge event.
+    let mut again = image_push("checkout-api", "v9.0.0")?;
+    again["id"] = json!("push-checkout-api-v9.0.0-again");
+    let outcome = on_image_push::handle(&ports, again).await?;
+    let revert = outcome.deployments.first().ok_or("no deployment")?;
+    assert_ne!(revert.id, first);
+    assert_eq!(revert.status, Status::Deploying, "{:?}", revert.reason);
+    assert_eq!(revert.digest, stack.deployment(&first).await?.digest);
+    assert_eq!(
+        Some(stack.service_task_definition().await?),
+        revert.rollout.new_task_definition,
+        "ECS is told to run the old image again"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollout_that_never_becomes_ready_is_rolled_back_at_its_deadline_and_a_stalled_rollback_fails_loudly()
+-> Result<()> {
+    let stack = stack("deadline", 2).await?;
+    let clock = flightdeck_local::ManualClock::starting_now();
+    let ports = stack.ports_with_clock(clock.clone());
+    let outcome = on_image_push::handle(&ports, image_push("checkout-api", "v10.0.0")?).await?;
+    let id = outcome.deployments[0].id.clone();
+    let alarms = stack.alarms();
+    // No ECS event ever comes; the emulator never reports the tasks running.
+    clock.advance(chrono::Duration::minutes(9));
+    shifter::handle(&ports, &alarms).await?;
+    assert_eq!(stack.deployment(&id).await?.status, Status::Deploying);
+    clock.advance(chrono::Duration::minutes(1));
+    shifter::handle(&ports, &alarms).await?;
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::RollingBack);
+    let reason = d.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("progress deadline") && reason.contains("0 of 2 tasks running"),
+        "{reason}"
+    );
+    assert_eq!(
+        stack.service_task_definition().await?,
+        stack.initial_task_definition,
+        "UpdateService back to the previous revision"
+    );
+    // The rollback does not complete either (the emulator runs nothing): FAILED, urgently.
+    clock.advance(chrono::Duration::minutes(10));
+    shifter::handle(&ports, &alarms).await?;
+    let d = stack.deployment(&id).await?;
+    assert_eq!(d.status, Status::Failed);
+    assert!(
+        d.reason
+            .clone()
+            .unwrap_or_default()
+            .contains("rollback did not complete"),
+        "{:?}",
+        d.reason
+    );
+    let alerts = stack.received_alerts().await?;
+    assert_eq!(
+        alert_types(&alerts),
+        ["deployment.started", "deployment.failed"]
+    );
+    assert_eq!(alerts[1].document["severity"], json!("critical"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_a_write_never_holds_an_effect_back_or_reorders_alerts() -> Result<()> {
+    let stack = stack("lostanswer", 1).await?;
+    for every in [2, 3] {
+        let ports = stack.lossy_ports(every);
+        let tag = format!("v11.0.{every}");
+        let outcome = on_image_push::handle(&ports, image_push("checkout-api", &tag)?).await?;
+        let id = outcome.deployments[0].id.clone();
+        let d = stack.deployment(&id).await?;
+        assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+        let new_td = d.rollout.new_task_definition.clone().ok_or("no revision")?;
+        // The started alert went out now, not after a claim lease.
+        assert_eq!(
+            alert_types(&stack.received_alerts().await?),
+            ["deployment.started"]
+        );
+        let mut ecs = stack.ecs_events();
+        for n in 0..3 {
+            let task = ecs.new_task_arn();
+            on_ecs_event::handle(&ports, ecs.task_exec_format_error(&task, &new_td, 3 + n)?)
+                .await?;
+        }
+        on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
+        let d = stack.deployment(&id).await?;
+        assert_eq!(d.status, Status::RolledBack, "{:?}", d.reason);
+        assert!(d.outbox.is_empty(), "{:?}", d.outbox);
+        assert_eq!(
+            alert_types(&stack.received_alerts().await?),
+            ["deployment.rolled_back"]
+        );
+        assert!(
+            ports.store.lost() > 3,
+            "answers were lost: {}",
+            ports.store.lost()
+        );
+    }
     Ok(())
 }

@@ -505,3 +505,117 @@ async fn a_push_mid_shift_waits_its_turn_and_a_newer_one_supersedes_it() -> Resu
     );
     Ok(())
 }
+
+// --- failures the correctness review reproduced; each test names the behaviour it pins ---
+
+#[tokio::test]
+async fn back_to_back_blue_green_never_scales_down_the_colour_the_next_deployment_took()
+-> Result<()> {
+    let t = alb(
+        "b2b",
+        json!({"type": "all-at-once", "bake_minutes": 0}),
+        |_| {},
+    )
+    .await?;
+    let first = t.push("v5.0.0").await?; // onto green
+    t.shift().await?; // green ready: 100%
+    t.shift().await?; // SUCCEEDED; blue is owed a scale-down in 5 minutes
+    assert_eq!(t.status(&first).await?, Status::Succeeded);
+    assert_eq!(t.weights().await?, (0, 100));
+
+    // The next push arrives a minute later and takes the idle colour: blue.
+    t.clock.advance(Duration::minutes(1));
+    let outcome = on_image_push::handle(&t.ports, image_push("checkout-web", "v5.0.1")?).await?;
+    let second = outcome.deployments[0].id.clone();
+    assert_eq!(t.status(&second).await?, Status::Deploying);
+    let (blue_desired, blue_td) = t.stack.service_state("checkout-web-blue").await?;
+    assert_eq!(blue_desired, 2);
+    t.stack.targets_up(&t.alb.blue_target_group_arn, 2).await?;
+
+    // The first deployment's scale-down falls due: blue is the second one's now, so it is moot.
+    t.clock.advance(Duration::minutes(5));
+    t.shift().await?;
+    assert_eq!(
+        t.stack.service_state("checkout-web-blue").await?,
+        (2, blue_td),
+        "blue keeps the second deployment's tasks"
+    );
+    let first_record = t.stack.deployment(&first).await?;
+    assert!(
+        first_record.events.iter().any(|e| e
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("left as it is")),
+        "{:?}",
+        first_record.events
+    );
+    t.shift().await?;
+    assert_eq!(t.status(&second).await?, Status::Succeeded);
+    assert_eq!(t.weights().await?, (100, 0));
+    // The second deployment's own scale-down retires green, and only green.
+    t.clock.advance(Duration::minutes(5));
+    t.shift().await?;
+    assert_eq!(t.stack.service_state("checkout-web-green").await?.0, 0);
+    assert_eq!(t.stack.service_state("checkout-web-blue").await?.0, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_traffic_moves_to_a_colour_without_healthy_targets() -> Result<()> {
+    let t = alb(
+        "health",
+        json!({"type": "canary", "steps": [10, 100], "bake_minutes": 5}),
+        |_| {},
+    )
+    .await?;
+    let outcome = on_image_push::handle(&t.ports, image_push("checkout-web", "v6.0.0")?).await?;
+    let id = outcome.deployments[0].id.clone();
+    // Green runs (the emulator says so) but nothing is registered in its target group yet.
+    t.shift().await?;
+    assert_eq!(t.status(&id).await?, Status::Deploying);
+    assert_eq!(t.weights().await?, (100, 0));
+    t.stack.targets_up(&t.alb.green_target_group_arn, 2).await?;
+    t.shift().await?;
+    assert_eq!(t.status(&id).await?, Status::Shifting);
+    assert_eq!(t.weights().await?, (90, 10));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_throttled_weight_step_never_undoes_a_rollback() -> Result<()> {
+    let t = alb(
+        "undo",
+        json!({"type": "canary", "steps": [10, 50, 100], "bake_minutes": 5}),
+        |_| {},
+    )
+    .await?;
+    let id = t.push("v7.0.0").await?;
+    t.shift().await?;
+    assert_eq!(t.weights().await?, (90, 10));
+    // The 50% step's ModifyRule is throttled.
+    t.clock.advance(Duration::minutes(5));
+    t.ports.traffic.throttle_next_writes(1);
+    t.shift().await?;
+    assert_eq!(t.weights().await?, (90, 10));
+    // The alarm fires: all traffic back on blue.
+    t.stack.set_alarm(&t.alarm, "ALARM", "5xx over 5").await?;
+    let event = alarm_event(
+        "cloudwatch-alarm-state-change.json",
+        &t.alarm,
+        "ALARM",
+        "5xx over 5",
+    )?;
+    on_alarm::handle(&t.ports, event).await?;
+    assert_eq!(t.status(&id).await?, Status::RolledBack);
+    assert_eq!(t.weights().await?, (100, 0));
+    // Well past any claim lease, the reconcile loop runs again: the stale step never comes back.
+    for _ in 0..3 {
+        t.clock.advance(Duration::minutes(2));
+        t.shift().await?;
+    }
+    assert_eq!(t.weights().await?, (100, 0));
+    let d = t.stack.deployment(&id).await?;
+    assert_eq!((d.status, d.traffic_percent), (Status::RolledBack, 0));
+    Ok(())
+}

@@ -292,11 +292,12 @@ async fn put_service<P: Adapters>(
         }
         other => ApiResponse::error(400, "invalid_registration", other.to_string()),
     })?;
-    let existed = ports
-        .store()
-        .registrations()
-        .await
-        .map_err(upstream)?
+    let stored = ports.store().registrations().await.map_err(upstream)?;
+    registration.check_against(&stored).map_err(|e| match e {
+        RegistrationError::Conflict(_) => ApiResponse::error(409, "conflict", e.to_string()),
+        other => ApiResponse::error(400, "invalid_registration", other.to_string()),
+    })?;
+    let existed = stored
         .iter()
         .any(|r| r.service == service && r.environment == environment);
     ports

@@ -138,9 +138,57 @@ pub enum RegistrationError {
     },
     #[error("engine `{0}` is not supported yet; use `rolling` or `alb-weights`")]
     UnsupportedEngine(&'static str),
+    /// The registration clashes with the ones already stored.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Registration {
+    /// Checks `self` against the registrations already stored (its own earlier version among
+    /// them is replaced): no ECS service may be managed by two registrations, and promotions may
+    /// not form a cycle.
+    pub fn check_against(&self, stored: &[Registration]) -> Result<(), RegistrationError> {
+        let others: Vec<&Registration> = stored
+            .iter()
+            .filter(|r| !(r.service == self.service && r.environment == self.environment))
+            .collect();
+        for mine in self.ecs_services() {
+            if let Some(other) = others
+                .iter()
+                .find(|r| r.spec.cluster == self.spec.cluster && r.ecs_services().contains(&mine))
+            {
+                return Err(RegistrationError::Conflict(format!(
+                    "ECS service {mine} in cluster {} is already managed by the registration of {} in \
+                     {}; one ECS service has one registration",
+                    self.spec.cluster, other.service, other.environment
+                )));
+            }
+        }
+        let next = |environment: &str| -> Option<String> {
+            if environment == self.environment {
+                return self.spec.promote_to.clone();
+            }
+            others
+                .iter()
+                .find(|r| r.service == self.service && r.environment == environment)
+                .and_then(|r| r.spec.promote_to.clone())
+        };
+        let mut chain = vec![self.environment.clone()];
+        let mut at = self.environment.clone();
+        while let Some(to) = next(&at) {
+            let cycle = chain.contains(&to);
+            chain.push(to.clone());
+            if cycle {
+                return Err(invalid(
+                    "promote_to",
+                    &format!("promotions would form a cycle: {}", chain.join(" → ")),
+                ));
+            }
+            at = to;
+        }
+        Ok(())
+    }
+
     /// Parses and validates a registration document for `service` in `environment`.
     pub fn parse(service: &str, environment: &str, json: &str) -> Result<Self, RegistrationError> {
         let spec: ServiceSpec =
@@ -375,6 +423,45 @@ mod tests {
       "deployers": ["arn:aws:iam::123456789012:role/ci-deployer"],
       "approvers": ["arn:aws:iam::123456789012:role/release-approver"]
     }"#;
+
+    fn reg(service: &str, environment: &str, ecs: &str, promote_to: Option<&str>) -> Registration {
+        let promote = promote_to
+            .map(|p| format!(r#","promote_to":"{p}""#))
+            .unwrap_or_default();
+        let json = format!(
+            r#"{{"cluster":"c","repository":"{service}","container":"app",
+                "engine":{{"type":"rolling","service":"{ecs}"}}{promote}}}"#
+        );
+        Registration::parse(service, environment, &json).unwrap()
+    }
+
+    #[test]
+    fn a_promotion_cycle_is_refused_naming_the_cycle() {
+        let stored = vec![reg("api", "production", "api-prod", Some("staging"))];
+        let staging = reg("api", "staging", "api-staging", Some("production"));
+        let err = staging.check_against(&stored).unwrap_err().to_string();
+        assert!(err.contains("staging → production → staging"), "{err}");
+        // Re-registering production without the back edge is fine.
+        let fixed = reg("api", "production", "api-prod", None);
+        assert!(fixed.check_against(std::slice::from_ref(&staging)).is_ok());
+    }
+
+    #[test]
+    fn two_registrations_may_not_manage_one_ecs_service() {
+        let stored = vec![reg("api", "staging", "shared-svc", None)];
+        let other = reg("web", "staging", "shared-svc", None);
+        let err = other.check_against(&stored).unwrap_err().to_string();
+        assert!(
+            err.contains("already managed by the registration of api in staging"),
+            "{err}"
+        );
+        // Its own earlier version is not a clash.
+        assert!(
+            reg("api", "staging", "shared-svc", None)
+                .check_against(&stored)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn the_design_sample_parses() {

@@ -651,6 +651,7 @@ pub struct CountingTraffic {
     inner: ElbTraffic,
     reads: Arc<AtomicUsize>,
     writes: Arc<AtomicUsize>,
+    throttle_writes: Arc<AtomicUsize>,
 }
 
 impl CountingTraffic {
@@ -659,7 +660,13 @@ impl CountingTraffic {
             inner,
             reads: Arc::default(),
             writes: Arc::default(),
+            throttle_writes: Arc::default(),
         }
+    }
+
+    /// The next `n` weight changes fail as ELBv2 throttling would, before they take effect.
+    pub fn throttle_next_writes(&self, n: usize) {
+        self.throttle_writes.store(n, Ordering::SeqCst);
     }
 
     /// (reads, weight changes) so far.
@@ -678,6 +685,16 @@ impl TrafficControl for CountingTraffic {
     }
 
     async fn set_weights(&self, listener: &Listener, weights: &[(String, u32)]) -> PortResult<()> {
+        let throttled = self
+            .throttle_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            return Err(flightdeck::ports::PortError::remote(
+                "ELBv2 ModifyRule",
+                "ThrottlingException: Rate exceeded",
+            ));
+        }
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.set_weights(listener, weights).await
     }
@@ -698,17 +715,23 @@ pub struct AlbFixture {
 }
 
 impl Stack {
-    /// Turns the stack into a blue/green pair: the stack's service is blue (serving), a green
-    /// service on the same revision is created at 0 tasks, and a load balancer forwards 100/0.
-    pub async fn add_alb(&self, green_service: &str) -> Result<AlbFixture> {
+    /// Another ECS service in the stack's cluster, on the stack's first revision.
+    pub async fn add_service(&self, name: &str, desired_count: i32) -> Result<()> {
         self.ecs
             .create_service()
             .cluster(&self.cluster)
-            .service_name(green_service)
+            .service_name(name)
             .task_definition(&self.initial_task_definition)
-            .desired_count(0)
+            .desired_count(desired_count)
             .send()
             .await?;
+        Ok(())
+    }
+
+    /// Turns the stack into a blue/green pair: the stack's service is blue (serving), a green
+    /// service on the same revision is created at 0 tasks, and a load balancer forwards 100/0.
+    pub async fn add_alb(&self, green_service: &str) -> Result<AlbFixture> {
+        self.add_service(green_service, 0).await?;
         let python = std::env::var("FLIGHTDECK_PYTHON")
             .unwrap_or_else(|_| repo_root().join(".venv/bin/python").display().to_string());
         let name: String = self.prefix.chars().take(20).collect();
@@ -873,4 +896,147 @@ pub fn alarm_event(sample_name: &str, alarm: &str, state: &str, reason: &str) ->
     e[data]["state"]["reason"] = Value::String(reason.to_string());
     e[data]["state"]["timestamp"] = rfc3339(now);
     Ok(e)
+}
+
+/// A store whose writes land but, every `n`-th time, lose their answer: the caller sees what the
+/// SDK's retry would see after a write that went through, a conditional-check failure.
+pub struct LossyStore {
+    inner: DynamoStore,
+    every: usize,
+    writes: AtomicUsize,
+    lost: AtomicUsize,
+}
+
+impl LossyStore {
+    pub fn new(inner: DynamoStore, every: usize) -> Self {
+        LossyStore {
+            inner,
+            every: every.max(1),
+            writes: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
+        }
+    }
+
+    /// Answers lost so far.
+    pub fn lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn lose_this_one(&self) -> bool {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let lose = n.is_multiple_of(self.every);
+        if lose {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+        lose
+    }
+}
+
+impl DeploymentStore for LossyStore {
+    async fn registrations(&self) -> PortResult<Vec<Registration>> {
+        self.inner.registrations().await
+    }
+    async fn put_registration(&self, registration: &Registration) -> PortResult<()> {
+        self.inner.put_registration(registration).await
+    }
+    async fn create(&self, deployment: &Deployment) -> PortResult<flightdeck::ports::Created> {
+        self.inner.create(deployment).await
+    }
+    async fn get(&self, id: &str) -> PortResult<Option<Deployment>> {
+        self.inner.get(id).await
+    }
+    async fn save(&self, deployment: &mut Deployment) -> PortResult<()> {
+        let mut copy = deployment.clone();
+        self.inner.save(&mut copy).await?;
+        if self.lose_this_one() {
+            return Err(flightdeck::ports::PortError::Conflict);
+        }
+        *deployment = copy;
+        Ok(())
+    }
+    async fn active(&self, service: &str, environment: &str) -> PortResult<Vec<String>> {
+        self.inner.active(service, environment).await
+    }
+    async fn all_active(&self) -> PortResult<Vec<String>> {
+        self.inner.all_active().await
+    }
+    async fn latest(&self, service: &str, environment: &str) -> PortResult<Option<Deployment>> {
+        self.inner.latest(service, environment).await
+    }
+    async fn remember(&self, key: &str) -> PortResult<flightdeck::ports::Created> {
+        self.inner.remember(key).await
+    }
+    async fn forget(&self, key: &str) -> PortResult<()> {
+        self.inner.forget(key).await
+    }
+    async fn stage(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> PortResult<flightdeck::deployment::Stage> {
+        self.inner.stage(service, environment).await
+    }
+    async fn save_stage(
+        &self,
+        service: &str,
+        environment: &str,
+        stage: &mut flightdeck::deployment::Stage,
+    ) -> PortResult<()> {
+        let mut copy = stage.clone();
+        self.inner
+            .save_stage(service, environment, &mut copy)
+            .await?;
+        if self.lose_this_one() {
+            return Err(flightdeck::ports::PortError::Conflict);
+        }
+        *stage = copy;
+        Ok(())
+    }
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        deployment_id: &str,
+    ) -> PortResult<Option<(String, String)>> {
+        self.inner
+            .claim_idempotency_key(key, fingerprint, deployment_id)
+            .await
+    }
+    async fn page(
+        &self,
+        service: &str,
+        environment: &str,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> PortResult<flightdeck::ports::Page> {
+        self.inner
+            .page(service, environment, status, limit, cursor)
+            .await
+    }
+    async fn created_since(
+        &self,
+        service: &str,
+        environment: &str,
+        since: DateTime<Utc>,
+    ) -> PortResult<Vec<Deployment>> {
+        self.inner.created_since(service, environment, since).await
+    }
+}
+
+impl Stack {
+    /// The stack's ports with a store that loses the answer of every `every`-th write.
+    pub fn lossy_ports(
+        &self,
+        every: usize,
+    ) -> Ports<LossyStore, EcsClient, CountingTraffic, SnsNotifier, SystemClock> {
+        let local = self.ports();
+        Ports {
+            store: LossyStore::new(local.store, every),
+            ecs: local.ecs,
+            traffic: local.traffic,
+            notifier: local.notifier,
+            clock: SystemClock,
+        }
+    }
 }

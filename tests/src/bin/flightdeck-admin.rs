@@ -51,6 +51,7 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
         ["register", service, environment, file] => {
             let json = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
             let registration = Registration::parse(service, environment, &json)?;
+            registration.check_against(&store.registrations().await?)?;
             store.put_registration(&registration).await?;
             println!(
                 "registered {service} in {environment}: pushes of {}:{} deploy to ECS service {} in cluster {}",
