@@ -139,7 +139,7 @@ async fn scale_in_and_old_revision_stops_never_count_toward_a_crash_loop() -> Re
 
     let d = stack.deployment(&id).await?;
     assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
-    assert_eq!(d.failed_tasks.len(), 0);
+    assert_eq!(d.failed_count, 0);
     assert_eq!(stack.service_task_definition().await?, new_td);
     assert_eq!(
         alert_types(&stack.received_alerts().await?),
@@ -535,7 +535,7 @@ async fn task_events_of_the_deployment_in_flight_are_handled_while_another_waits
     on_ecs_event::handle(&ports, ecs.task_running(&task, &first_td, 2)?).await?;
     let crashed = ecs.new_task_arn();
     on_ecs_event::handle(&ports, ecs.task_exec_format_error(&crashed, &first_td, 3)?).await?;
-    assert_eq!(stack.deployment(&first).await?.failed_tasks.len(), 1);
+    assert_eq!(stack.deployment(&first).await?.failed_count, 1);
     Ok(())
 }
 
@@ -652,5 +652,43 @@ async fn a_lost_answer_to_a_write_never_holds_an_effect_back_or_reorders_alerts(
             ports.store.lost()
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_whole_audit_trail_is_kept_while_the_record_keeps_only_recent_events() -> Result<()> {
+    let stack = stack("trail", 1).await?;
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(
+        flightdeck_local::repo_root().join("infra/local/registrations/checkout-api.staging.json"),
+    )?)?;
+    doc["cluster"] = json!(stack.cluster);
+    doc["engine"]["service"] = json!(stack.service);
+    doc["gates"]["max_failed_tasks"] = json!(30);
+    stack
+        .register(&stack.service, ENV, &doc.to_string())
+        .await?;
+    let (id, new_td) = push(&stack, "v12.0.0").await?;
+    let ports = stack.ports();
+    let mut ecs = stack.ecs_events();
+    for n in 0..30 {
+        let task = ecs.new_task_arn();
+        on_ecs_event::handle(&ports, ecs.task_out_of_memory(&task, &new_td, 3 + n)?).await?;
+    }
+    let record = ports.store.get(&id).await?.ok_or("no record")?;
+    assert_eq!(record.status, Status::RollingBack);
+    assert_eq!(
+        record.events.len(),
+        flightdeck::deployment::RECENT_EVENTS,
+        "the record keeps the recent events"
+    );
+    let trail = ports.store.audit_trail(&id).await?;
+    // PENDING, DEPLOYING, 30 failures, ROLLING_BACK (and the rollback call issued).
+    assert!(trail.len() >= 33, "{}", trail.len());
+    assert_eq!(trail.len() as u32, record.events_total);
+    assert_eq!(trail[0].status, Some(Status::Pending));
+    assert_eq!(
+        trail.last().map(|e| &e.reason),
+        record.events.last().map(|e| &e.reason)
+    );
     Ok(())
 }

@@ -370,7 +370,15 @@ fn parse_status(text: &str) -> Option<Status> {
 async fn get_deployment<P: Adapters>(ports: &P, id: &str) -> Answer {
     check_deployment_id(id)?;
     match ports.store().get(id).await.map_err(upstream)? {
-        Some(d) => Ok(ApiResponse::ok(200, deployment_json(&d))),
+        Some(mut d) => {
+            // The record carries its recent audit events; the whole trail is its own items
+            // (records written before the trail moved out have it all in the record).
+            let trail = ports.store().audit_trail(id).await.map_err(upstream)?;
+            if !trail.is_empty() {
+                d.events = trail;
+            }
+            Ok(ApiResponse::ok(200, deployment_json(&d)))
+        }
         None => Err(ApiResponse::error(
             404,
             "not_found",

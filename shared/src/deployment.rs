@@ -76,15 +76,28 @@ pub struct AuditEvent {
     pub actor: Option<String>,
 }
 
-/// A task of the new revision that failed. Only failures are kept, at most `max_failed_tasks`
-/// of them (the rollout is rolled back at the limit), so the record stays small however many
-/// tasks a rollout runs.
+/// A task of the new revision that failed (the record keeps the last few in full).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailedTask {
     pub task_arn: String,
     pub stop: StopReason,
     pub at: DateTime<Utc>,
 }
+
+/// How many failed tasks had one kind of stop reason, with one reason in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureTally {
+    pub label: String,
+    pub count: u32,
+    pub example: String,
+}
+
+/// Failed tasks of the new revision kept in full in the record.
+pub const RECENT_FAILURES: usize = 5;
+
+/// Audit events kept in the record itself; the whole trail is stored as items of its own
+/// (`DeploymentStore::audit_trail`), so a record stays small however long its trail grows.
+pub const RECENT_EVENTS: usize = 20;
 
 /// What the reconcile loop (or an event that prompted a read) last saw of the service taking
 /// the new revision; named in the reason when a progress deadline passes.
@@ -396,7 +409,13 @@ pub struct Deployment {
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// The most recent audit events (at most `RECENT_EVENTS` once saved).
     pub events: Vec<AuditEvent>,
+    /// Audit events ever appended, and how many of them are stored as items already.
+    #[serde(default)]
+    pub events_total: u32,
+    #[serde(default)]
+    pub events_saved: u32,
     /// Principals that started this deployment and, for a promotion, every deployment of the
     /// chain it came from (four eyes: none of them may approve it).
     #[serde(default)]
@@ -409,12 +428,17 @@ pub struct Deployment {
     pub bake_minutes: u32,
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline_minutes: u32,
-    /// New-revision tasks that failed (at most `max_failed_tasks`).
+    /// New-revision tasks that failed, counted once each; the short ids are kept (at most
+    /// `max_failed_tasks`, which is at most 100) to tell a redelivery from a new failure, the
+    /// last `RECENT_FAILURES` in full, and a tally by kind of stop reason.
+    #[serde(default)]
+    pub failed_count: u32,
+    #[serde(default)]
+    pub failed_task_ids: Vec<String>,
     #[serde(default)]
     pub failed_tasks: Vec<FailedTask>,
-    /// Task events of the new revision seen, for the record.
     #[serde(default)]
-    pub task_events: u32,
+    pub failure_reasons: Vec<FailureTally>,
     pub rollback: Option<Rollback>,
     /// alb-weights only.
     #[serde(default)]
@@ -499,7 +523,7 @@ impl Deployment {
             now,
         );
         d.started_by = Some("ecr-push".to_string());
-        d.events.push(AuditEvent {
+        d.record(AuditEvent {
             at: now,
             status: Some(Status::Pending),
             reason: Some(reason),
@@ -525,7 +549,7 @@ impl Deployment {
         let mut d = Deployment::new(registration, id, image, digest, tag, Trigger::Api, now);
         d.started_by = Some(caller.to_string());
         d.starters = vec![caller.to_string()];
-        d.events.push(AuditEvent {
+        d.record(AuditEvent {
             at: now,
             status: Some(Status::Pending),
             reason: Some(format!("deployment of {what} requested through the API")),
@@ -560,7 +584,7 @@ impl Deployment {
         d.started_by = Some(format!("promotion:{}", from.id));
         d.starters = from.starters.clone();
         d.promoted_from = Some(from.id.clone());
-        d.events.push(AuditEvent {
+        d.record(AuditEvent {
             at: now,
             status: Some(Status::Pending),
             reason: Some(format!(
@@ -628,6 +652,8 @@ impl Deployment {
             finished_at: None,
             reason: None,
             events: Vec::new(),
+            events_total: 0,
+            events_saved: 0,
             starters: Vec::new(),
             phase: 0,
             rollout: Rollout {
@@ -647,8 +673,10 @@ impl Deployment {
             max_failed_tasks: registration.spec.gates.max_failed_tasks,
             bake_minutes: registration.bake_minutes(),
             progress_deadline_minutes: registration.spec.progress_deadline_minutes,
+            failed_count: 0,
+            failed_task_ids: Vec::new(),
             failed_tasks: Vec::new(),
-            task_events: 0,
+            failure_reasons: Vec::new(),
             rollback: None,
             traffic,
             alarms: registration.spec.gates.alarms.clone(),
@@ -692,6 +720,30 @@ impl Deployment {
             Status::Pending => self.queued_behind.is_some(),
             _ => false,
         }
+    }
+
+    /// Appends an audit event.
+    pub fn record(&mut self, event: AuditEvent) {
+        self.events.push(event);
+        self.events_total = self.events_total.saturating_add(1);
+    }
+
+    /// Audit events appended since the last save, with their place in the trail.
+    pub fn unsaved_events(&self) -> Vec<(u32, &AuditEvent)> {
+        let unsaved = self.events_total.saturating_sub(self.events_saved) as usize;
+        let start = self.events.len().saturating_sub(unsaved);
+        self.events[start..]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (self.events_saved + i as u32, e))
+            .collect()
+    }
+
+    /// The unsaved audit events were written as items: the record keeps the recent ones only.
+    pub fn events_written(&mut self) {
+        self.events_saved = self.events_total;
+        let excess = self.events.len().saturating_sub(RECENT_EVENTS);
+        self.events.drain(..excess);
     }
 
     /// Whether the deployment's start has been decided (the slot is held and the outbox carries

@@ -24,8 +24,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
-    AuditEvent, Colour, Deployment, Effect, FailedTask, Observed, PendingEffect, Rollback, Status,
-    short_task, short_task_definition,
+    AuditEvent, Colour, Deployment, Effect, FailedTask, FailureTally, Observed, PendingEffect,
+    RECENT_FAILURES, Rollback, Status, short_task, short_task_definition,
 };
 use crate::outbox;
 use crate::principal::same_principal;
@@ -541,16 +541,32 @@ fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) 
     let Some(stop) = task.stop.as_ref().filter(|s| s.is_failure()) else {
         return;
     };
-    if d.failed_tasks.iter().any(|f| f.task_arn == task.task_arn) {
+    let task_id = short_task(&task.task_arn).to_string();
+    if d.failed_task_ids.contains(&task_id) || d.failed_count >= d.max_failed_tasks {
         return;
     }
+    d.failed_task_ids.push(task_id);
+    d.failed_count += 1;
     d.failed_tasks.push(FailedTask {
         task_arn: task.task_arn.clone(),
         stop: stop.clone(),
         at: now,
     });
-    d.task_events = d.task_events.saturating_add(1);
-    let failed = d.failed_tasks.len() as u32;
+    let excess = d.failed_tasks.len().saturating_sub(RECENT_FAILURES);
+    d.failed_tasks.drain(..excess);
+    match d
+        .failure_reasons
+        .iter_mut()
+        .find(|t| t.label == stop.label())
+    {
+        Some(tally) => tally.count += 1,
+        None => d.failure_reasons.push(FailureTally {
+            label: stop.label().to_string(),
+            count: 1,
+            example: stop.explain(),
+        }),
+    }
+    let failed = d.failed_count;
     note(
         d,
         format!(
@@ -967,26 +983,19 @@ fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>
 }
 
 fn crash_loop_reason(d: &Deployment) -> String {
-    let mut counts: Vec<(&'static str, usize, String)> = Vec::new();
-    for failed in &d.failed_tasks {
-        let stop = &failed.stop;
-        match counts
-            .iter_mut()
-            .find(|(label, _, _)| *label == stop.label())
-        {
-            Some(entry) => entry.1 += 1,
-            None => counts.push((stop.label(), 1, stop.explain())),
-        }
-    }
-    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let total: usize = counts.iter().map(|c| c.1).sum();
+    let mut counts: Vec<&FailureTally> = d.failure_reasons.iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.count));
     let summary: Vec<String> = counts
         .iter()
-        .map(|(label, n, _)| format!("{label} ×{n}"))
+        .map(|c| format!("{} ×{}", c.label, c.count))
         .collect();
-    let detail = counts.first().map(|c| c.2.clone()).unwrap_or_default();
+    let detail = counts
+        .first()
+        .map(|c| c.example.clone())
+        .unwrap_or_default();
     format!(
-        "crash loop: {total} tasks of the new revision failed (limit {}): {}. {detail}",
+        "crash loop: {} tasks of the new revision failed (limit {}): {}. {detail}",
+        d.failed_count,
         d.max_failed_tasks,
         summary.join(", ")
     )
@@ -999,7 +1008,7 @@ fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, n
     outbox::cancel_stale(d);
     d.reason = Some(reason.clone());
     d.updated_at = now;
-    d.events.push(AuditEvent {
+    d.record(AuditEvent {
         at: now,
         status: Some(status),
         reason: Some(reason),
@@ -1015,7 +1024,7 @@ fn finish(d: &mut Deployment, status: Status, reason: String, actor: &str, now: 
 /// An audit entry that is not a status change.
 fn note(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
     d.updated_at = now;
-    d.events.push(AuditEvent {
+    d.record(AuditEvent {
         at: now,
         status: None,
         reason: Some(reason),
@@ -1356,14 +1365,14 @@ mod tests {
             ],
         );
         assert_eq!(d.status, Status::Deploying);
-        assert_eq!(d.failed_tasks.len(), 0);
+        assert_eq!(d.failed_count, 0);
     }
 
     #[test]
     fn replayed_and_late_task_events_do_not_count_twice() {
         let stop = task(1, NEW_TD, "STOPPED", 4, exec_format());
         let d = run(deploying(0, 1), &[stop.clone(), stop.clone(), stop]);
-        assert_eq!(d.failed_tasks.len(), 1);
+        assert_eq!(d.failed_count, 1);
         assert_eq!(d.status, Status::Deploying);
         // RUNNING with an older version arriving after STOPPED changes nothing.
         let late = decide(&d, &task(1, NEW_TD, "RUNNING", 2, None), t(50));
@@ -1372,24 +1381,37 @@ mod tests {
 
     #[test]
     fn a_record_stays_small_however_many_tasks_a_rollout_runs() {
+        // A 5,000-task rollout: 5,000 tasks reach RUNNING, then 5,000 stop — 99 of them failing
+        // (one short of the limit), the rest scaled in — and a final failure rolls it back.
         let mut d = deploying(0, 5000);
         d.max_failed_tasks = 100;
-        for n in 0..10_000u32 {
-            let fact = if n % 2 == 0 {
-                task(n, NEW_TD, "RUNNING", 2, None)
-            } else {
-                task(n, NEW_TD, "STOPPED", 3, exec_format())
+        let scaled_in = Some(StopReason::ScaledIn {
+            message: "Scaling activity initiated by (deployment ecs-svc/2)".into(),
+        });
+        let mut largest = 0;
+        for n in 0..10_001u32 {
+            let fact = match n {
+                0..5000 => task(n, NEW_TD, "RUNNING", 2, None),
+                5000..5099 | 10_000 => task(n, NEW_TD, "STOPPED", 3, exec_format()),
+                _ => task(n, NEW_TD, "STOPPED", 3, scaled_in.clone()),
             };
             d = decide(&d, &fact, t(10)).deployment;
+            // What the store keeps after each save.
+            d.events_written();
+            largest = largest.max(serde_json::to_vec(&d).unwrap().len());
         }
         assert_eq!(d.status, Status::RollingBack);
         assert_eq!(
-            d.failed_tasks.len(),
-            100,
-            "failures are kept up to the limit only"
+            d.failed_count, 100,
+            "failures are counted up to the limit only"
         );
-        let size = serde_json::to_vec(&d).unwrap().len();
-        assert!(size < 64 * 1024, "record is {size} bytes");
+        assert_eq!(d.failed_tasks.len(), RECENT_FAILURES);
+        assert_eq!(
+            d.events_total, 103,
+            "one entry per failure, the rollout and the rollback"
+        );
+        eprintln!("largest record over 10,001 task events: {largest} bytes");
+        assert!(largest < 16 * 1024, "record grew to {largest} bytes");
     }
 
     #[test]

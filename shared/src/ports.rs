@@ -63,10 +63,17 @@ pub trait DeploymentStore: Send + Sync {
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Writes a new deployment unless one with its id exists.
     fn create(&self, deployment: &Deployment) -> impl Future<Output = PortResult<Created>> + Send;
-    /// A strongly consistent read.
+    /// A strongly consistent read (the record carries its most recent audit events).
     fn get(&self, id: &str) -> impl Future<Output = PortResult<Option<Deployment>>> + Send;
     /// Saves `deployment` if the stored copy is still at `deployment.record_version`, then bumps it.
+    /// Its unsaved audit events are written as items of their own in the same transaction
+    /// (`Deployment::unsaved_events`), and the record keeps the recent ones only.
     fn save(&self, deployment: &mut Deployment) -> impl Future<Output = PortResult<()>> + Send;
+    /// The whole audit trail of a deployment, oldest first.
+    fn audit_trail(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = PortResult<Vec<crate::deployment::AuditEvent>>> + Send;
     /// Ids of the active deployments of a service and environment, oldest first.
     fn active(
         &self,

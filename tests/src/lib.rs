@@ -317,12 +317,18 @@ impl Stack {
             .await
     }
 
+    /// A deployment with its whole audit trail (the record itself keeps the recent events).
     pub async fn deployment(&self, id: &str) -> Result<Deployment> {
-        self.ports()
-            .store
+        let store = self.ports().store;
+        let mut d = store
             .get(id)
             .await?
-            .ok_or_else(|| format!("deployment {id} not found").into())
+            .ok_or_else(|| format!("deployment {id} not found"))?;
+        let trail = store.audit_trail(id).await?;
+        if !trail.is_empty() {
+            d.events = trail;
+        }
+        Ok(d)
     }
 
     /// The most recent deployment of `service` in `environment`.
@@ -944,6 +950,9 @@ impl DeploymentStore for LossyStore {
     }
     async fn get(&self, id: &str) -> PortResult<Option<Deployment>> {
         self.inner.get(id).await
+    }
+    async fn audit_trail(&self, id: &str) -> PortResult<Vec<flightdeck::deployment::AuditEvent>> {
+        self.inner.audit_trail(id).await
     }
     async fn save(&self, deployment: &mut Deployment) -> PortResult<()> {
         let mut copy = deployment.clone();

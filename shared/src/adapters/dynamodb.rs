@@ -7,13 +7,15 @@
 //! | stage (in-flight slot, colour owners) | `SLOT#svc#env` | `SLOT` | | |
 //! | idempotency key | `IDEMPOTENCY#key` | `IDEMPOTENCY` | | |
 //! | handled-event marker | `HANDLED#key` | `HANDLED` | | |
+//! | audit event | `DEPLOYMENT#id` | `EVENT#0000000042` | | |
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{Deployment, Stage};
+use crate::deployment::{AuditEvent, Deployment, Stage};
 use crate::ports::{Created, DeploymentStore, Page, PortError, PortResult};
 use crate::registration::Registration;
 
@@ -99,38 +101,100 @@ impl DynamoStore {
         &self.table
     }
 
-    async fn put(&self, d: &Deployment, condition: &str, expected: Option<u64>) -> PortResult<()> {
+    /// Writes the record under `condition` together with its unsaved audit events, in one
+    /// transaction: either all of it lands or none.
+    async fn put_with_events(
+        &self,
+        d: &Deployment,
+        events: &[(u32, AuditEvent)],
+        condition: &str,
+        expected: Option<u64>,
+    ) -> PortResult<()> {
         let item =
             serde_dynamo::to_item(DeploymentItem::new(d)).map_err(|e| PortError::Corrupt {
                 key: deployment_pk(&d.id),
                 message: e.to_string(),
             })?;
-        let mut request = self
-            .client
-            .put_item()
+        let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(condition);
         if let Some(expected) = expected {
-            request =
-                request.expression_attribute_values(":v", AttributeValue::N(expected.to_string()));
+            put = put.expression_attribute_values(":v", AttributeValue::N(expected.to_string()));
         }
-        match request.send().await {
+        let mut writes = vec![
+            TransactWriteItem::builder()
+                .put(put.build().map_err(|e| PortError::remote(TRANSACT, e))?)
+                .build(),
+        ];
+        for (seq, event) in events {
+            let seq = *seq;
+            let mut item = serde_dynamo::to_item::<
+                _,
+                std::collections::HashMap<String, AttributeValue>,
+            >(event)
+            .map_err(|e| PortError::Corrupt {
+                key: deployment_pk(&d.id),
+                message: e.to_string(),
+            })?;
+            item.insert("pk".into(), AttributeValue::S(deployment_pk(&d.id)));
+            item.insert("sk".into(), AttributeValue::S(event_sk(seq)));
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(|e| PortError::remote(TRANSACT, e))?,
+                    )
+                    .build(),
+            );
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception())
-                {
+                let lost_condition = e.as_service_error().is_some_and(|s| match s {
+                    TransactWriteItemsError::TransactionCanceledException(t) => t
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        .is_some_and(|c| c == "ConditionalCheckFailed"),
+                    _ => false,
+                });
+                if lost_condition {
                     Err(PortError::Conflict)
                 } else {
-                    Err(PortError::remote(
-                        "DynamoDB PutItem",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                    ))
+                    Err(PortError::remote(TRANSACT, DisplayErrorContext(e)))
                 }
             }
         }
     }
+}
+
+const TRANSACT: &str = "DynamoDB TransactWriteItems";
+
+/// The record as it is stored (its recent audit events only) and the audit events to write as
+/// items of their own.
+fn split_events(d: &Deployment) -> (Deployment, Vec<(u32, AuditEvent)>) {
+    let events = d
+        .unsaved_events()
+        .into_iter()
+        .map(|(seq, e)| (seq, e.clone()))
+        .collect();
+    let mut stored = d.clone();
+    stored.events_written();
+    (stored, events)
+}
+
+fn event_sk(seq: u32) -> String {
+    format!("EVENT#{seq:010}")
 }
 
 impl DeploymentStore for DynamoStore {
@@ -183,7 +247,11 @@ impl DeploymentStore for DynamoStore {
     }
 
     async fn create(&self, deployment: &Deployment) -> PortResult<Created> {
-        match self.put(deployment, "attribute_not_exists(pk)", None).await {
+        let (stored, events) = split_events(deployment);
+        match self
+            .put_with_events(&stored, &events, "attribute_not_exists(pk)", None)
+            .await
+        {
             Ok(()) => Ok(Created::New),
             Err(PortError::Conflict) => Ok(Created::AlreadyExists),
             Err(e) => Err(e),
@@ -215,10 +283,33 @@ impl DeploymentStore for DynamoStore {
         let expected = deployment.record_version;
         let mut next = deployment.clone();
         next.record_version = expected + 1;
-        self.put(&next, "record_version = :v", Some(expected))
+        let (stored, events) = split_events(&next);
+        self.put_with_events(&stored, &events, "record_version = :v", Some(expected))
             .await?;
-        deployment.record_version = expected + 1;
+        *deployment = stored;
         Ok(())
+    }
+
+    async fn audit_trail(&self, id: &str) -> PortResult<Vec<AuditEvent>> {
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :events)")
+                .expression_attribute_values(":pk", AttributeValue::S(deployment_pk(id)))
+                .expression_attribute_values(":events", AttributeValue::S("EVENT#".into()))
+                .consistent_read(true),
+        )
+        .await?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, AuditEvent>(item).map_err(|e| PortError::Corrupt {
+                    key: deployment_pk(id),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn active(&self, service: &str, environment: &str) -> PortResult<Vec<String>> {
@@ -627,8 +718,9 @@ fn deployment_id_of(item: &std::collections::HashMap<String, AttributeValue>) ->
 mod tests {
     use super::*;
     use crate::deployment::{Deployment, ImagePush};
-    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
-    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
     use aws_smithy_mocks::{mock, mock_client};
     use chrono::TimeZone;
 
@@ -653,16 +745,32 @@ mod tests {
         )
     }
 
-    fn conditional_failure() -> PutItemError {
-        PutItemError::ConditionalCheckFailedException(
-            ConditionalCheckFailedException::builder().build(),
+    fn conditional_failure() -> TransactWriteItemsError {
+        TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .cancellation_reasons(
+                    CancellationReason::builder()
+                        .code("ConditionalCheckFailed")
+                        .build(),
+                )
+                .cancellation_reasons(CancellationReason::builder().code("None").build())
+                .build(),
         )
+    }
+
+    fn record_put(
+        r: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput,
+    ) -> Option<Put> {
+        r.transact_items().first().and_then(|w| w.put().cloned())
     }
 
     #[tokio::test]
     async fn a_save_that_lost_a_race_is_a_conflict_and_keeps_the_version() {
-        let rule = mock!(Client::put_item)
-            .match_requests(|r| r.condition_expression() == Some("record_version = :v"))
+        let rule = mock!(Client::transact_write_items)
+            .match_requests(|r| {
+                record_put(r)
+                    .is_some_and(|p| p.condition_expression() == Some("record_version = :v"))
+            })
             .then_error(conditional_failure);
         let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
         let mut d = deployment();
@@ -673,31 +781,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_save_is_conditional_on_the_version_read_and_bumps_it() {
-        let rule = mock!(Client::put_item)
+        let rule = mock!(Client::transact_write_items)
             .match_requests(|r| {
-                let values = r.expression_attribute_values().cloned().unwrap_or_default();
-                let item = r.item().cloned().unwrap_or_default();
+                let Some(put) = record_put(r) else {
+                    return false;
+                };
+                let values = put
+                    .expression_attribute_values()
+                    .cloned()
+                    .unwrap_or_default();
+                let item = put.item().clone();
+                // The record and its one unsaved audit event, in one transaction.
+                let event = r.transact_items().get(1).and_then(|w| w.put());
                 values.get(":v") == Some(&AttributeValue::N("4".into()))
                     && item.get("record_version") == Some(&AttributeValue::N("5".into()))
                     && item.get("active_pk") == Some(&AttributeValue::S("ACTIVE".into()))
+                    && r.transact_items().len() == 2
+                    && event.and_then(|p| p.item().get("sk").cloned())
+                        == Some(AttributeValue::S("EVENT#0000000000".into()))
             })
-            .then_output(|| PutItemOutput::builder().build());
+            .then_output(|| TransactWriteItemsOutput::builder().build());
         let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
         let mut d = deployment();
         d.record_version = 4;
         store.save(&mut d).await.unwrap();
         assert_eq!(d.record_version, 5);
+        assert_eq!((d.events_saved, d.events_total), (1, 1));
         assert_eq!(rule.num_calls(), 1);
     }
 
     #[tokio::test]
     async fn finished_deployments_leave_the_active_index() {
-        let rule = mock!(Client::put_item)
+        let rule = mock!(Client::transact_write_items)
             .match_requests(|r| {
-                let item = r.item().cloned().unwrap_or_default();
-                !item.contains_key("active_pk") && !item.contains_key("active_sk")
+                record_put(r).is_some_and(|p| {
+                    !p.item().contains_key("active_pk") && !p.item().contains_key("active_sk")
+                })
             })
-            .then_output(|| PutItemOutput::builder().build());
+            .then_output(|| TransactWriteItemsOutput::builder().build());
         let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
         let mut d = deployment();
         d.status = crate::deployment::Status::Succeeded;
@@ -707,8 +828,11 @@ mod tests {
 
     #[tokio::test]
     async fn creating_an_existing_deployment_reports_it_exists() {
-        let rule = mock!(Client::put_item)
-            .match_requests(|r| r.condition_expression() == Some("attribute_not_exists(pk)"))
+        let rule = mock!(Client::transact_write_items)
+            .match_requests(|r| {
+                record_put(r)
+                    .is_some_and(|p| p.condition_expression() == Some("attribute_not_exists(pk)"))
+            })
             .then_error(conditional_failure);
         let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
         assert_eq!(

@@ -77,10 +77,14 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
             Ok(())
         }
         ["show", id] => {
-            let d = store
+            let mut d = store
                 .get(id)
                 .await?
                 .ok_or_else(|| format!("deployment {id} not found"))?;
+            let trail = store.audit_trail(id).await?;
+            if !trail.is_empty() {
+                d.events = trail;
+            }
             println!("{}", flightdeck_local::timeline::describe(&d));
             Ok(())
         }
