@@ -692,3 +692,72 @@ async fn the_whole_audit_trail_is_kept_while_the_record_keeps_only_recent_events
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn events_find_their_registrations_by_key_and_a_changed_registration_moves_its_keys()
+-> Result<()> {
+    use flightdeck::registration::LookupKey;
+    let stack = stack("lookups", 1).await?;
+    let store = stack.ports().store;
+    // Unrelated registrations are never read on an event's path.
+    for n in 0..5 {
+        let other = format!(
+            r#"{{"cluster":"{}","repository":"other-{n}","container":"app",
+                "engine":{{"type":"rolling","service":"other-{n}"}}}}"#,
+            stack.cluster
+        );
+        stack.register(&format!("other-{n}"), ENV, &other).await?;
+    }
+    let by = |key: LookupKey| {
+        let store = &store;
+        async move {
+            store
+                .registrations_by(&key)
+                .await
+                .map(|rs| rs.into_iter().map(|r| r.service).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(
+        by(LookupKey::Repository("checkout-api".into())).await?,
+        ["checkout-api"]
+    );
+    assert_eq!(
+        by(LookupKey::EcsService(stack.service.clone())).await?,
+        [stack.service.clone()]
+    );
+    // Re-registered with another alarm: the old alarm no longer leads to it.
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(
+        flightdeck_local::repo_root().join("infra/local/registrations/checkout-api.staging.json"),
+    )?)?;
+    doc["cluster"] = json!(stack.cluster);
+    doc["engine"]["service"] = json!(stack.service);
+    doc["gates"]["alarms"] = json!(["lookups-before"]);
+    stack
+        .register(&stack.service, ENV, &doc.to_string())
+        .await?;
+    assert_eq!(
+        by(LookupKey::Alarm("lookups-before".into())).await?.len(),
+        1
+    );
+    doc["gates"]["alarms"] = json!(["lookups-after"]);
+    stack
+        .register(&stack.service, ENV, &doc.to_string())
+        .await?;
+    assert!(
+        by(LookupKey::Alarm("lookups-before".into()))
+            .await?
+            .is_empty()
+    );
+    assert_eq!(by(LookupKey::Alarm("lookups-after".into())).await?.len(), 1);
+    assert_eq!(
+        store
+            .registration(&stack.service, ENV)
+            .await?
+            .ok_or("missing")?
+            .spec
+            .gates
+            .alarms,
+        ["lookups-after"]
+    );
+    Ok(())
+}

@@ -250,10 +250,11 @@ async fn find_registration<P: Adapters>(
 ) -> Result<Registration, ApiResponse> {
     check_name("service", service).map_err(|e| invalid("service", e))?;
     check_name("environment", environment).map_err(|e| invalid("environment", e))?;
-    let registrations = ports.store().registrations().await.map_err(upstream)?;
-    registrations
-        .into_iter()
-        .find(|r| r.service == service && r.environment == environment)
+    ports
+        .store()
+        .registration(service, environment)
+        .await
+        .map_err(upstream)?
         .ok_or_else(|| {
             ApiResponse::error(
                 404,

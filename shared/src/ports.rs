@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alerts::Alert;
 use crate::deployment::{Deployment, Listener, Stage};
-use crate::registration::Registration;
+use crate::registration::{LookupKey, Registration};
 
 /// Failures of a port, in the terms the handlers act on.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,22 @@ pub enum Created {
 }
 
 pub trait DeploymentStore: Send + Sync {
+    /// Every registration (the API's listing and registration checks; never on an event's path).
     fn registrations(&self) -> impl Future<Output = PortResult<Vec<Registration>>> + Send;
+    /// The registration of a service in an environment: one read.
+    fn registration(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> impl Future<Output = PortResult<Option<Registration>>> + Send;
+    /// The registrations an event's key leads to: one query, whatever the number of
+    /// registrations (see `Registration::lookup_keys`).
+    fn registrations_by(
+        &self,
+        key: &LookupKey,
+    ) -> impl Future<Output = PortResult<Vec<Registration>>> + Send;
+    /// Stores a registration and its lookup keys (stale keys of the earlier version removed), in
+    /// one transaction.
     fn put_registration(
         &self,
         registration: &Registration,

@@ -127,6 +127,36 @@ impl Default for Gates {
     }
 }
 
+/// What an event knows that leads to the registrations it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LookupKey {
+    /// An ECR repository name.
+    Repository(String),
+    /// An ECS service name (in any cluster: the caller checks the cluster).
+    EcsService(String),
+    /// A CloudWatch alarm name a registration gates on.
+    Alarm(String),
+    /// A target group as CloudWatch names it: `targetgroup/NAME/ID`.
+    TargetGroup(String),
+}
+
+impl LookupKey {
+    /// The key as stored.
+    pub fn as_key(&self) -> String {
+        match self {
+            LookupKey::Repository(v) => format!("LOOKUP#repository#{v}"),
+            LookupKey::EcsService(v) => format!("LOOKUP#ecs-service#{v}"),
+            LookupKey::Alarm(v) => format!("LOOKUP#alarm#{v}"),
+            LookupKey::TargetGroup(v) => format!("LOOKUP#target-group#{v}"),
+        }
+    }
+}
+
+/// `targetgroup/NAME/ID` of a target group ARN, as CloudWatch's `TargetGroup` dimension names it.
+pub fn target_group_dimension(arn: &str) -> &str {
+    arn.rsplit_once(':').map(|(_, rest)| rest).unwrap_or(arn)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RegistrationError {
     #[error("invalid registration document: {0}")]
@@ -232,6 +262,12 @@ impl Registration {
         if let Some(next) = &spec.promote_to {
             check_name("promote_to", next)?;
         }
+        if spec.gates.alarms.len() > 20 {
+            return Err(invalid(
+                "gates.alarms",
+                "at most 20 alarms (use a composite alarm)",
+            ));
+        }
         for alarm in &spec.gates.alarms {
             if alarm.is_empty() || alarm.len() > 255 {
                 return Err(invalid(
@@ -325,6 +361,35 @@ impl Registration {
     }
 
     /// Every ECS service the registration deploys to (both colours for `alb-weights`).
+    /// The keys an event finds this registration by (DESIGN.md, "Records"): its repository
+    /// (pushes), its ECS services (ECS events, alarms on a service), its alarms and target groups
+    /// (alarm events). Each is one keyed read, however many registrations there are.
+    pub fn lookup_keys(&self) -> Vec<LookupKey> {
+        let mut keys = vec![LookupKey::Repository(self.spec.repository.clone())];
+        keys.extend(
+            self.ecs_services()
+                .into_iter()
+                .map(|s| LookupKey::EcsService(s.to_string())),
+        );
+        keys.extend(
+            self.spec
+                .gates
+                .alarms
+                .iter()
+                .map(|a| LookupKey::Alarm(a.clone())),
+        );
+        if let Engine::AlbWeights { blue, green, .. } = &self.spec.engine {
+            for colour in [blue, green] {
+                keys.push(LookupKey::TargetGroup(
+                    target_group_dimension(&colour.target_group_arn).to_string(),
+                ));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     pub fn ecs_services(&self) -> Vec<&str> {
         match &self.spec.engine {
             Engine::Rolling { service } | Engine::EcsNative { service } => vec![service],

@@ -942,6 +942,19 @@ impl DeploymentStore for LossyStore {
     async fn registrations(&self) -> PortResult<Vec<Registration>> {
         self.inner.registrations().await
     }
+    async fn registration(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> PortResult<Option<Registration>> {
+        self.inner.registration(service, environment).await
+    }
+    async fn registrations_by(
+        &self,
+        key: &flightdeck::registration::LookupKey,
+    ) -> PortResult<Vec<Registration>> {
+        self.inner.registrations_by(key).await
+    }
     async fn put_registration(&self, registration: &Registration) -> PortResult<()> {
         self.inner.put_registration(registration).await
     }

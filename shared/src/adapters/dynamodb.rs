@@ -4,6 +4,7 @@
 //! |---|---|---|---|---|
 //! | deployment | `DEPLOYMENT#id` | `DEPLOYMENT` | `SERVICE#svc#env` / `created_at#id` | `ACTIVE` / `svc#env#created_at#id`, only while active |
 //! | registration | `REGISTRATION` | `svc#env` | | |
+//! | registration lookup (a copy) | `LOOKUP#kind#value` | `svc#env` | | |
 //! | stage (in-flight slot, colour owners) | `SLOT#svc#env` | `SLOT` | | |
 //! | idempotency key | `IDEMPOTENCY#key` | `IDEMPOTENCY` | | |
 //! | handled-event marker | `HANDLED#key` | `HANDLED` | | |
@@ -12,12 +13,12 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::{AuditEvent, Deployment, Stage};
 use crate::ports::{Created, DeploymentStore, Page, PortError, PortResult};
-use crate::registration::Registration;
+use crate::registration::{LookupKey, Registration};
 
 pub const BY_SERVICE_INDEX: &str = "by-service";
 pub const ACTIVE_INDEX: &str = "active";
@@ -43,10 +44,14 @@ struct DeploymentItem {
     deployment: Deployment,
 }
 
+/// A registration, and (same shape, other keys) each of its lookup items.
 #[derive(Serialize, Deserialize)]
 struct RegistrationItem {
     pk: String,
     sk: String,
+    /// Conditional-write counter of the registration item.
+    #[serde(default)]
+    registration_version: u64,
     #[serde(flatten)]
     registration: Registration,
 }
@@ -151,6 +156,11 @@ impl DynamoStore {
                     .build(),
             );
         }
+        self.transact(writes).await
+    }
+
+    /// Runs one transaction; a failed condition on any of its writes is `Conflict`.
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> PortResult<()> {
         match self
             .client
             .transact_write_items()
@@ -163,9 +173,8 @@ impl DynamoStore {
                 let lost_condition = e.as_service_error().is_some_and(|s| match s {
                     TransactWriteItemsError::TransactionCanceledException(t) => t
                         .cancellation_reasons()
-                        .first()
-                        .and_then(|r| r.code())
-                        .is_some_and(|c| c == "ConditionalCheckFailed"),
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")),
                     _ => false,
                 });
                 if lost_condition {
@@ -175,6 +184,33 @@ impl DynamoStore {
                 }
             }
         }
+    }
+
+    async fn registration_item(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> PortResult<Option<RegistrationItem>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(REGISTRATION_PK.to_string()))
+            .key("sk", AttributeValue::S(format!("{service}#{environment}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("DynamoDB GetItem", DisplayErrorContext(e)))?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item::<_, RegistrationItem>(item).map_err(|e| {
+                    PortError::Corrupt {
+                        key: format!("{REGISTRATION_PK}#{service}#{environment}"),
+                        message: e.to_string(),
+                    }
+                })
+            })
+            .transpose()
     }
 }
 
@@ -221,29 +257,107 @@ impl DeploymentStore for DynamoStore {
             .collect()
     }
 
+    async fn registration(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> PortResult<Option<Registration>> {
+        Ok(self
+            .registration_item(service, environment)
+            .await?
+            .map(|i| i.registration))
+    }
+
+    async fn registrations_by(&self, key: &LookupKey) -> PortResult<Vec<Registration>> {
+        let pk = key.as_key();
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone())),
+        )
+        .await?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, RegistrationItem>(item)
+                    .map(|i| i.registration)
+                    .map_err(|e| PortError::Corrupt {
+                        key: pk.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
     async fn put_registration(&self, registration: &Registration) -> PortResult<()> {
-        let item = RegistrationItem {
-            pk: REGISTRATION_PK.to_string(),
-            sk: format!("{}#{}", registration.service, registration.environment),
-            registration: registration.clone(),
-        };
-        let item = serde_dynamo::to_item(item).map_err(|e| PortError::Corrupt {
-            key: REGISTRATION_PK.to_string(),
-            message: e.to_string(),
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| {
-                PortError::remote(
-                    "DynamoDB PutItem",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
-        Ok(())
+        let sk = format!("{}#{}", registration.service, registration.environment);
+        for _ in 0..4 {
+            let previous = self
+                .registration_item(&registration.service, &registration.environment)
+                .await?;
+            let version = previous.as_ref().map_or(0, |p| p.registration_version);
+            let item = |pk: String| {
+                serde_dynamo::to_item(RegistrationItem {
+                    pk,
+                    sk: sk.clone(),
+                    registration_version: version + 1,
+                    registration: registration.clone(),
+                })
+                .map_err(|e| PortError::Corrupt {
+                    key: REGISTRATION_PK.to_string(),
+                    message: e.to_string(),
+                })
+            };
+            let mut own = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item(REGISTRATION_PK.to_string())?));
+            own = match &previous {
+                None => own.condition_expression("attribute_not_exists(pk)"),
+                Some(p) => own
+                    .condition_expression("registration_version = :v")
+                    .expression_attribute_values(
+                        ":v",
+                        AttributeValue::N(p.registration_version.to_string()),
+                    ),
+            };
+            let build = |e: aws_sdk_dynamodb::error::BuildError| PortError::remote(TRANSACT, e);
+            let mut writes = vec![
+                TransactWriteItem::builder()
+                    .put(own.build().map_err(build)?)
+                    .build(),
+            ];
+            let keys = registration.lookup_keys();
+            for key in &keys {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item(key.as_key())?))
+                    .build()
+                    .map_err(build)?;
+                writes.push(TransactWriteItem::builder().put(put).build());
+            }
+            let stale = previous
+                .iter()
+                .flat_map(|p| p.registration.lookup_keys())
+                .filter(|k| !keys.contains(k));
+            for key in stale {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", AttributeValue::S(key.as_key()))
+                    .key("sk", AttributeValue::S(sk.clone()))
+                    .build()
+                    .map_err(build)?;
+                writes.push(TransactWriteItem::builder().delete(delete).build());
+            }
+            match self.transact(writes).await {
+                Ok(()) => return Ok(()),
+                // Another admin changed it meanwhile: read it again and redo the keys.
+                Err(PortError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PortError::Conflict)
     }
 
     async fn create(&self, deployment: &Deployment) -> PortResult<Created> {

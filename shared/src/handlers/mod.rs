@@ -663,10 +663,10 @@ async fn promote<P: Adapters>(
     from: &Deployment,
     environment: &str,
 ) -> Result<Fact, HandlerError> {
-    let registrations = ports.store().registrations().await?;
-    let Some(next) = registrations
-        .iter()
-        .find(|r| r.service == from.service && r.environment == environment)
+    let Some(next) = ports
+        .store()
+        .registration(&from.service, environment)
+        .await?
     else {
         warn!(deployment_id = %from.id, environment, "promotion target is not registered");
         return Ok(Fact::Noted {
@@ -677,7 +677,7 @@ async fn promote<P: Adapters>(
             actor: "flightdeck".to_string(),
         });
     };
-    let promoted = Deployment::promotion_of(from, next, ports.clock().now());
+    let promoted = Deployment::promotion_of(from, &next, ports.clock().now());
     let promoted_id = promoted.id.clone();
     let d = create_and_start(ports, promoted).await?;
     Ok(Fact::Noted {

@@ -10,13 +10,14 @@ use crate::alarm_events::{self, AlarmChange};
 use crate::alerts::Alert;
 use crate::lifecycle::Fact;
 use crate::ports::{Adapters, Clock, Created, DeploymentStore, Notifier};
-use crate::registration::{Engine, Registration};
+use crate::registration::{Engine, LookupKey, Registration, target_group_dimension};
 
 pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, HandlerError> {
     let change = alarm_events::parse(&event)?;
     let event_id = change.event_id.clone();
-    let registrations = ports.store().registrations().await?;
-    let gating: Vec<&Registration> = registrations
+    let key = LookupKey::Alarm(change.alarm.clone());
+    let gating_registrations = ports.store().registrations_by(&key).await?;
+    let gating: Vec<&Registration> = gating_registrations
         .iter()
         .filter(|r| r.spec.gates.alarms.contains(&change.alarm))
         .collect();
@@ -76,11 +77,27 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         return Ok(outcome);
     }
 
-    // Nothing in flight is gated by it: tell people, naming the suspect deployment.
-    let managed: Vec<&Registration> = registrations
-        .iter()
-        .filter(|r| gating.contains(r) || watches(r, &change))
-        .collect();
+    // Nothing in flight is gated by it: tell people, naming the suspect deployment. The
+    // registrations it may be about are found by its dimensions (one keyed read each).
+    let mut watching: Vec<Registration> = Vec::new();
+    for (name, value) in &change.dimensions {
+        let key = match name.as_str() {
+            "ServiceName" => LookupKey::EcsService(value.clone()),
+            "TargetGroup" => LookupKey::TargetGroup(value.clone()),
+            _ => continue,
+        };
+        for r in ports.store().registrations_by(&key).await? {
+            if !watching.contains(&r) {
+                watching.push(r);
+            }
+        }
+    }
+    let mut managed: Vec<&Registration> = gating.clone();
+    for r in &watching {
+        if !managed.contains(&r) && watches(r, &change) {
+            managed.push(r);
+        }
+    }
     if managed.is_empty() {
         let why = format!(
             "event {event_id}: alarm {} is not on a managed service",
@@ -145,7 +162,9 @@ fn watches(registration: &Registration, change: &AlarmChange) -> bool {
         .all(|(_, v)| *v == registration.spec.cluster);
     change.dimensions.iter().any(|(k, v)| match k.as_str() {
         "ServiceName" => cluster_ok && services.contains(&v.as_str()),
-        "TargetGroup" => target_groups.iter().any(|arn| arn.ends_with(v.as_str())),
+        "TargetGroup" => target_groups
+            .iter()
+            .any(|arn| target_group_dimension(arn) == v.as_str()),
         _ => false,
     })
 }

@@ -14,6 +14,7 @@ use crate::events::{
 };
 use crate::lifecycle::{Fact, TaskObservation};
 use crate::ports::{Adapters, Clock, DeploymentStore};
+use crate::registration::LookupKey;
 
 /// Which ECS service an event is about, and what it says.
 struct Parsed {
@@ -33,7 +34,8 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         }
     };
 
-    let registrations = ports.store().registrations().await?;
+    let key = LookupKey::EcsService(parsed.service.clone());
+    let registrations = ports.store().registrations_by(&key).await?;
     let managed: Vec<_> = registrations
         .iter()
         .filter(|r| {

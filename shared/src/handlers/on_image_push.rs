@@ -8,7 +8,7 @@ use super::{HandlerError, Outcome, create_and_start};
 use crate::deployment::{Deployment, ImagePush};
 use crate::events::{self, ECR_IMAGE_ACTION, EcrImageAction, EventError};
 use crate::ports::{Adapters, Clock, DeploymentStore};
-use crate::registration::Registration;
+use crate::registration::{LookupKey, Registration};
 
 pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, HandlerError> {
     let envelope = events::envelope(event)?;
@@ -56,7 +56,8 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         event_id: event_id.clone(),
     };
 
-    let registrations = ports.store().registrations().await?;
+    let key = LookupKey::Repository(push.repository.clone());
+    let registrations = ports.store().registrations_by(&key).await?;
     let matching: Vec<&Registration> = registrations
         .iter()
         .filter(|r| r.matches_push(&push.repository, push.tag.as_deref()))
