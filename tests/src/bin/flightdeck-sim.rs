@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! flightdeck-sim [--seeds N] [--from S] [--threads T]   run seeds S..S+N (default 0..2000)
+//! flightdeck-sim ... --list                             and print every violation, one a line
 //! flightdeck-sim --seed S                               replay seed S, printing its schedule
 //! ```
 
@@ -16,6 +17,8 @@ struct Args {
     from: u64,
     one: Option<u64>,
     threads: usize,
+    /// Print every violation of every seed, one a line.
+    list: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -23,6 +26,7 @@ fn parse() -> Result<Args, String> {
         seeds: 2000,
         from: 0,
         one: None,
+        list: false,
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -40,9 +44,10 @@ fn parse() -> Result<Args, String> {
             "--from" => args.from = value("--from")?,
             "--seed" => args.one = Some(value("--seed")?),
             "--threads" => args.threads = value("--threads")?.max(1) as usize,
+            "--list" => args.list = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: flightdeck-sim [--seeds N] [--from S] [--threads T] | --seed S"
+                    "usage: flightdeck-sim [--seeds N] [--from S] [--threads T] [--list] | --seed S"
                         .to_string(),
                 );
             }
@@ -101,6 +106,19 @@ fn main() -> ExitCode {
         .iter()
         .filter(|r| !r.violations.is_empty())
         .collect();
+    if args.list {
+        for r in &failing {
+            for v in &r.violations {
+                println!(
+                    "seed {} {} step {}: {}",
+                    r.seed,
+                    v.invariant.name(),
+                    v.step,
+                    v.detail
+                );
+            }
+        }
+    }
     for r in failing.iter().take(3) {
         print!("{}", r.failure_text(25));
     }

@@ -487,6 +487,10 @@ fn transition(
         }
     );
     w.log(format!("ecs: {label} [{}]", short_td(&t.task_definition)));
+    if status == TaskStatus::Stopped {
+        // Nothing reads a stopped task again; keeping them would slow every tick.
+        w.ecs.tasks.remove(arn);
+    }
     Some(Emitted { label, body })
 }
 

@@ -291,21 +291,31 @@ impl Checker {
         }
     }
 
-    /// The newest deployment of each registration that reached ECS, if terminal, must be true.
+    /// The deployment that last changed what serves (by the harness's attribution of the
+    /// UpdateService and ModifyRule calls), once terminal, must tell the truth about it.
     fn truth(&mut self, w: &World, plan: &Scenario, step: u64) {
         for reg in &plan.regs {
             self.checks += 1;
-            let (service, environment) = reg.key();
-            let newest = w
-                .store
-                .by_service(&service, &environment)
-                .into_iter()
-                .find(|d| d.rollout.new_task_definition.is_some());
-            let Some(d) = newest else { continue };
+            let targets = reg
+                .services
+                .iter()
+                .map(String::as_str)
+                .chain(reg.alb.as_ref().map(|a| a.rule.as_str()));
+            let owner = targets
+                .filter_map(|t| w.last_changed_by.get(t))
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, id)| id.clone());
+            let Some(d) = owner.and_then(|id| w.store.deployments.get(&id)) else {
+                continue;
+            };
             let claim = match d.status {
                 Status::Succeeded | Status::RolledBack => serving_claim(w, reg, d),
+                Status::Failed if d.rollout.new_task_definition.is_none() => {
+                    started_unknowingly(w, reg, d)
+                }
                 _ => None,
             };
+            let (service, environment) = reg.key();
             let key = format!("{service}#{environment}");
             match claim {
                 Some(Err(why)) => {
@@ -570,6 +580,34 @@ impl Checker {
                 }
             }
         }
+    }
+}
+
+/// A FAILED record that never learnt its revision claims nothing of it runs: true unless a
+/// revision it registered is what ECS runs (rolling) or takes traffic (alb-weights).
+fn started_unknowingly(w: &World, reg: &RegPlan, d: &Deployment) -> Option<Result<(), String>> {
+    let registered = w.registrations_by_deployment.get(&d.id)?;
+    let serving: Vec<String> = match &reg.alb {
+        None => reg
+            .services
+            .iter()
+            .filter_map(|s| w.ecs.services.get(s))
+            .map(|s| s.task_definition().to_string())
+            .collect(),
+        Some(alb) => [&alb.blue, &alb.green]
+            .into_iter()
+            .filter(|c| w.elb.percent_to(&alb.rule, &c.target_group) > 0)
+            .filter_map(|c| w.ecs.services.get(&c.service))
+            .map(|s| s.task_definition().to_string())
+            .collect(),
+    };
+    match serving.iter().find(|td| registered.contains(td)) {
+        Some(td) => Some(Err(format!(
+            "its revision {} serves (the record says the rollout never started: {})",
+            short_td(td),
+            d.reason.as_deref().unwrap_or("-")
+        ))),
+        None => Some(Ok(())),
     }
 }
 

@@ -375,6 +375,10 @@ pub struct World {
     pub step_mutations: Vec<Mutation>,
     /// Revisions registered per deployment (attributed).
     pub registrations_by_deployment: BTreeMap<String, Vec<String>>,
+    /// The deployment that last changed what serves (UpdateService, ModifyRule) per ECS
+    /// service or listener rule, with a running count to order them.
+    pub last_changed_by: BTreeMap<String, (u64, String)>,
+    changes: u64,
     pub port_calls: u64,
     pub faults_injected: u64,
     /// Outbox claims each running invocation made: (deployment, effect seq, claimed at).
@@ -402,6 +406,8 @@ impl World {
             unconfirmed_publish: BTreeMap::new(),
             step_mutations: Vec::new(),
             registrations_by_deployment: BTreeMap::new(),
+            last_changed_by: BTreeMap::new(),
+            changes: 0,
             port_calls: 0,
             faults_injected: 0,
             claims: BTreeMap::new(),
@@ -521,6 +527,18 @@ impl World {
     pub fn mutation(&mut self, what: MutationKind) {
         let task = self.current.unwrap_or(usize::MAX);
         let deployment = self.context_of_current();
+        if let (
+            MutationKind::UpdateService {
+                service: target, ..
+            }
+            | MutationKind::SetWeights { rule: target },
+            Some(d),
+        ) = (&what, &deployment)
+        {
+            self.changes += 1;
+            self.last_changed_by
+                .insert(target.clone(), (self.changes, d.clone()));
+        }
         if let (
             MutationKind::Register {
                 task_definition, ..
