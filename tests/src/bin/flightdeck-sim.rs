@@ -83,7 +83,7 @@ fn replay(seed: u64) -> ExitCode {
         println!("no violations");
         ExitCode::SUCCESS
     } else {
-        print!("{}", report.failure_text(0));
+        print!("{}", report.failure_text(15));
         ExitCode::FAILURE
     }
 }

@@ -97,6 +97,8 @@ pub struct Violation {
     pub step: u64,
     pub at: DateTime<Utc>,
     pub detail: String,
+    /// The trace lines up to the step that broke it.
+    pub trace: Vec<String>,
 }
 
 #[derive(Default)]
@@ -137,6 +139,7 @@ impl Checker {
             step,
             at,
             detail,
+            trace: Vec::new(),
         });
     }
 

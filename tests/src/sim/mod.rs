@@ -103,16 +103,18 @@ impl SeedReport {
         }
         out.push_str("  scenario:\n");
         out.push_str(&self.scenario);
-        let skip = self.trace_tail.len().saturating_sub(trace_lines);
-        out.push_str(&format!(
-            "  last {} trace lines (replay all with `flightdeck-sim --seed {}`):\n",
-            self.trace_tail.len() - skip,
-            self.seed
-        ));
-        for line in &self.trace_tail[skip..] {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
+        if let Some(first) = self.violations.first() {
+            let skip = first.trace.len().saturating_sub(trace_lines);
+            out.push_str(&format!(
+                "  trace up to the first violation ({}; replay all with `flightdeck-sim --seed {}`):\n",
+                first.invariant.name(),
+                self.seed
+            ));
+            for line in &first.trace[skip..] {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
         }
         out
     }
@@ -490,6 +492,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
 
     loop {
         step += 1;
+        let known = checker.violations.len();
         // What to do this step.
         let mut spawn: Vec<(String, Work)> = Vec::new();
         let mut poll_index = None;
@@ -530,6 +533,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                     w.log(format!("#{} {} stopped at an await point", t.id, t.label));
                     w.invocation_ended(t.id, true);
                     w.claims.remove(&t.id);
+                    w.last_failure.remove(&t.id);
                     retry(&mut w, &mut driver, &t.work, "stopped");
                 } else {
                     poll_index = Some(index);
@@ -573,7 +577,16 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                     Err(e) => w.log(format!("#{} {} failed: {e}", t.id, t.label)),
                 }
                 w.invocation_ended(t.id, result.is_err());
-                let claims = w.claims.remove(&t.id).unwrap_or_default();
+                let mut claims = w.claims.remove(&t.id).unwrap_or_default();
+                // A store that refuses every write leaves no way to release a claim; an effect
+                // call that failed, or a write whose answer was lost, does.
+                if let (Err(_), Some((op, world::Fault::Before))) =
+                    (&result, w.last_failure.get(&t.id))
+                    && op.starts_with("DynamoDB")
+                {
+                    claims.clear();
+                }
+                w.last_failure.remove(&t.id);
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
                     Err(e) => e.chars().take(120).collect(),
@@ -604,10 +617,17 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
         let mut w = sim.lock();
         driver.observe(&mut w, &mut plan);
         checker.after_step(&w, &plan, step);
+        for v in checker.violations.iter_mut().skip(known) {
+            v.trace = w.trace.tail.iter().cloned().collect();
+        }
     }
 
     let w = sim.lock();
+    let known = checker.violations.len();
     checker.at_end(&w, step);
+    for v in checker.violations.iter_mut().skip(known) {
+        v.trace = w.trace.tail.iter().cloned().collect();
+    }
     let mut trace_tail: Vec<String> = w.trace.tail.iter().cloned().collect();
     for v in &checker.violations {
         trace_tail.push(format!(

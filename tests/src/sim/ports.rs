@@ -74,6 +74,11 @@ impl Sim {
             }
         };
         w.settle_publish(result.is_err());
+        if result.is_err()
+            && let Some(task) = w.current
+        {
+            w.last_failure.insert(task, (op, fault));
+        }
         let task = w.current.map(|t| t.to_string()).unwrap_or_default();
         let outcome = match (&result, fault) {
             (Ok(_), Fault::None) => "ok".to_string(),

@@ -383,6 +383,8 @@ pub struct World {
     pub faults_injected: u64,
     /// Outbox claims each running invocation made: (deployment, effect seq, claimed at).
     pub claims: BTreeMap<TaskId, Vec<(String, u32, DateTime<Utc>)>>,
+    /// The last failed port call of each running invocation and the fault behind it.
+    pub last_failure: BTreeMap<TaskId, (&'static str, Fault)>,
     pub trace: Trace,
 }
 
@@ -411,6 +413,7 @@ impl World {
             port_calls: 0,
             faults_injected: 0,
             claims: BTreeMap::new(),
+            last_failure: BTreeMap::new(),
             trace: Trace::new(keep_trace),
         }
     }
