@@ -276,6 +276,10 @@ impl Driver {
         }
     }
 
+    fn idle(&self) -> bool {
+        self.calls.is_empty() && self.retries.is_empty()
+    }
+
     fn quiet_start(&mut self, w: &World) {
         for d in w.store.deployments.values() {
             if d.status == Status::AwaitingApproval {
@@ -468,6 +472,26 @@ fn next_minute(now: DateTime<Utc>) -> DateTime<Utc> {
     start_time() + Duration::milliseconds((s / 60_000 + 1) * 60_000)
 }
 
+/// The world of `seed` as its run starts (for checking the checker).
+pub fn prepared(seed: u64) -> (World, Scenario) {
+    let plan = scenario::generate(seed);
+    let mut w = World::new(seed, false);
+    setup(&mut w, &plan);
+    (w, plan)
+}
+
+/// How long a quiet world must stay settled before a run ends early: longer than a claim's
+/// lease, so an effect held back by an expired claim still shows.
+const SETTLED_FOR: Duration = Duration::minutes(10);
+
+/// Every deployment terminal, nothing in any outbox, nothing left to scale down.
+fn settled(w: &World) -> bool {
+    w.store
+        .deployments
+        .values()
+        .all(|d| !d.status.is_active() && !d.needs_reconcile())
+}
+
 /// Runs one seed to the end of its quiet phase.
 pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     let mut plan = scenario::generate(seed);
@@ -488,6 +512,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     let mut step: u64 = 0;
     let mut quiet = false;
     let mut operator_done = 0usize;
+    let mut settled_since: Option<DateTime<Utc>> = None;
     let mut cx = Context::from_waker(Waker::noop());
 
     loop {
@@ -501,6 +526,16 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
             w.step_mutations.clear();
             if w.now >= plan.quiet_end {
                 break;
+            }
+            // A quiet world that has settled for a while has nothing more to show.
+            if quiet && tasks.is_empty() && w.bus.is_empty() && driver.idle() && settled(&w) {
+                let since = *settled_since.get_or_insert(w.now);
+                if w.now - since >= SETTLED_FOR {
+                    w.log("settled: every deployment is terminal with nothing left to do");
+                    break;
+                }
+            } else {
+                settled_since = None;
             }
             if !quiet && w.now >= plan.noisy_end {
                 quiet = true;
