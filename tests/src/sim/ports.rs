@@ -37,7 +37,7 @@ impl Sim {
     }
 
     /// One port call: an await point, then the effect under the fault plan.
-    async fn call<T: Send>(
+    async fn call<T: Send + Brief>(
         &self,
         op: &'static str,
         kind: Kind,
@@ -81,12 +81,142 @@ impl Sim {
         }
         let task = w.current.map(|t| t.to_string()).unwrap_or_default();
         let outcome = match (&result, fault) {
-            (Ok(_), Fault::None) => "ok".to_string(),
-            (Ok(_), f) => format!("ok [{f:?}]"),
+            (Ok(v), Fault::None) => v.brief(),
+            (Ok(v), f) => format!("{} [{f:?}]", v.brief()),
             (Err(e), f) => format!("ERR {} [{f:?}]", short_error(e)),
         };
         w.log(format!("  #{task} {op} {what} -> {outcome}"));
         result
+    }
+}
+
+/// A few words for the trace about what a port call answered.
+pub trait Brief {
+    fn brief(&self) -> String;
+}
+
+impl Brief for () {
+    fn brief(&self) -> String {
+        "ok".into()
+    }
+}
+
+impl Brief for bool {
+    fn brief(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Brief for u64 {
+    fn brief(&self) -> String {
+        format!("ok v{self}")
+    }
+}
+
+impl Brief for Created {
+    fn brief(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Brief for String {
+    fn brief(&self) -> String {
+        short_td(self).to_string()
+    }
+}
+
+impl Brief for Option<String> {
+    fn brief(&self) -> String {
+        self.as_deref()
+            .map(|s| short_td(short(s)))
+            .unwrap_or("none")
+            .to_string()
+    }
+}
+
+impl Brief for Option<u32> {
+    fn brief(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Brief for Option<(String, String)> {
+    fn brief(&self) -> String {
+        match self {
+            Some((_, id)) => format!("bound to {}", short(id)),
+            None => "new".into(),
+        }
+    }
+}
+
+impl Brief for Option<Deployment> {
+    fn brief(&self) -> String {
+        match self {
+            Some(d) => format!("v{} {}", d.record_version, d.status),
+            None => "none".into(),
+        }
+    }
+}
+
+impl Brief for Vec<String> {
+    fn brief(&self) -> String {
+        format!(
+            "[{}]",
+            self.iter().map(|s| short(s)).collect::<Vec<_>>().join(" ")
+        )
+    }
+}
+
+impl Brief for Vec<Registration> {
+    fn brief(&self) -> String {
+        format!("{} registrations", self.len())
+    }
+}
+
+impl Brief for Vec<Deployment> {
+    fn brief(&self) -> String {
+        format!("{} deployments", self.len())
+    }
+}
+
+impl Brief for Page {
+    fn brief(&self) -> String {
+        format!("{} deployments", self.deployments.len())
+    }
+}
+
+impl Brief for EcsService {
+    fn brief(&self) -> String {
+        let deployments: Vec<String> = self
+            .deployments
+            .iter()
+            .map(|(td, n)| format!("{}:{n}", short_td(td)))
+            .collect();
+        format!(
+            "{} desired {} running {} [{}]",
+            short_td(&self.task_definition),
+            self.desired_count,
+            self.running_count,
+            deployments.join(" ")
+        )
+    }
+}
+
+impl Brief for Vec<(String, u32)> {
+    fn brief(&self) -> String {
+        self.iter()
+            .map(|(tg, w)| format!("{}={w}", tg_name(tg)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Brief for Vec<AlarmState> {
+    fn brief(&self) -> String {
+        self.iter()
+            .map(|a| format!("{}={}", a.name, a.state))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
