@@ -127,10 +127,13 @@ impl Brief for String {
 
 impl Brief for Option<String> {
     fn brief(&self) -> String {
-        self.as_deref()
-            .map(|s| short_td(short(s)))
-            .unwrap_or("none")
-            .to_string()
+        match self.as_deref() {
+            Some(s) => {
+                let tail = s.rsplit('/').next().unwrap_or(s);
+                tail.get(..12).unwrap_or(tail).to_string()
+            }
+            None => "none".into(),
+        }
     }
 }
 
