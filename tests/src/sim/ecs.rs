@@ -499,6 +499,21 @@ pub fn short_td(arn: &str) -> &str {
 }
 
 fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted>) {
+    // A steady service with all its tasks running has nothing to schedule.
+    if let Some(s) = w.ecs.services.get(name)
+        && s.steady_reported
+        && s.deployments.len() == 1
+        && s.deployments[0].rollout != Rollout::InProgress
+    {
+        let (mut live, mut running) = (0u32, 0u32);
+        for t in w.ecs.tasks.values().filter(|t| t.service == name) {
+            live += 1;
+            running += u32::from(t.status == TaskStatus::Running);
+        }
+        if live == s.desired && running == live {
+            return;
+        }
+    }
     let Some(service) = w.ecs.services.get(name).cloned() else {
         return;
     };
