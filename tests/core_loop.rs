@@ -723,7 +723,7 @@ async fn events_find_their_registrations_by_key_and_a_changed_registration_moves
     );
     assert_eq!(
         by(LookupKey::EcsService(stack.service.clone())).await?,
-        [stack.service.clone()]
+        std::slice::from_ref(&stack.service)
     );
     // Re-registered with another alarm: the old alarm no longer leads to it.
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(

@@ -81,6 +81,13 @@ pub enum Fact {
     ServiceObserved(ServiceObservation),
     /// The listener's weights now put `percent` on the new colour.
     WeightsSet { percent: u8 },
+    /// A weight step was not made: right before it, the new colour had fewer healthy targets
+    /// than it needs.
+    NotHealthy {
+        percent: u8,
+        healthy: u32,
+        needed: u32,
+    },
     /// A service was scaled to zero, or the scale-down became moot (`done: false`: a newer
     /// deployment owns the colour now).
     ScaledDown { service: String, done: bool },
@@ -318,13 +325,17 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             if event_name == "SERVICE_STEADY_STATE" {
                 settled(&mut d, *at, None, now);
             } else if d.status.is_active() && event_type != "INFO" {
+                // Stamped with ECS's own time, so a redelivery is recognised and adds nothing.
                 let why = reason.as_deref().unwrap_or("no reason given");
-                note(
-                    &mut d,
-                    format!("ECS reported {event_name}: {why}"),
-                    "aws.ecs",
-                    now,
-                );
+                let text = format!("ECS reported {event_name}: {why}");
+                let seen = d
+                    .events
+                    .iter()
+                    .any(|e| e.at == *at && e.reason.as_deref() == Some(text.as_str()));
+                if !seen {
+                    note(&mut d, text, "aws.ecs", *at);
+                    d.updated_at = now;
+                }
             }
         }
         Fact::RollbackIssued { ecs_deployment_id } => {
@@ -346,6 +357,19 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
         Fact::WeightsSet { percent } => weights_set(&mut d, *percent, now),
+        Fact::NotHealthy {
+            percent,
+            healthy,
+            needed,
+        } => {
+            if d.status == Status::Shifting {
+                let reason = format!(
+                    "the new colour has {healthy} of {needed} targets healthy; traffic was not \
+                     moved to {percent}%"
+                );
+                roll_back(&mut d, reason, "flightdeck", now);
+            }
+        }
         Fact::ScaledDown { service, done } => {
             let owed = d.traffic.as_ref().is_some_and(|t| !t.scaled_down);
             if owed {
@@ -441,7 +465,24 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             if d.rollout.bake_until.is_some_and(|until| now >= until)
                 && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) =>
         {
-            next_step(d, now);
+            // alb-weights: the step's gates include the new colour staying healthy at its
+            // desired count through the bake (the reconcile loop observes it every tick).
+            let desired = d.rollout.desired_count.unwrap_or(1);
+            let unhealthy = d.traffic.is_some()
+                && d.rollout
+                    .observed
+                    .as_ref()
+                    .and_then(|o| o.healthy)
+                    .is_some_and(|h| h < desired);
+            if unhealthy {
+                let reason = format!(
+                    "the new colour dropped below its desired count during the bake ({})",
+                    observed_text(d)
+                );
+                roll_back(d, reason, "flightdeck", now);
+            } else {
+                next_step(d, now);
+            }
         }
         Status::Deploying if d.rollout.progress_deadline.is_some_and(|at| now >= at) => {
             let reason = format!(
@@ -755,6 +796,22 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                 ready(d, why, "aws.ecs", now);
             } else if was != Some((observed.running, observed.desired, observed.healthy)) {
                 // Only a change is worth a write; the deadline names the last one.
+                d.rollout.observed = Some(observed);
+            }
+        }
+        (Status::Shifting, true) => {
+            let observed = Observed {
+                running: seen.running,
+                desired: d.rollout.desired_count.unwrap_or(1).max(seen.desired),
+                healthy: seen.healthy_targets,
+                at: now,
+            };
+            let was = d
+                .rollout
+                .observed
+                .as_ref()
+                .map(|o| (o.running, o.desired, o.healthy));
+            if was != Some((observed.running, observed.desired, observed.healthy)) {
                 d.rollout.observed = Some(observed);
             }
         }
@@ -1968,6 +2025,19 @@ mod tests {
             decide(&d, &steady, t(30)).deployment.status,
             Status::Succeeded
         );
+    }
+
+    #[test]
+    fn a_redelivered_ecs_service_action_adds_nothing() {
+        let impaired = Fact::ServiceAction {
+            event_name: "SERVICE_TASK_START_IMPAIRED".into(),
+            event_type: "WARN".into(),
+            reason: Some("unable to place a task".into()),
+            at: t(20),
+        };
+        let once = decide(&deploying(0, 2), &impaired, t(21)).deployment;
+        assert_eq!(once.events.last().map(|e| e.at), Some(t(20)));
+        assert!(!decide(&once, &impaired, t(90)).changed);
     }
 
     #[test]

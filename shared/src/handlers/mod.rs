@@ -226,7 +226,7 @@ async fn carry_out<P: Adapters>(
             Err(e) => {
                 warn!(deployment_id = %d.id, effect = %pending.effect.describe(), error = %e,
                       "effect failed; it backs off and is retried");
-                record_failed(ports, d, seq, &e.to_string()).await?
+                record_failed(ports, d, seq, &e.to_string(), token).await?
             }
         };
     }
@@ -278,6 +278,25 @@ async fn effect<P: Adapters>(
             let weights = traffic
                 .weights(*percent)
                 .ok_or_else(|| wrong(format!("deployment {} has no stable colour yet", d.id)))?;
+            // Traffic only ever goes to a colour whose targets are healthy at its desired count,
+            // read right before the step.
+            if *percent > 0
+                && d.status == Status::Shifting
+                && let Some(canary) = traffic.canary()
+            {
+                let needed = d.rollout.desired_count.unwrap_or(1);
+                let healthy = ports
+                    .traffic()
+                    .healthy_targets(&traffic.target(canary).target_group_arn)
+                    .await?;
+                if healthy < needed {
+                    return Ok(Some(Fact::NotHealthy {
+                        percent: *percent,
+                        healthy,
+                        needed,
+                    }));
+                }
+            }
             ports
                 .traffic()
                 .set_weights(&traffic.listener, &weights)
@@ -420,16 +439,14 @@ async fn record_done<P: Adapters>(
         if let (Finished::Done, Some(fact)) = (&finished, &follow_up) {
             d = lifecycle::decide(&d, fact, ports.clock().now()).deployment;
         }
-        match ports.store().save(&mut d).await {
-            Ok(()) => return Ok(d),
-            Err(PortError::Conflict) => {
-                d = match ports.store().get(&d.id).await? {
-                    Some(fresh) => fresh,
-                    None => return Ok(d),
-                };
-            }
-            Err(e) => return Err(e.into()),
+        // A failed save may hide one that landed: look at the record again either way.
+        if ports.store().save(&mut d).await.is_ok() {
+            return Ok(d);
         }
+        d = match ports.store().get(&d.id).await? {
+            Some(fresh) => fresh,
+            None => return Ok(d),
+        };
     }
     Err(HandlerError::Contended(d.id))
 }
@@ -441,9 +458,14 @@ async fn record_failed<P: Adapters>(
     mut d: Deployment,
     seq: u32,
     error: &str,
+    token: &str,
 ) -> Result<Deployment, HandlerError> {
     for _ in 0..MAX_ATTEMPTS {
         let now = ports.clock().now();
+        // Released already (an earlier save of this landed), or taken over: nothing to record.
+        if !outbox::claimed_by(&d, seq, token) {
+            return Ok(d);
+        }
         if outbox::failed(&mut d, seq, error, now).is_some() {
             let fact = Fact::EffectGaveUp {
                 seq,
@@ -451,16 +473,13 @@ async fn record_failed<P: Adapters>(
             };
             d = lifecycle::decide(&d, &fact, now).deployment;
         }
-        match ports.store().save(&mut d).await {
-            Ok(()) => return Ok(d),
-            Err(PortError::Conflict) => {
-                d = match ports.store().get(&d.id).await? {
-                    Some(fresh) => fresh,
-                    None => return Ok(d),
-                };
-            }
-            Err(e) => return Err(e.into()),
+        if ports.store().save(&mut d).await.is_ok() {
+            return Ok(d);
         }
+        d = match ports.store().get(&d.id).await? {
+            Some(fresh) => fresh,
+            None => return Ok(d),
+        };
     }
     Err(HandlerError::Contended(d.id))
 }

@@ -11,7 +11,7 @@ use super::{HandlerError, Outcome, apply, start};
 use crate::deployment::{Deployment, Status};
 use crate::lifecycle::{Fact, ServiceObservation};
 use crate::ports::{
-    Adapters, AlarmReader, AlarmState, DeploymentStore, EcsControl, TrafficControl,
+    Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, TrafficControl,
 };
 
 pub async fn handle<P: Adapters, A: AlarmReader>(
@@ -85,7 +85,13 @@ async fn reconcile<P: Adapters>(
                 };
                 return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
             }
-            if let Some(seen) = observe(ports, d).await? {
+            // DEPLOYING waits for readiness; SHIFTING needs a look only when a bake ends (its
+            // gate: the new colour healthy at its desired count), so holding a step reads nothing.
+            let now = ports.clock().now();
+            let bake_over = d.rollout.bake_until.is_some_and(|until| now >= until);
+            if (d.status == Status::Deploying || bake_over)
+                && let Some(seen) = observe(ports, d).await?
+            {
                 applied(Fact::ServiceObserved(seen)).await?;
             }
             Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
@@ -109,6 +115,7 @@ pub(crate) async fn observe<P: Adapters>(
 ) -> Result<Option<ServiceObservation>, HandlerError> {
     let intended = match d.status {
         Status::Deploying => d.rollout.new_task_definition.as_deref(),
+        Status::Shifting if d.traffic.is_some() => d.rollout.new_task_definition.as_deref(),
         Status::RollingBack if d.traffic.is_none() => d
             .rollback
             .as_ref()
@@ -124,12 +131,14 @@ pub(crate) async fn observe<P: Adapters>(
         .service(&d.rollout.cluster, &d.rollout.ecs_service)
         .await?;
     let healthy_targets = match d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c))) {
-        Some((traffic, canary)) if d.status == Status::Deploying => Some(
-            ports
-                .traffic()
-                .healthy_targets(&traffic.target(canary).target_group_arn)
-                .await?,
-        ),
+        Some((traffic, canary)) if matches!(d.status, Status::Deploying | Status::Shifting) => {
+            Some(
+                ports
+                    .traffic()
+                    .healthy_targets(&traffic.target(canary).target_group_arn)
+                    .await?,
+            )
+        }
         _ => None,
     };
     Ok(Some(ServiceObservation {

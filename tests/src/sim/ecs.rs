@@ -1,0 +1,706 @@
+//! Simulated ECS: task-definition revisions, services with their ECS deployments, and a scheduler
+//! that starts tasks of the primary deployment up to the desired count (PROVISIONING -> PENDING ->
+//! RUNNING over time), stops surplus and replaced tasks (`ServiceSchedulerInitiated`), crashes
+//! tasks of bad images, trips the deployment circuit breaker, and emits the events ECS emits.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use flightdeck::ports::EcsService;
+
+use super::events::{self, TaskEvent, TaskStop};
+use super::world::{ACCOUNT, REGION, Target, World};
+
+/// What an image does when it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quality {
+    Good,
+    /// Never starts: exec format error.
+    CrashExec,
+    /// Starts, then is killed for memory after a while.
+    CrashOom,
+    /// Runs and passes health checks, but its traffic trips the alarm.
+    Alarming,
+}
+
+impl Quality {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::CrashExec => "exec-format",
+            Quality::CrashOom => "oom",
+            Quality::Alarming => "alarming",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskDefinition {
+    pub family: String,
+    pub container: String,
+    pub image: String,
+    /// The `flightdeck:deployment` tag it was registered with.
+    pub deployment_tag: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+pub struct EcsDeployment {
+    pub id: String,
+    pub task_definition: String,
+    pub rollout: Rollout,
+    pub failed_tasks: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub cluster: String,
+    pub name: String,
+    pub desired: u32,
+    /// Oldest first; the last one is PRIMARY.
+    pub deployments: Vec<EcsDeployment>,
+    pub target_group: Option<String>,
+    pub steady_reported: bool,
+}
+
+impl Service {
+    pub fn primary(&self) -> Option<&EcsDeployment> {
+        self.deployments.last()
+    }
+
+    pub fn task_definition(&self) -> &str {
+        self.primary()
+            .map(|d| d.task_definition.as_str())
+            .unwrap_or("")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    Provisioning,
+    Pending,
+    Running,
+    Stopped,
+}
+
+impl TaskStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub arn: String,
+    pub service: String,
+    pub task_definition: String,
+    pub deployment: String,
+    pub status: TaskStatus,
+    pub version: i64,
+    pub next_at: DateTime<Utc>,
+    pub quality: Quality,
+    pub healthy_at: Option<DateTime<Utc>>,
+}
+
+impl Task {
+    pub fn live(&self) -> bool {
+        self.status != TaskStatus::Stopped
+    }
+}
+
+#[derive(Default)]
+pub struct Ecs {
+    pub task_definitions: BTreeMap<String, TaskDefinition>,
+    pub families: BTreeMap<String, u32>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    /// Image digest -> what it does.
+    pub quality: BTreeMap<String, Quality>,
+    next_task: u64,
+    next_deployment: u64,
+}
+
+/// The ECS circuit breaker's threshold: half the desired count, at least 3.
+fn breaker_threshold(desired: u32) -> u32 {
+    desired.div_ceil(2).clamp(3, 200)
+}
+
+impl Ecs {
+    pub fn register(
+        &mut self,
+        family: &str,
+        container: &str,
+        image: &str,
+        deployment_tag: Option<&str>,
+    ) -> String {
+        let revision = self.families.entry(family.to_string()).or_insert(0);
+        *revision += 1;
+        let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}");
+        self.task_definitions.insert(
+            arn.clone(),
+            TaskDefinition {
+                family: family.to_string(),
+                container: container.to_string(),
+                image: image.to_string(),
+                deployment_tag: deployment_tag.map(str::to_string),
+            },
+        );
+        arn
+    }
+
+    /// The family's newest revision (what DescribeTaskDefinition of a family name answers).
+    pub fn newest_of(&self, family: &str) -> Option<(String, &TaskDefinition)> {
+        let revision = self.families.get(family)?;
+        let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}");
+        self.task_definitions.get(&arn).map(|td| (arn, td))
+    }
+
+    fn new_deployment_id(&mut self) -> String {
+        self.next_deployment += 1;
+        format!(
+            "ecs-svc/{}",
+            4_893_021_575_843_917_411u64.wrapping_add(self.next_deployment * 7_919_000_003)
+        )
+    }
+
+    pub fn create_service(
+        &mut self,
+        cluster: &str,
+        name: &str,
+        task_definition: &str,
+        desired: u32,
+        target_group: Option<String>,
+    ) {
+        let id = self.new_deployment_id();
+        self.services.insert(
+            name.to_string(),
+            Service {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+                desired,
+                deployments: vec![EcsDeployment {
+                    id,
+                    task_definition: task_definition.to_string(),
+                    rollout: Rollout::Completed,
+                    failed_tasks: 0,
+                }],
+                target_group,
+                steady_reported: true,
+            },
+        );
+    }
+
+    /// Starts the service's tasks as already running and healthy (the world before the test).
+    pub fn settle_initial(&mut self, now: DateTime<Utc>) {
+        let services: Vec<(String, String, String, u32)> = self
+            .services
+            .values()
+            .filter_map(|s| {
+                s.primary().map(|p| {
+                    (
+                        s.name.clone(),
+                        p.task_definition.clone(),
+                        p.id.clone(),
+                        s.desired,
+                    )
+                })
+            })
+            .collect();
+        for (service, td, deployment, desired) in services {
+            for _ in 0..desired {
+                let arn = self.new_task_arn();
+                self.tasks.insert(
+                    arn.clone(),
+                    Task {
+                        arn,
+                        service: service.clone(),
+                        task_definition: td.clone(),
+                        deployment: deployment.clone(),
+                        status: TaskStatus::Running,
+                        version: 3,
+                        next_at: far_future(now),
+                        quality: Quality::Good,
+                        healthy_at: Some(now),
+                    },
+                );
+            }
+        }
+    }
+
+    fn new_task_arn(&mut self) -> String {
+        self.next_task += 1;
+        let n = self.next_task.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:task/sim/{n:016x}{:016x}",
+            self.next_task
+        )
+    }
+
+    pub fn quality_of_td(&self, task_definition: &str) -> Quality {
+        self.task_definitions
+            .get(task_definition)
+            .and_then(|td| td.image.rsplit_once('@'))
+            .and_then(|(_, digest)| self.quality.get(digest))
+            .copied()
+            .unwrap_or(Quality::Good)
+    }
+
+    /// UpdateService: a new task definition starts a new PRIMARY deployment. Returns the id of
+    /// the PRIMARY deployment when it runs `task_definition` (what the adapter reports).
+    pub fn update_service(
+        &mut self,
+        service: &str,
+        task_definition: &str,
+        desired: Option<u32>,
+    ) -> Result<Option<String>, String> {
+        if !self.task_definitions.contains_key(task_definition) {
+            return Err(format!(
+                "ClientException: TaskDefinition not found: {task_definition}"
+            ));
+        }
+        let new_id = self.new_deployment_id();
+        let s = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| format!("ServiceNotFoundException: {service}"))?;
+        if let Some(n) = desired {
+            s.desired = n;
+        }
+        s.steady_reported = false;
+        if s.task_definition() != task_definition {
+            s.deployments.push(EcsDeployment {
+                id: new_id,
+                task_definition: task_definition.to_string(),
+                rollout: Rollout::InProgress,
+                failed_tasks: 0,
+            });
+        }
+        Ok(s.primary()
+            .filter(|p| p.task_definition == task_definition)
+            .map(|p| p.id.clone()))
+    }
+
+    pub fn scale(&mut self, service: &str, desired: u32) -> Result<(), String> {
+        let s = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| format!("ServiceNotFoundException: {service}"))?;
+        s.desired = desired;
+        s.steady_reported = false;
+        Ok(())
+    }
+
+    /// DescribeServices as the port reports it.
+    pub fn describe(&self, service: &str) -> Option<EcsService> {
+        let s = self.services.get(service)?;
+        let running_of = |deployment: &str| {
+            self.tasks
+                .values()
+                .filter(|t| {
+                    t.service == service
+                        && t.deployment == deployment
+                        && t.status == TaskStatus::Running
+                })
+                .count() as u32
+        };
+        Some(EcsService {
+            task_definition: s.task_definition().to_string(),
+            desired_count: s.desired,
+            running_count: self
+                .tasks
+                .values()
+                .filter(|t| t.service == service && t.status == TaskStatus::Running)
+                .count() as u32,
+            deployments: s
+                .deployments
+                .iter()
+                .rev()
+                .map(|d| flightdeck::ports::ServiceDeployment {
+                    task_definition: d.task_definition.clone(),
+                    running: running_of(&d.id),
+                    completed: d.rollout == Rollout::Completed,
+                })
+                .collect(),
+        })
+    }
+
+    /// Running tasks of `task_definition` in `service` that pass health checks at `now`.
+    pub fn healthy(&self, service: &str, task_definition: &str, now: DateTime<Utc>) -> u32 {
+        self.tasks
+            .values()
+            .filter(|t| {
+                t.service == service
+                    && t.task_definition == task_definition
+                    && t.status == TaskStatus::Running
+                    && t.healthy_at.is_some_and(|h| h <= now)
+            })
+            .count() as u32
+    }
+
+    /// Running tasks of `task_definition` in `service`.
+    pub fn running(&self, service: &str, task_definition: &str) -> u32 {
+        self.tasks
+            .values()
+            .filter(|t| {
+                t.service == service
+                    && t.task_definition == task_definition
+                    && t.status == TaskStatus::Running
+            })
+            .count() as u32
+    }
+
+    /// DescribeTargetHealth: (registered targets, healthy targets) of the group's service.
+    pub fn target_health(&self, service: &str, now: DateTime<Utc>) -> (u32, u32) {
+        let registered: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|t| t.service == service && t.status == TaskStatus::Running)
+            .collect();
+        let healthy = registered
+            .iter()
+            .filter(|t| t.healthy_at.is_some_and(|h| h <= now))
+            .count();
+        (registered.len() as u32, healthy as u32)
+    }
+}
+
+fn far_future(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::days(365)
+}
+
+struct Emitted {
+    label: String,
+    body: serde_json::Value,
+}
+
+/// Moves every task and service forward to `world.now`, emitting ECS's events.
+pub fn advance(w: &mut World) {
+    let now = w.now;
+    let mut out: Vec<Emitted> = Vec::new();
+
+    // Task life cycles.
+    let due: Vec<String> = w
+        .ecs
+        .tasks
+        .values()
+        .filter(|t| t.live() && t.next_at <= now)
+        .map(|t| t.arn.clone())
+        .collect();
+    for arn in due {
+        let (status, quality) = match w.ecs.tasks.get(&arn) {
+            Some(t) => (t.status, t.quality),
+            None => continue,
+        };
+        let (next, stop, next_at, healthy_at) = match (status, quality) {
+            (TaskStatus::Provisioning, _) => (
+                TaskStatus::Pending,
+                None,
+                now + Duration::seconds(w.rng.i64(5..=15)),
+                None,
+            ),
+            (TaskStatus::Pending, Quality::CrashExec) => {
+                (TaskStatus::Stopped, Some(TaskStop::ExecFormat), now, None)
+            }
+            (TaskStatus::Pending, q) => {
+                let until = if q == Quality::CrashOom {
+                    now + Duration::seconds(w.rng.i64(20..=70))
+                } else {
+                    far_future(now)
+                };
+                let healthy = now + Duration::seconds(w.rng.i64(8..=25));
+                (TaskStatus::Running, None, until, Some(healthy))
+            }
+            (TaskStatus::Running, Quality::CrashOom) => {
+                (TaskStatus::Stopped, Some(TaskStop::OutOfMemory), now, None)
+            }
+            _ => continue,
+        };
+        if let Some(e) = transition(w, &arn, next, stop, next_at, healthy_at, "") {
+            out.push(e);
+        }
+    }
+
+    // The service scheduler.
+    let names: Vec<String> = w.ecs.services.keys().cloned().collect();
+    for name in names {
+        schedule(w, &name, now, &mut out);
+    }
+    for e in out {
+        w.emit(Target::Ecs, e.label, e.body);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    w: &mut World,
+    arn: &str,
+    status: TaskStatus,
+    stop: Option<TaskStop>,
+    next_at: DateTime<Utc>,
+    healthy_at: Option<DateTime<Utc>>,
+    scaling_deployment: &str,
+) -> Option<Emitted> {
+    let now = w.now;
+    let t = w.ecs.tasks.get_mut(arn)?;
+    t.status = status;
+    t.version += 1;
+    t.next_at = next_at;
+    if status == TaskStatus::Stopped {
+        t.healthy_at = None;
+    } else if healthy_at.is_some() {
+        t.healthy_at = healthy_at;
+    }
+    let t = t.clone();
+    if matches!(stop, Some(TaskStop::ExecFormat | TaskStop::OutOfMemory))
+        && let Some(s) = w.ecs.services.get_mut(&t.service)
+        && let Some(d) = s.deployments.iter_mut().find(|d| d.id == t.deployment)
+    {
+        d.failed_tasks += 1;
+    }
+    let cluster = w
+        .ecs
+        .services
+        .get(&t.service)
+        .map(|s| s.cluster.clone())
+        .unwrap_or_default();
+    let image = w
+        .ecs
+        .task_definitions
+        .get(&t.task_definition)
+        .map(|td| td.image.clone())
+        .unwrap_or_default();
+    let id = w.next_id("ecs-task");
+    let body = events::task_state_change(&TaskEvent {
+        id,
+        at: now,
+        cluster: &cluster,
+        service: &t.service,
+        task_arn: &t.arn,
+        task_definition: &t.task_definition,
+        image: &image,
+        started_by: &t.deployment,
+        last_status: status.name(),
+        version: t.version,
+        stop,
+        scaling_deployment,
+    });
+    let short = &t.arn[t.arn.len() - 6..];
+    let label = format!(
+        "task {short} {} {} v{}{}",
+        t.service,
+        status.name(),
+        t.version,
+        match stop {
+            Some(s) => format!(" ({s:?})"),
+            None => String::new(),
+        }
+    );
+    w.log(format!("ecs: {label} [{}]", short_td(&t.task_definition)));
+    if status == TaskStatus::Stopped {
+        // Nothing reads a stopped task again; keeping them would slow every tick.
+        w.ecs.tasks.remove(arn);
+    }
+    Some(Emitted { label, body })
+}
+
+pub fn short_td(arn: &str) -> &str {
+    arn.rsplit_once('/').map(|(_, r)| r).unwrap_or(arn)
+}
+
+fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted>) {
+    // A steady service with all its tasks running has nothing to schedule.
+    if let Some(s) = w.ecs.services.get(name)
+        && s.steady_reported
+        && s.deployments.len() == 1
+        && s.deployments[0].rollout != Rollout::InProgress
+    {
+        let (mut live, mut running) = (0u32, 0u32);
+        for t in w.ecs.tasks.values().filter(|t| t.service == name) {
+            live += 1;
+            running += u32::from(t.status == TaskStatus::Running);
+        }
+        if live == s.desired && running == live {
+            return;
+        }
+    }
+    let Some(service) = w.ecs.services.get(name).cloned() else {
+        return;
+    };
+    let Some(primary) = service.primary().cloned() else {
+        return;
+    };
+    let tasks_of = |w: &World, deployment: &str| -> Vec<Task> {
+        w.ecs
+            .tasks
+            .values()
+            .filter(|t| t.service == name && t.deployment == deployment && t.live())
+            .cloned()
+            .collect()
+    };
+
+    // The circuit breaker.
+    if primary.rollout == Rollout::InProgress
+        && primary.failed_tasks >= breaker_threshold(service.desired)
+    {
+        if let Some(s) = w.ecs.services.get_mut(name)
+            && let Some(p) = s.deployments.last_mut()
+        {
+            p.rollout = Rollout::Failed;
+        }
+        let id = w.next_id("ecs-deployment");
+        let body =
+            events::deployment_state_change(id, now, &service.cluster, name, &primary.id, true);
+        w.log(format!("ecs: {name} deployment {} FAILED", primary.id));
+        out.push(Emitted {
+            label: format!("{name} SERVICE_DEPLOYMENT_FAILED {}", primary.id),
+            body,
+        });
+        return;
+    }
+
+    let primary_tasks = tasks_of(w, &primary.id);
+    let primary_running = primary_tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .count() as u32;
+
+    // Start tasks of the primary deployment up to the desired count.
+    if primary.rollout != Rollout::Failed {
+        let missing = service.desired.saturating_sub(primary_tasks.len() as u32);
+        let quality = w.ecs.quality_of_td(&primary.task_definition);
+        for _ in 0..missing {
+            let arn = w.ecs.new_task_arn();
+            let at = now + Duration::seconds(w.rng.i64(3..=10));
+            w.ecs.tasks.insert(
+                arn.clone(),
+                Task {
+                    arn: arn.clone(),
+                    service: name.to_string(),
+                    task_definition: primary.task_definition.clone(),
+                    deployment: primary.id.clone(),
+                    status: TaskStatus::Provisioning,
+                    version: 0,
+                    next_at: at,
+                    quality,
+                    healthy_at: None,
+                },
+            );
+            if let Some(e) = transition(w, &arn, TaskStatus::Provisioning, None, at, None, "") {
+                out.push(e);
+            }
+        }
+    }
+
+    // Surplus of the primary (scale-in), not-yet-running ones first.
+    let mut surplus: Vec<Task> = primary_tasks;
+    surplus.sort_by_key(|t| (t.status == TaskStatus::Running, t.arn.clone()));
+    let excess = surplus.len().saturating_sub(service.desired as usize);
+    for t in surplus.iter().take(excess) {
+        if let Some(e) = transition(
+            w,
+            &t.arn,
+            TaskStatus::Stopped,
+            Some(TaskStop::ScaledIn),
+            now,
+            None,
+            &primary.id,
+        ) {
+            out.push(e);
+        }
+    }
+
+    // Older deployments give way as the primary's tasks run (minimum healthy 100%).
+    let allowed = service.desired.saturating_sub(primary_running) as usize;
+    let mut others: Vec<Task> = service
+        .deployments
+        .iter()
+        .filter(|d| d.id != primary.id)
+        .flat_map(|d| tasks_of(w, &d.id))
+        .collect();
+    others.sort_by_key(|t| (t.status == TaskStatus::Running, t.arn.clone()));
+    let excess = others.len().saturating_sub(allowed);
+    for t in others.iter().take(excess) {
+        if let Some(e) = transition(
+            w,
+            &t.arn,
+            TaskStatus::Stopped,
+            Some(TaskStop::ScaledIn),
+            now,
+            None,
+            &primary.id,
+        ) {
+            out.push(e);
+        }
+    }
+
+    // Deployments without tasks left go INACTIVE.
+    let live_deployments: Vec<String> = w
+        .ecs
+        .tasks
+        .values()
+        .filter(|t| t.service == name && t.live())
+        .map(|t| t.deployment.clone())
+        .collect();
+    let cluster = service.cluster.clone();
+    let Some(s) = w.ecs.services.get_mut(name) else {
+        return;
+    };
+    let primary_id = primary.id.clone();
+    s.deployments
+        .retain(|d| d.id == primary_id || live_deployments.contains(&d.id));
+
+    // Completed, and steady.
+    let live: Vec<&Task> = w
+        .ecs
+        .tasks
+        .values()
+        .filter(|t| t.service == name && t.live())
+        .collect();
+    let all_primary_running = live
+        .iter()
+        .all(|t| t.deployment == primary_id && t.status == TaskStatus::Running);
+    let settled = all_primary_running && live.len() as u32 == service.desired;
+    let Some(s) = w.ecs.services.get_mut(name) else {
+        return;
+    };
+    if settled && s.deployments.len() == 1 {
+        let completed = s
+            .deployments
+            .last_mut()
+            .filter(|p| p.rollout == Rollout::InProgress)
+            .map(|p| {
+                p.rollout = Rollout::Completed;
+                p.id.clone()
+            });
+        let steady = !s.steady_reported;
+        s.steady_reported = true;
+        if let Some(id) = completed {
+            let event_id = w.next_id("ecs-deployment");
+            let body = events::deployment_state_change(event_id, now, &cluster, name, &id, false);
+            w.log(format!("ecs: {name} deployment {id} COMPLETED"));
+            out.push(Emitted {
+                label: format!("{name} SERVICE_DEPLOYMENT_COMPLETED {id}"),
+                body,
+            });
+        }
+        if steady {
+            let event_id = w.next_id("ecs-service");
+            let body = events::steady_state(event_id, now, &cluster, name);
+            out.push(Emitted {
+                label: format!("{name} SERVICE_STEADY_STATE"),
+                body,
+            });
+        }
+    }
+}

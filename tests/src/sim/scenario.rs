@@ -1,0 +1,394 @@
+//! Scenarios generated from the seed: which services are registered (a `rolling` service, an
+//! `alb-weights` blue/green pair, or both), what is pushed when and how good each image is, what
+//! operators do, and how unreliable the world is.
+
+use chrono::{DateTime, Duration, Utc};
+use flightdeck::registration::Registration;
+
+use super::ecs::Quality;
+use super::world::{ACCOUNT, Faults, REGION, RuleAction, start_time};
+
+pub const CLUSTER: &str = "sim";
+pub const CONTAINER: &str = "app";
+pub const ADMIN: &str = "arn:aws:iam::123456789012:role/platform-admin";
+pub const DEPLOYER: &str = "arn:aws:sts::123456789012:assumed-role/ci-deployer/build-17";
+pub const APPROVER: &str = "arn:aws:sts::123456789012:assumed-role/release-approver/alice";
+/// Every phase's progress deadline (DESIGN.md default).
+pub const PROGRESS_DEADLINE_MINUTES: i64 = 10;
+
+#[derive(Clone, Debug)]
+pub struct Colour {
+    pub service: String,
+    pub target_group: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AlbPlan {
+    pub rule: String,
+    pub blue: Colour,
+    pub green: Colour,
+    pub actions: Vec<RuleAction>,
+    pub scale_down_after: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct RegPlan {
+    pub registration: Registration,
+    pub repository: String,
+    pub family: String,
+    /// The desired count of the service (of the live colour for `alb-weights`).
+    pub desired: u32,
+    pub alb: Option<AlbPlan>,
+    pub alarm: Option<String>,
+    /// The rolling service, or both colours.
+    pub services: Vec<String>,
+    /// How long a deployment may stay in flight: progress deadline, every step's bake, and the
+    /// rollback's deadline, plus a minute of slack per step for the reconcile loop's cadence.
+    pub budget: Duration,
+    pub steps: usize,
+}
+
+impl RegPlan {
+    pub fn key(&self) -> (String, String) {
+        (
+            self.registration.service.clone(),
+            self.registration.environment.clone(),
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PushPlan {
+    pub at: DateTime<Utc>,
+    pub reg: usize,
+    pub digest: String,
+    pub tag: String,
+    pub quality: Quality,
+    /// Started through `POST /deployments` (with an Idempotency-Key) instead of an ECR push.
+    pub via_api: bool,
+    pub released: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorAction {
+    Rollback,
+    Abort,
+    Promote,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub regs: Vec<RegPlan>,
+    pub pushes: Vec<PushPlan>,
+    pub operator: Vec<(DateTime<Utc>, usize, OperatorAction)>,
+    pub faults: Faults,
+    pub fault_level: u8,
+    /// Chance that a success is followed by the next push within `scale_down_after_minutes`.
+    pub back_to_back: f64,
+    pub noisy_end: DateTime<Utc>,
+    pub quiet_end: DateTime<Utc>,
+}
+
+fn hex64(rng: &mut fastrand::Rng) -> String {
+    (0..64)
+        .map(|_| char::from_digit(rng.u32(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn pick<T: Clone>(rng: &mut fastrand::Rng, items: &[T]) -> T {
+    items[rng.usize(0..items.len())].clone()
+}
+
+fn rolling(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> RegPlan {
+    let desired = rng.u32(1..=3);
+    let bake = rng.u32(0..=3);
+    let alarm = rng.f64() < 0.8;
+    let json = format!(
+        r#"{{"cluster":"{CLUSTER}","repository":"api","container":"{CONTAINER}",
+            "engine":{{"type":"rolling","service":"api"}},
+            "strategy":{{"type":"all-at-once","bake_minutes":{bake}}},
+            "gates":{{"alarms":{alarms},"max_failed_tasks":{max_failed},"approval":{approval}}},
+            "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+            "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#,
+        alarms = if alarm { r#"["api-5xx"]"# } else { "[]" },
+        max_failed = rng.u32(2..=3),
+    );
+    let registration = Registration::parse("api", environment, &json)
+        .unwrap_or_else(|e| panic!("harness: rolling registration: {e}"));
+    RegPlan {
+        registration,
+        repository: "api".into(),
+        family: "api".into(),
+        desired,
+        alb: None,
+        alarm: alarm.then(|| "api-5xx".to_string()),
+        services: vec!["api".into()],
+        budget: Duration::minutes(2 * PROGRESS_DEADLINE_MINUTES + i64::from(bake) + 3),
+        steps: 1,
+    }
+}
+
+fn alb(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> RegPlan {
+    let desired = rng.u32(1..=3);
+    let strategy = match rng.u32(0..4) {
+        0 => format!(
+            r#"{{"type":"canary","steps":[10,100],"bake_minutes":{}}}"#,
+            rng.u32(1..=4)
+        ),
+        1 => format!(
+            r#"{{"type":"canary","steps":[5,25,100],"bake_minutes":{}}}"#,
+            rng.u32(1..=3)
+        ),
+        2 => format!(
+            r#"{{"type":"linear","step_percent":{},"interval_minutes":{}}}"#,
+            pick(rng, &[25, 34, 50]),
+            rng.u32(1..=3)
+        ),
+        _ => format!(
+            r#"{{"type":"all-at-once","bake_minutes":{}}}"#,
+            rng.u32(0..=3)
+        ),
+    };
+    let scale_down_after = rng.u32(1..=6);
+    let alarm = rng.f64() < 0.8;
+    let tg = |name: &str, n: u32| {
+        format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/{name}/{n:016x}")
+    };
+    let blue = Colour {
+        service: "web-blue".into(),
+        target_group: tg("web-blue", 0xb1),
+    };
+    let green = Colour {
+        service: "web-green".into(),
+        target_group: tg("web-green", 0x92),
+    };
+    let rule = format!(
+        "arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:listener-rule/app/sim/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee"
+    );
+    let json = format!(
+        r#"{{"cluster":"{CLUSTER}","repository":"web","container":"{CONTAINER}",
+            "engine":{{"type":"alb-weights","listener_rule_arn":"{rule}",
+                "blue":{{"service":"{}","target_group_arn":"{}"}},
+                "green":{{"service":"{}","target_group_arn":"{}"}},
+                "scale_down_after_minutes":{scale_down_after}}},
+            "strategy":{strategy},
+            "gates":{{"alarms":{alarms},"max_failed_tasks":{max_failed},"approval":{approval}}},
+            "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+            "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#,
+        blue.service,
+        blue.target_group,
+        green.service,
+        green.target_group,
+        alarms = if alarm { r#"["web-5xx"]"# } else { "[]" },
+        max_failed = rng.u32(2..=3),
+    );
+    let registration = Registration::parse("web", environment, &json)
+        .unwrap_or_else(|e| panic!("harness: alb registration: {e}"));
+    let steps = registration.traffic_steps().len();
+    let bake = i64::from(registration.bake_minutes());
+    // Half of the rules authenticate first and keep sessions on a target group; the rest forward
+    // only, sometimes with stickiness.
+    let stickiness = (rng.f64() < 0.6).then_some(3600);
+    let forward = RuleAction::Forward {
+        groups: vec![
+            (blue.target_group.clone(), 100),
+            (green.target_group.clone(), 0),
+        ],
+        stickiness,
+    };
+    let actions = if rng.bool() {
+        vec![
+            RuleAction::AuthenticateOidc {
+                issuer: "https://idp.example.com".into(),
+                client_id: "flightdeck-sim".into(),
+            },
+            forward,
+        ]
+    } else {
+        vec![forward]
+    };
+    RegPlan {
+        registration,
+        repository: "web".into(),
+        family: "web".into(),
+        desired,
+        alb: Some(AlbPlan {
+            rule,
+            blue: blue.clone(),
+            green: green.clone(),
+            actions,
+            scale_down_after,
+        }),
+        alarm: alarm.then(|| "web-5xx".to_string()),
+        services: vec![blue.service, green.service],
+        budget: Duration::minutes(2 * PROGRESS_DEADLINE_MINUTES + steps as i64 * (bake + 1) + 3),
+        steps,
+    }
+}
+
+fn quality(rng: &mut fastrand::Rng) -> Quality {
+    match rng.u32(0..100) {
+        0..55 => Quality::Good,
+        55..70 => Quality::CrashExec,
+        70..85 => Quality::CrashOom,
+        _ => Quality::Alarming,
+    }
+}
+
+pub fn generate(seed: u64) -> Scenario {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5151);
+    let env = |rng: &mut fastrand::Rng| {
+        if rng.f64() < 0.3 {
+            ("production", true)
+        } else {
+            ("staging", false)
+        }
+    };
+    let regs = match rng.u32(0..4) {
+        0 => {
+            let (e, a) = env(&mut rng);
+            vec![rolling(&mut rng, e, a)]
+        }
+        1 => {
+            let (e, a) = env(&mut rng);
+            vec![alb(&mut rng, e, a)]
+        }
+        _ => {
+            let (e1, a1) = env(&mut rng);
+            let (e2, a2) = env(&mut rng);
+            vec![rolling(&mut rng, e1, a1), alb(&mut rng, e2, a2)]
+        }
+    };
+    let start = start_time();
+    let mut pushes = Vec::new();
+    let mut last = start;
+    for (index, _) in regs.iter().enumerate() {
+        let mut at = start + Duration::seconds(rng.i64(20..=180));
+        for n in 0..rng.u32(1..=4) {
+            pushes.push(PushPlan {
+                at,
+                reg: index,
+                digest: format!("sha256:{}", hex64(&mut rng)),
+                tag: format!("v1.{n}.{}", rng.u32(0..10)),
+                quality: quality(&mut rng),
+                via_api: rng.f64() < 0.2,
+                released: false,
+            });
+            last = last.max(at);
+            at += Duration::seconds(rng.i64(60..=720));
+        }
+    }
+    pushes.sort_by_key(|p| p.at);
+    let fault_level = rng.u8(0..4);
+    let faults = match fault_level {
+        0 => Faults::default(),
+        1 => Faults {
+            before: 0.01,
+            lost: 0.005,
+            drop: 0.003,
+            event_loss: 0.01,
+            event_dup: 0.05,
+            event_late: 0.03,
+        },
+        2 => Faults {
+            before: 0.03,
+            lost: 0.01,
+            drop: 0.008,
+            event_loss: 0.03,
+            event_dup: 0.1,
+            event_late: 0.08,
+        },
+        _ => Faults {
+            before: 0.06,
+            lost: 0.02,
+            drop: 0.015,
+            event_loss: 0.08,
+            event_dup: 0.2,
+            event_late: 0.15,
+        },
+    };
+    let noisy_end = last + Duration::minutes(rng.i64(15..=25));
+    let mut operator = Vec::new();
+    if rng.f64() < 0.35 {
+        for _ in 0..rng.u32(1..=2) {
+            let span = (noisy_end - start).num_seconds().max(61);
+            let at = start + Duration::seconds(rng.i64(60..span));
+            let action = match rng.u32(0..100) {
+                0..60 => OperatorAction::Rollback,
+                60..85 => OperatorAction::Abort,
+                _ => OperatorAction::Promote,
+            };
+            operator.push((at, rng.usize(0..regs.len()), action));
+        }
+        operator.sort_by_key(|o| o.0);
+    }
+    let budget = regs
+        .iter()
+        .map(|r| r.budget)
+        .max()
+        .unwrap_or(Duration::minutes(30));
+    Scenario {
+        regs,
+        pushes,
+        operator,
+        faults,
+        fault_level,
+        back_to_back: 0.5,
+        noisy_end,
+        // Long enough for one deployment still in flight and one queued behind it to finish
+        // within their budgets; a settled world ends the quiet phase earlier (see `run_seed`).
+        quiet_end: noisy_end + budget * 2 + Duration::minutes(10),
+    }
+}
+
+impl Scenario {
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, r) in self.regs.iter().enumerate() {
+            let engine = match &r.alb {
+                Some(a) => format!(
+                    "alb-weights steps {:?} bake {} scale-down {} min, rule actions {}",
+                    r.registration.traffic_steps(),
+                    r.registration.bake_minutes(),
+                    a.scale_down_after,
+                    a.actions.len()
+                ),
+                None => format!("rolling bake {}", r.registration.bake_minutes()),
+            };
+            out.push_str(&format!(
+                "  reg {i}: {} {} desired {} {engine}, alarm {:?}, approval {}, budget {} min\n",
+                r.registration.service,
+                r.registration.environment,
+                r.desired,
+                r.alarm,
+                r.registration.spec.gates.approval,
+                r.budget.num_minutes()
+            ));
+        }
+        for p in &self.pushes {
+            out.push_str(&format!(
+                "  push {} at +{}s to reg {}: {} ({}){}\n",
+                p.tag,
+                (p.at - start_time()).num_seconds(),
+                p.reg,
+                &p.digest[7..19],
+                p.quality.name(),
+                if p.via_api { " via API" } else { "" }
+            ));
+        }
+        for (at, reg, action) in &self.operator {
+            out.push_str(&format!(
+                "  operator {action:?} on reg {reg} at +{}s\n",
+                (*at - start_time()).num_seconds()
+            ));
+        }
+        out.push_str(&format!(
+            "  faults level {} {:?}; noisy until +{} min, quiet until +{} min\n",
+            self.fault_level,
+            self.faults,
+            (self.noisy_end - start_time()).num_minutes(),
+            (self.quiet_end - start_time()).num_minutes()
+        ));
+        out
+    }
+}
