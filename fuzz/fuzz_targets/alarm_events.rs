@@ -40,15 +40,28 @@ fuzz_target!(|data: &[u8]| {
         Ok(change) => change,
     };
     if let Some(detail_type) = detail_type {
-        assert_eq!(detail_type, ALARM_STATE_CHANGE, "other detail types are refused");
+        assert_eq!(
+            detail_type, ALARM_STATE_CHANGE,
+            "other detail types are refused"
+        );
     }
     assert_eq!(change.event_id, id);
-    assert_eq!(alarm_events::parse(&value).ok(), Some(change.clone()), "parse is pure");
+    assert_eq!(
+        alarm_events::parse(&value).ok(),
+        Some(change.clone()),
+        "parse is pure"
+    );
 
     let data = alarm_data.expect("a parsed alarm has its data");
-    assert_eq!(data.get("alarmName").and_then(Value::as_str), Some(change.alarm.as_str()));
+    assert_eq!(
+        data.get("alarmName").and_then(Value::as_str),
+        Some(change.alarm.as_str())
+    );
     let state = data.get("state").expect("a parsed alarm has a state");
-    assert_eq!(state.get("value").and_then(Value::as_str), Some(change.state.as_str()));
+    assert_eq!(
+        state.get("value").and_then(Value::as_str),
+        Some(change.state.as_str())
+    );
     assert_eq!(
         change.reason,
         state.get("reason").and_then(Value::as_str).unwrap_or("")

@@ -3,9 +3,7 @@
 #![no_main]
 
 use flightdeck::api::deployment_json;
-use flightdeck::deployment::{
-    Colour, Deployment, short_digest, short_task, short_task_definition,
-};
+use flightdeck::deployment::{Colour, Deployment, short_digest, short_task, short_task_definition};
 use flightdeck_fuzz::assert_round_trip;
 use libfuzzer_sys::fuzz_target;
 
@@ -61,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
                     let total: u32 = weights.iter().map(|(_, w)| w).sum();
                     assert_eq!(total, 100, "weights {weights:?} for {percent}%");
                     let canary = traffic.target(traffic.canary().unwrap());
-                    assert_eq!(weights[1], (canary.target_group_arn.clone(), u32::from(percent.min(100))));
+                    assert_eq!(
+                        weights[1],
+                        (canary.target_group_arn.clone(), u32::from(percent.min(100)))
+                    );
                 }
             }
         }

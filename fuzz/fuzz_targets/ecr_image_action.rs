@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let digest = &detail.image_digest;
     let expected = digest.len() == 71
         && digest.starts_with("sha256:")
-        && digest.bytes().skip(7).all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        && digest
+            .bytes()
+            .skip(7)
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     assert_eq!(detail.valid_digest(), expected, "digest {digest:?}");
     assert_eq!(events::valid_digest(digest), expected);
 });

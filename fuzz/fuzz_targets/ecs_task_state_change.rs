@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match task.service_name() {
-        Some(name) => assert_eq!(task.group.as_deref(), Some(format!("service:{name}").as_str())),
+        Some(name) => assert_eq!(
+            task.group.as_deref(),
+            Some(format!("service:{name}").as_str())
+        ),
         None => assert!(
             task.group
                 .as_deref()

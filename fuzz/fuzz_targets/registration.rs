@@ -24,9 +24,18 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(!e.to_string().is_empty());
             // Names are checked before anything else in the document.
-            if check_name("service", service).is_err() || check_name("environment", environment).is_err() {
+            if check_name("service", service).is_err()
+                || check_name("environment", environment).is_err()
+            {
                 assert!(
-                    matches!(e, RegistrationError::Document(_) | RegistrationError::Invalid { field: "service" | "environment", .. }),
+                    matches!(
+                        e,
+                        RegistrationError::Document(_)
+                            | RegistrationError::Invalid {
+                                field: "service" | "environment",
+                                ..
+                            }
+                    ),
                     "bad names reported as {e:?}"
                 );
             }
@@ -36,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(registration.service, service);
     assert_eq!(registration.environment, environment);
     assert_eq!(registration.validate(), Ok(()));
-    assert!(check_name("service", service).is_ok() && check_name("environment", environment).is_ok());
+    assert!(
+        check_name("service", service).is_ok() && check_name("environment", environment).is_ok()
+    );
 
     // As stored (the whole registration) and as a document (the spec, parsed again).
     assert_round_trip(&registration);
@@ -64,14 +75,20 @@ fuzz_target!(|data: &[u8]| {
     let pattern = registration.spec.tag_pattern.as_str();
     assert!(!registration.matches_push(repository, None));
     assert!(!registration.matches_push(repository, Some("")));
-    assert!(glob_match(pattern, pattern), "{pattern:?} does not match itself");
+    assert!(
+        glob_match(pattern, pattern),
+        "{pattern:?} does not match itself"
+    );
     let instance: String = pattern
         .chars()
         .filter(|&c| c != '*')
         .map(|c| if c == '?' { 'x' } else { c })
         .collect();
     if !instance.is_empty() {
-        assert!(registration.matches_push(repository, Some(&instance)), "{pattern:?} vs {instance:?}");
+        assert!(
+            registration.matches_push(repository, Some(&instance)),
+            "{pattern:?} vs {instance:?}"
+        );
         assert!(!registration.matches_push(&format!("{repository}-other"), Some(&instance)));
     }
     assert_eq!(glob_match(pattern, ""), pattern.chars().all(|c| c == '*'));

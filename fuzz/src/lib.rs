@@ -103,7 +103,10 @@ pub fn check_service_arn(arn: &str) {
     };
     let plain = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains(':');
     assert!(plain(name), "service name {name:?} from {arn:?}");
-    let resource = arn.split(':').nth(5).expect("a parsed ARN has a resource part");
+    let resource = arn
+        .split(':')
+        .nth(5)
+        .expect("a parsed ARN has a resource part");
     match cluster {
         Some(cluster) => {
             assert!(plain(cluster), "cluster {cluster:?} from {arn:?}");
@@ -144,7 +147,11 @@ const FAILURE_TEXTS: &[&str] = &[
 /// The stop-reason classifier on `task` (whose answer is `reason`): deterministic, storable, and
 /// consistent with the evidence it was given.
 pub fn check_classification(task: &StoppedTask<'_>, reason: &StopReason) {
-    assert_eq!(&StopReason::classify(task), reason, "classify is deterministic");
+    assert_eq!(
+        &StopReason::classify(task),
+        reason,
+        "classify is deterministic"
+    );
     assert_round_trip(reason);
     assert!(!reason.label().is_empty());
     assert!(!reason.explain().is_empty());
@@ -171,8 +178,14 @@ pub fn check_classification(task: &StoppedTask<'_>, reason: &StopReason) {
 
     // Failure evidence in any text wins over any stop code: such a stop is never benign.
     match first_evidence {
-        Some(0) => assert!(matches!(reason, StopReason::ExecFormatError { .. }), "{reason:?}"),
-        Some(1) => assert!(matches!(reason, StopReason::OutOfMemory { .. }), "{reason:?}"),
+        Some(0) => assert!(
+            matches!(reason, StopReason::ExecFormatError { .. }),
+            "{reason:?}"
+        ),
+        Some(1) => assert!(
+            matches!(reason, StopReason::OutOfMemory { .. }),
+            "{reason:?}"
+        ),
         Some(2) => assert_eq!(
             reason,
             &StopReason::CannotPullImage {
@@ -197,11 +210,17 @@ pub fn check_classification(task: &StoppedTask<'_>, reason: &StopReason) {
                 message: with_evidence(FAILURE_TEXTS[5]).unwrap()
             }
         ),
-        Some(_) => assert!(matches!(reason, StopReason::FailedToStart { .. }), "{reason:?}"),
+        Some(_) => assert!(
+            matches!(reason, StopReason::FailedToStart { .. }),
+            "{reason:?}"
+        ),
         None => {}
     }
     if first_evidence.is_some() {
-        assert!(reason.is_failure(), "failure evidence classified benign: {reason:?}");
+        assert!(
+            reason.is_failure(),
+            "failure evidence classified benign: {reason:?}"
+        );
     }
 
     // Benign stops come only from the stop codes and texts that say so.
@@ -215,7 +234,10 @@ pub fn check_classification(task: &StoppedTask<'_>, reason: &StopReason) {
         );
         let benign_text = task_reason.starts_with("Scaling activity initiated by")
             || task_reason.starts_with("Task stopped by user");
-        assert!(benign_code || benign_text, "benign without cause: {reason:?}");
+        assert!(
+            benign_code || benign_text,
+            "benign without cause: {reason:?}"
+        );
     }
 
     // A container the classification names is one of the task's.
