@@ -265,3 +265,21 @@ pub fn check_classification(task: &StoppedTask<'_>, reason: &StopReason) {
         _ => {}
     }
 }
+
+pub mod memory;
+
+/// The id `alarm_events::parse` reports for `value`: the event's id for EventBridge events, the
+/// alarm ARN and time for the direct alarm-action payload.
+pub fn alarm_event_id(value: &Value) -> String {
+    if value.get("detail-type").and_then(Value::as_str).is_some()
+        || value.get("alarmData").is_none()
+    {
+        return expected_id(value).to_string();
+    }
+    let arn = value
+        .get("alarmArn")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown-alarm");
+    let time = value.get("time").and_then(Value::as_str).unwrap_or("");
+    format!("{arn}@{time}")
+}
