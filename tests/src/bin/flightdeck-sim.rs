@@ -3,6 +3,7 @@
 //! ```text
 //! flightdeck-sim [--seeds N] [--from S] [--threads T]   run seeds S..S+N (default 0..2000)
 //! flightdeck-sim ... --list                             and print every violation, one a line
+//! flightdeck-sim ... --drop-ecs-events                  with every ECS event lost
 //! flightdeck-sim --seed S                               replay seed S, printing its schedule
 //! ```
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use flightdeck_local::sim::invariants::Invariant;
-use flightdeck_local::sim::{Options, SeedReport, run_many, run_seed};
+use flightdeck_local::sim::{Options, SeedReport, run_many_with, run_seed};
 
 struct Args {
     seeds: u64,
@@ -45,9 +46,10 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.one = Some(value("--seed")?),
             "--threads" => args.threads = value("--threads")?.max(1) as usize,
             "--list" => args.list = true,
+            "--drop-ecs-events" => {}
             "-h" | "--help" => {
                 return Err(
-                    "usage: flightdeck-sim [--seeds N] [--from S] [--threads T] [--list] | --seed S"
+                    "usage: flightdeck-sim [--seeds N] [--from S] [--threads T] [--list] | --seed S; [--drop-ecs-events]"
                         .to_string(),
                 );
             }
@@ -59,7 +61,13 @@ fn parse() -> Result<Args, String> {
 
 fn replay(seed: u64) -> ExitCode {
     let started = Instant::now();
-    let report = run_seed(seed, &Options { keep_trace: true });
+    let report = run_seed(
+        seed,
+        &Options {
+            keep_trace: true,
+            drop_ecs_events: std::env::args().any(|a| a == "--drop-ecs-events"),
+        },
+    );
     println!("seed {seed}: scenario\n{}", report.scenario);
     println!("schedule:");
     for line in report.full_trace.iter().flatten() {
@@ -100,7 +108,11 @@ fn main() -> ExitCode {
         return replay(seed);
     }
     let started = Instant::now();
-    let reports: Vec<SeedReport> = run_many(args.from, args.seeds, args.threads);
+    let options = Options {
+        keep_trace: false,
+        drop_ecs_events: std::env::args().any(|a| a == "--drop-ecs-events"),
+    };
+    let reports: Vec<SeedReport> = run_many_with(args.from, args.seeds, args.threads, &options);
     let elapsed = started.elapsed().as_secs_f64();
     let failing: Vec<&SeedReport> = reports
         .iter()

@@ -8,7 +8,7 @@ use flightdeck::deployment::{Deployment, Status};
 
 use super::ecs::short_td;
 use super::scenario::{RegPlan, Scenario};
-use super::world::{MutationKind, RuleAction, World, start_time};
+use super::world::{MutationKind, RuleAction, TaskId, World, start_time};
 
 /// How long a colour may keep traffic without enough healthy tasks before it is a violation
 /// (the world can break a serving colour; the core must notice and act within this).
@@ -275,8 +275,31 @@ impl Checker {
                 }
                 // A weight write is to blame only when it raised this colour's share; a write
                 // that leaves it as it was (a rollback onto the stable colour) moved nothing there.
+                // ... and only when this colour is the one that deployment is putting its new
+                // revision on: a rollback puts traffic back on the stable colour whatever state
+                // the previous revision is in by then.
+                let canary_of = |id: Option<&str>| {
+                    id.and_then(|id| w.store.deployments.get(id))
+                        .and_then(|d| d.traffic.as_ref())
+                        .and_then(|t| t.canary().map(|c| t.target(c).target_group_arn.clone()))
+                };
+                // A write whose invocation read enough healthy targets of this colour moments
+                // before is not to blame for a task that died in between (ELBv2 has no write
+                // conditional on target health); the colour is then left to the rule below and to
+                // the step's end-of-bake health gate.
+                let checked_just_before = |task: TaskId| {
+                    w.health_reads.get(&task).is_some_and(|(tg, healthy, at)| {
+                        *tg == colour.target_group
+                            && *healthy >= need
+                            && w.now - *at <= Duration::seconds(10)
+                    })
+                };
                 let caused = w.step_mutations.iter().find(|m| {
-                    (m.what.target() == Some(alb.rule.as_str()) && percent > before)
+                    (m.what.target() == Some(alb.rule.as_str())
+                        && percent > before
+                        && canary_of(m.deployment.as_deref()).as_deref()
+                            == Some(colour.target_group.as_str())
+                        && !checked_just_before(m.task))
                         || m.what.target() == Some(colour.service.as_str())
                 });
                 let detail = format!(

@@ -66,6 +66,8 @@ impl Env {
 pub struct Options {
     /// Keep (and return) every trace line, for replaying one seed.
     pub keep_trace: bool,
+    /// Lose every ECS event: deployments must get to their end by the reconcile loop alone.
+    pub drop_ecs_events: bool,
 }
 
 /// What one seed did.
@@ -213,6 +215,8 @@ struct Driver {
     /// API calls the client retries after a 5xx or a dropped connection.
     retries: Vec<(DateTime<Utc>, Work)>,
     store_generation: u64,
+    /// The quiet phase has begun (no faults; people answer).
+    quiet: bool,
 }
 
 impl Driver {
@@ -234,7 +238,8 @@ impl Driver {
         }
         for id in waiting {
             self.approvals.insert(id.clone());
-            let roll = w.rng.u32(0..100);
+            // Once the world is quiet, people act: whatever starts waiting then is approved.
+            let roll = if self.quiet { 0 } else { w.rng.u32(0..100) };
             let at = now + Duration::seconds(w.rng.i64(20..=360));
             if roll < 85 {
                 self.calls
@@ -281,6 +286,7 @@ impl Driver {
     }
 
     fn quiet_start(&mut self, w: &World) {
+        self.quiet = true;
         for d in w.store.deployments.values() {
             if d.status == Status::AwaitingApproval {
                 self.calls.push((
@@ -499,6 +505,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     {
         let mut w = sim.lock();
         setup(&mut w, &plan);
+        w.drop_ecs_events = options.drop_ecs_events;
         let text = plan.describe();
         for line in text.lines() {
             w.log(format!("scenario:{line}"));
@@ -568,6 +575,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                     w.log(format!("#{} {} stopped at an await point", t.id, t.label));
                     w.invocation_ended(t.id, true);
                     w.claims.remove(&t.id);
+                    w.health_reads.remove(&t.id);
                     w.store_refused_after_claim.remove(&t.id);
                     w.last_failure.remove(&t.id);
                     retry(&mut w, &mut driver, &t.work, "stopped");
@@ -614,6 +622,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                 }
                 w.invocation_ended(t.id, result.is_err());
                 let mut claims = w.claims.remove(&t.id).unwrap_or_default();
+                w.health_reads.remove(&t.id);
                 // A store that refuses writes leaves no way to release a claim; an effect call
                 // that failed, or a write whose answer was lost, does.
                 if w.store_refused_after_claim.remove(&t.id) {
@@ -835,8 +844,13 @@ fn release(
 /// Runs seeds `from..from + count` on `threads` threads (each seed is its own single-threaded,
 /// deterministic world); the reports come back in seed order.
 pub fn run_many(from: u64, count: u64, threads: usize) -> Vec<SeedReport> {
+    run_many_with(from, count, threads, &Options::default())
+}
+
+/// `run_many` with options (e.g. every ECS event lost).
+pub fn run_many_with(from: u64, count: u64, threads: usize, options: &Options) -> Vec<SeedReport> {
     let threads = threads.clamp(1, 64) as u64;
-    let options = Options::default();
+    let options = options.clone();
     let mut reports: Vec<SeedReport> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|k| {

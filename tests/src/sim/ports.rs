@@ -818,6 +818,10 @@ impl TrafficControl for Traffic {
                         PortError::remote("ELBv2 DescribeTargetHealth", "TargetGroupNotFound")
                     })?;
                     let (_registered, healthy) = w.ecs.target_health(&service, w.now);
+                    if let Some(task) = w.current {
+                        let now = w.now;
+                        w.health_reads.insert(task, (tg.clone(), healthy, now));
+                    }
                     Ok(healthy)
                 },
             )

@@ -450,6 +450,10 @@ pub struct World {
     /// Invocations whose DynamoDB calls were refused after they had claimed an effect: with the
     /// store refusing, nothing can release a claim.
     pub store_refused_after_claim: BTreeSet<TaskId>,
+    /// Every ECS event is lost (the reconcile loop alone must get deployments to their end).
+    pub drop_ecs_events: bool,
+    /// The last DescribeTargetHealth each invocation made: (target group, healthy, when).
+    pub health_reads: BTreeMap<TaskId, (String, u32, DateTime<Utc>)>,
     /// The last failed port call of each running invocation and the fault behind it.
     pub last_failure: BTreeMap<TaskId, (&'static str, Fault)>,
     pub trace: Trace,
@@ -481,6 +485,8 @@ impl World {
             faults_injected: 0,
             claims: BTreeMap::new(),
             store_refused_after_claim: BTreeSet::new(),
+            drop_ecs_events: false,
+            health_reads: BTreeMap::new(),
             last_failure: BTreeMap::new(),
             trace: Trace::new(keep_trace),
         }
@@ -513,6 +519,10 @@ impl World {
 
     /// Puts an event on the bus; the fault plan may lose it, delay it or deliver it twice.
     pub fn emit(&mut self, target: Target, label: String, body: Value) {
+        if self.drop_ecs_events && matches!(target, Target::Ecs) {
+            self.log(format!("bus: lost {label} (every ECS event is lost)"));
+            return;
+        }
         if self.chance(self.faults.event_loss) {
             self.log(format!("bus: lost {label}"));
             return;
