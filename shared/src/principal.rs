@@ -9,37 +9,33 @@ pub fn principal_matches(caller: &str, listed: &str) -> bool {
     if caller == listed {
         return true;
     }
-    let Some((caller_account, caller_role)) = assumed_role(caller) else {
-        return false;
-    };
-    let mut parts = listed.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+    match (assumed_role(caller), iam_role(listed)) {
+        (Some(caller), Some(listed)) => caller == listed,
+        _ => false,
+    }
+}
+
+/// (service, account, resource) of an ARN with an empty region (`arn:PARTITION:SERVICE::ACCOUNT:RESOURCE`).
+fn global_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
-    ) else {
-        return false;
-    };
-    let Some(role_path) = resource.strip_prefix("role/") else {
-        return false;
-    };
-    account == caller_account && role_path.rsplit('/').next() == Some(caller_role)
+    ) {
+        (Some("arn"), Some(_), Some(service), Some(""), Some(account), Some(resource)) => {
+            Some((service, account, resource))
+        }
+        _ => None,
+    }
 }
 
 /// (account, role name) of an `sts` assumed-role ARN.
 fn assumed_role(arn: &str) -> Option<(&str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_), Some("sts"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let ("sts", account, resource) = global_arn(arn)? else {
         return None;
     };
     let mut segments = resource.split('/');
@@ -49,26 +45,22 @@ fn assumed_role(arn: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// (account, role name) of an IAM role ARN, whatever its path.
+fn iam_role(arn: &str) -> Option<(&str, &str)> {
+    let ("iam", account, resource) = global_arn(arn)? else {
+        return None;
+    };
+    let role = resource.strip_prefix("role/")?.rsplit('/').next()?;
+    (!role.is_empty()).then_some((account, role))
+}
+
 /// The principal an ARN stands for: `ACCOUNT:role/ROLE` for an assumed-role session or an IAM
 /// role (any path), else the ARN itself.
 pub fn principal_key(arn: &str) -> String {
-    if let Some((account, role)) = assumed_role(arn) {
-        return format!("{account}:role/{role}");
+    match assumed_role(arn).or_else(|| iam_role(arn)) {
+        Some((account, role)) => format!("{account}:role/{role}"),
+        None => arn.to_string(),
     }
-    let mut parts = arn.splitn(6, ':');
-    if let (Some("arn"), Some(_), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) && let Some(path) = resource.strip_prefix("role/")
-        && let Some(role) = path.rsplit('/').next()
-    {
-        return format!("{account}:role/{role}");
-    }
-    arn.to_string()
 }
 
 /// Whether two ARNs name the same principal (four eyes).

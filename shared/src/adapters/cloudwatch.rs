@@ -39,24 +39,21 @@ impl AlarmReader for CloudWatchAlarms {
                 let out = page.map_err(|e| {
                     PortError::remote("CloudWatch DescribeAlarms", DisplayErrorContext(e))
                 })?;
-                for a in out.metric_alarms.unwrap_or_default() {
+                let metric = out
+                    .metric_alarms
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| (a.alarm_name, a.state_value, a.state_reason));
+                let composite = out
+                    .composite_alarms
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| (a.alarm_name, a.state_value, a.state_reason));
+                for (name, state, reason) in metric.chain(composite) {
                     states.push(AlarmState {
-                        name: a.alarm_name.unwrap_or_default(),
-                        state: a
-                            .state_value
-                            .map(|s| s.as_str().to_string())
-                            .unwrap_or_default(),
-                        reason: a.state_reason.unwrap_or_default(),
-                    });
-                }
-                for a in out.composite_alarms.unwrap_or_default() {
-                    states.push(AlarmState {
-                        name: a.alarm_name.unwrap_or_default(),
-                        state: a
-                            .state_value
-                            .map(|s| s.as_str().to_string())
-                            .unwrap_or_default(),
-                        reason: a.state_reason.unwrap_or_default(),
+                        name: name.unwrap_or_default(),
+                        state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        reason: reason.unwrap_or_default(),
                     });
                 }
             }

@@ -186,6 +186,30 @@ impl DynamoStore {
         }
     }
 
+    /// The registrations (or their lookup copies) under one partition key: one query.
+    async fn registrations_under(&self, pk: &str) -> PortResult<Vec<Registration>> {
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .consistent_read(true),
+        )
+        .await?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item::<_, RegistrationItem>(item)
+                    .map(|i| i.registration)
+                    .map_err(|e| PortError::Corrupt {
+                        key: pk.to_string(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
     async fn registration_item(
         &self,
         service: &str,
@@ -235,26 +259,7 @@ fn event_sk(seq: u32) -> String {
 
 impl DeploymentStore for DynamoStore {
     async fn registrations(&self) -> PortResult<Vec<Registration>> {
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(REGISTRATION_PK.to_string()))
-                .consistent_read(true),
-        )
-        .await?;
-        items
-            .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item::<_, RegistrationItem>(item)
-                    .map(|i| i.registration)
-                    .map_err(|e| PortError::Corrupt {
-                        key: REGISTRATION_PK.to_string(),
-                        message: e.to_string(),
-                    })
-            })
-            .collect()
+        self.registrations_under(REGISTRATION_PK).await
     }
 
     async fn registration(
@@ -269,26 +274,7 @@ impl DeploymentStore for DynamoStore {
     }
 
     async fn registrations_by(&self, key: &LookupKey) -> PortResult<Vec<Registration>> {
-        let pk = key.as_key();
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone())),
-        )
-        .await?;
-        items
-            .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item::<_, RegistrationItem>(item)
-                    .map(|i| i.registration)
-                    .map_err(|e| PortError::Corrupt {
-                        key: pk.clone(),
-                        message: e.to_string(),
-                    })
-            })
-            .collect()
+        self.registrations_under(&key.as_key()).await
     }
 
     async fn put_registration(&self, registration: &Registration) -> PortResult<()> {

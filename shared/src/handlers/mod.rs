@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::deployment::{Colour, Deployment, Effect, ScaleLock, Status};
+use crate::deployment::{Colour, Deployment, Effect, ScaleLock, Stage, Status};
 use crate::events::EventError;
 use crate::lifecycle::{self, Fact};
 use crate::outbox::{self, CLAIM_LEASE, Finished};
@@ -349,17 +349,10 @@ async fn scale_colour<P: Adapters>(
     owner: Option<&str>,
     token: &str,
 ) -> Result<Option<Fact>, HandlerError> {
-    let store = ports.store();
     let (svc, env) = (d.service.as_str(), d.environment.as_str());
-    let mut locked = false;
-    for _ in 0..MAX_ATTEMPTS {
-        let now = ports.clock().now();
-        let mut stage = store.stage(svc, env).await?;
+    let still_owned = update_stage(ports, svc, env, |stage, now| {
         if stage.owner(colour) != owner {
-            return Ok(Some(Fact::ScaledDown {
-                service: service.to_string(),
-                done: false,
-            }));
+            return Ok(StageEdit::Keep(false));
         }
         if let Some(lock) = &stage.scaling
             && lock.token != token
@@ -374,17 +367,14 @@ async fn scale_colour<P: Adapters>(
             token: token.to_string(),
             at: now,
         });
-        match store.save_stage(svc, env, &mut stage).await {
-            Ok(()) => {
-                locked = true;
-                break;
-            }
-            Err(PortError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !locked {
-        return Err(HandlerError::Contended(format!("stage of {svc} in {env}")));
+        Ok(StageEdit::Save(true))
+    })
+    .await?;
+    if !still_owned {
+        return Ok(Some(Fact::ScaledDown {
+            service: service.to_string(),
+            done: false,
+        }));
     }
     let scaled = ports
         .ecs()
@@ -392,23 +382,56 @@ async fn scale_colour<P: Adapters>(
         .await;
     // The lock is released whatever the call did; a lock left behind by a dead invocation
     // expires after the claim lease.
-    for _ in 0..MAX_ATTEMPTS {
-        let mut stage = store.stage(svc, env).await?;
+    update_stage(ports, svc, env, |stage, _| {
         if stage.scaling.as_ref().is_none_or(|l| l.token != token) {
-            break;
+            return Ok(StageEdit::Keep(()));
         }
         stage.scaling = None;
-        match store.save_stage(svc, env, &mut stage).await {
-            Ok(()) => break,
-            Err(PortError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(StageEdit::Save(()))
+    })
+    .await?;
     scaled?;
     Ok(Some(Fact::ScaledDown {
         service: service.to_string(),
         done: desired_count == 0,
     }))
+}
+
+/// What an edit of the stage item decided: save it (and answer `T`), or leave it as it is.
+enum StageEdit<T> {
+    Save(T),
+    Keep(T),
+}
+
+/// Reads the stage item of a service and environment, lets `edit` decide on it, and saves it
+/// with a conditional write; when another invocation changed it first, reads it and decides
+/// again.
+async fn update_stage<P: Adapters, T>(
+    ports: &P,
+    service: &str,
+    environment: &str,
+    mut edit: impl FnMut(&mut Stage, DateTime<Utc>) -> Result<StageEdit<T>, HandlerError>,
+) -> Result<T, HandlerError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut stage = ports.store().stage(service, environment).await?;
+        match edit(&mut stage, ports.clock().now())? {
+            StageEdit::Keep(answer) => return Ok(answer),
+            StageEdit::Save(answer) => {
+                match ports
+                    .store()
+                    .save_stage(service, environment, &mut stage)
+                    .await
+                {
+                    Ok(()) => return Ok(answer),
+                    Err(PortError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Err(HandlerError::Contended(format!(
+        "stage of {service} in {environment}"
+    )))
 }
 
 fn expired(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
@@ -627,15 +650,10 @@ async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fac
     // Take the idle colour on the stage item: a scale-down of it still owed to an earlier
     // deployment becomes moot, and one in flight right now is waited for.
     let (svc, env) = (d.service.as_str(), d.environment.as_str());
-    let mut stable_owner = None;
-    let mut taken = false;
-    for _ in 0..MAX_ATTEMPTS {
-        let now = ports.clock().now();
-        let mut stage = ports.store().stage(svc, env).await?;
-        stable_owner = stage.owner(stable).map(str::to_string);
+    let stable_owner = update_stage(ports, svc, env, |stage, now| {
+        let stable_owner = stage.owner(stable).map(str::to_string);
         if stage.owner(idle) == Some(d.id.as_str()) {
-            taken = true;
-            break;
+            return Ok(StageEdit::Keep(stable_owner));
         }
         if let Some(lock) = &stage.scaling
             && lock.colour == idle
@@ -647,18 +665,9 @@ async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fac
             )));
         }
         stage.set_owner(idle, &d.id);
-        match ports.store().save_stage(svc, env, &mut stage).await {
-            Ok(()) => {
-                taken = true;
-                break;
-            }
-            Err(PortError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !taken {
-        return Err(HandlerError::Contended(format!("stage of {svc} in {env}")));
-    }
+        Ok(StageEdit::Save(stable_owner))
+    })
+    .await?;
     let live = ports
         .ecs()
         .service(&rollout.cluster, &traffic.target(stable).service)
