@@ -15,7 +15,7 @@ use flightdeck::deployment::{AuditEvent, Deployment, Listener, Stage};
 use flightdeck::handlers::Ports;
 use flightdeck::ports::{
     Clock, Created, DeploymentStore, EcsControl, EcsService, ImageResolver, Notifier, Page,
-    PortError, PortResult, ServiceDeployment, TrafficControl,
+    PortError, PortResult, ServiceDeployment, StoppedTaskView, TrafficControl,
 };
 use flightdeck::registration::{LookupKey, Registration};
 
@@ -388,6 +388,14 @@ impl EcsControl for Ecs {
         _desired_count: Option<u32>,
     ) -> PortResult<Option<String>> {
         Ok(Some("ecs-svc/1234567890".to_string()))
+    }
+
+    async fn stopped_tasks(
+        &self,
+        _cluster: &str,
+        _service: &str,
+    ) -> PortResult<Vec<StoppedTaskView>> {
+        Ok(Vec::new())
     }
 
     async fn scale(&self, _cluster: &str, _service: &str, _desired_count: u32) -> PortResult<()> {

@@ -183,6 +183,22 @@ pub trait EcsControl: Send + Sync {
         service: &str,
         desired_count: u32,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The service's recently stopped tasks (one page: ListTasks STOPPED, then DescribeTasks),
+    /// each with its task definition and classified stop, so the reconcile loop sees crash loops
+    /// when task events are lost.
+    fn stopped_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> impl Future<Output = PortResult<Vec<StoppedTaskView>>> + Send;
+}
+
+/// A stopped task as DescribeTasks reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoppedTaskView {
+    pub task_arn: String,
+    pub task_definition_arn: String,
+    pub stop: crate::stop_reason::StopReason,
 }
 
 #[derive(Clone, Debug, PartialEq)]

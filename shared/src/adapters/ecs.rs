@@ -3,9 +3,12 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::error::DisplayErrorContext;
-use aws_sdk_ecs::types::{Tag, TaskDefinitionField};
+use aws_sdk_ecs::types::{DesiredStatus, Tag, TaskDefinitionField};
 
-use crate::ports::{EcsControl, EcsService, PortError, PortResult, ServiceDeployment};
+use crate::ports::{
+    EcsControl, EcsService, PortError, PortResult, ServiceDeployment, StoppedTaskView,
+};
+use crate::stop_reason::{StopReason, StoppedTask};
 
 /// The tag that names the deployment a revision was registered for.
 pub const DEPLOYMENT_TAG: &str = "flightdeck:deployment";
@@ -213,6 +216,58 @@ impl EcsControl for EcsClient {
         }))
     }
 
+    async fn stopped_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> PortResult<Vec<StoppedTaskView>> {
+        let listed = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service)
+            .desired_status(DesiredStatus::Stopped)
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS ListTasks", DisplayErrorContext(e)))?;
+        let arns = listed.task_arns.unwrap_or_default();
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let described = self
+            .client
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS DescribeTasks", DisplayErrorContext(e)))?;
+        Ok(described
+            .tasks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.last_status.as_deref() == Some("STOPPED"))
+            .filter_map(|t| {
+                let containers: Vec<(&str, Option<i32>, Option<&str>)> = t
+                    .containers()
+                    .iter()
+                    .map(|c| (c.name().unwrap_or_default(), c.exit_code, c.reason()))
+                    .collect();
+                let stop = StopReason::classify(&StoppedTask {
+                    stop_code: t.stop_code.as_ref().map(|c| c.as_str()),
+                    stopped_reason: t.stopped_reason.as_deref(),
+                    containers: &containers,
+                });
+                Some(StoppedTaskView {
+                    task_arn: t.task_arn.clone()?,
+                    task_definition_arn: t.task_definition_arn.clone()?,
+                    stop,
+                })
+            })
+            .collect())
+    }
+
     async fn scale(&self, cluster: &str, service: &str, desired_count: u32) -> PortResult<()> {
         self.client
             .update_service()
@@ -341,6 +396,52 @@ mod tests {
             .unwrap();
         assert_eq!(arn, "arn:td/api:2");
         assert_eq!(register.num_calls(), 0, "nothing registered a second time");
+    }
+
+    #[tokio::test]
+    async fn stopped_tasks_come_back_classified_as_a_task_event_would_be() {
+        use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+        use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
+        use aws_sdk_ecs::types::{Container, Task, TaskStopCode};
+        let list = mock!(Client::list_tasks)
+            .match_requests(|r| {
+                r.service_name() == Some("api")
+                    && r.desired_status() == Some(&DesiredStatus::Stopped)
+            })
+            .then_output(|| ListTasksOutput::builder().task_arns("arn:task/c/1").build());
+        let describe = mock!(Client::describe_tasks).then_output(|| {
+            DescribeTasksOutput::builder()
+                .tasks(
+                    Task::builder()
+                        .task_arn("arn:task/c/1")
+                        .task_definition_arn("arn:td/api:2")
+                        .last_status("STOPPED")
+                        .stop_code(TaskStopCode::EssentialContainerExited)
+                        .stopped_reason("Essential container in task exited")
+                        .containers(
+                            Container::builder()
+                                .name("app")
+                                .exit_code(137)
+                                .reason("OutOfMemoryError: Container killed due to memory usage")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&list, &describe]
+        ));
+        let stopped = ecs.stopped_tasks("c", "api").await.unwrap();
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].task_definition_arn, "arn:td/api:2");
+        assert!(
+            matches!(stopped[0].stop, StopReason::OutOfMemory { .. }),
+            "{:?}",
+            stopped[0].stop
+        );
     }
 
     #[tokio::test]

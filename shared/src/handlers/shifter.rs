@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::{HandlerError, Outcome, apply, start};
 use crate::deployment::{Deployment, Status};
-use crate::lifecycle::{Fact, ServiceObservation};
+use crate::lifecycle::{Fact, ServiceObservation, TaskObservation};
 use crate::ports::{
     Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, TrafficControl,
 };
@@ -18,10 +18,18 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
     ports: &P,
     alarms: &A,
 ) -> Result<Outcome, HandlerError> {
+    // One deployment's trouble (a read that fails) never holds up the others; the first error
+    // is reported when the tick is done.
+    let mut first_error: Option<HandlerError> = None;
     let mut deployments = Vec::new();
     for id in ports.store().all_active().await? {
-        if let Some(d) = ports.store().get(&id).await? {
-            deployments.push(d);
+        match ports.store().get(&id).await {
+            Ok(Some(d)) => deployments.push(d),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(deployment_id = %id, error = %e, "record unreadable this tick");
+                first_error.get_or_insert(e.into());
+            }
         }
     }
     // One DescribeAlarms for every alarm that gates something in flight.
@@ -30,12 +38,19 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
         .filter(|d| d.in_flight())
         .flat_map(|d| d.alarms.iter().cloned())
         .collect();
+    // The alarm read is a safety net (alarm events roll back at once); when it fails the tick
+    // still reconciles every deployment, and reports the failure at the end.
     let states = if names.is_empty() {
         Vec::new()
     } else {
-        alarms
-            .states(&names.into_iter().collect::<Vec<_>>())
-            .await?
+        match alarms.states(&names.into_iter().collect::<Vec<_>>()).await {
+            Ok(states) => states,
+            Err(e) => {
+                warn!(error = %e, "alarm states unreadable this tick; reconciling without them");
+                first_error.get_or_insert(e.into());
+                Vec::new()
+            }
+        }
     };
     let firing: HashMap<&str, &AlarmState> = states
         .iter()
@@ -44,7 +59,6 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
         .collect();
 
     let mut outcome = Outcome::default();
-    let mut first_error = None;
     for d in deployments {
         match reconcile(ports, &d, &firing).await {
             Ok(after) => {
@@ -94,6 +108,15 @@ async fn reconcile<P: Adapters>(
             {
                 applied(Fact::ServiceObserved(seen)).await?;
             }
+            // Crash loops are counted from what ECS keeps of stopped tasks too, so that lost
+            // task events cannot hide one. Failures already counted are not applied again.
+            for task in stopped_failures(ports, d).await? {
+                if let Some(after) = applied(Fact::Task(task)).await?
+                    && !matches!(after.status, Status::Deploying | Status::Shifting)
+                {
+                    return Ok(after);
+                }
+            }
             Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
         }
         Status::RollingBack => {
@@ -104,6 +127,37 @@ async fn reconcile<P: Adapters>(
         }
         _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
     }
+}
+
+/// Failed tasks of the new revision that ECS still lists as stopped and the record has not
+/// counted yet, as task observations.
+async fn stopped_failures<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<Vec<TaskObservation>, HandlerError> {
+    let Some(new) = d.rollout.new_task_definition.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let stopped = ports
+        .ecs()
+        .stopped_tasks(&d.rollout.cluster, &d.rollout.ecs_service)
+        .await?;
+    Ok(stopped
+        .into_iter()
+        .filter(|t| t.task_definition_arn == new && t.stop.is_failure())
+        .filter(|t| {
+            !d.failed_task_ids
+                .iter()
+                .any(|id| id == crate::deployment::short_task(&t.task_arn))
+        })
+        .map(|t| TaskObservation {
+            task_arn: t.task_arn,
+            task_definition_arn: t.task_definition_arn,
+            last_status: "STOPPED".to_string(),
+            version: 0,
+            stop: Some(t.stop),
+        })
+        .collect())
 }
 
 /// What ECS (and, behind a load balancer, the target group) says of the service that should

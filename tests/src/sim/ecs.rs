@@ -127,6 +127,9 @@ pub struct Ecs {
     pub tasks: BTreeMap<String, Task>,
     /// Image digest -> what it does.
     pub quality: BTreeMap<String, Quality>,
+    /// The last stopped tasks of each service, as the task-state-change detail ECS would give
+    /// (what ListTasks STOPPED and DescribeTasks answer; ECS keeps them for about an hour).
+    pub stopped: BTreeMap<String, std::collections::VecDeque<serde_json::Value>>,
     next_task: u64,
     next_deployment: u64,
 }
@@ -508,11 +511,18 @@ fn transition(
     );
     w.log(format!("ecs: {label} [{}]", short_td(&t.task_definition)));
     if status == TaskStatus::Stopped {
-        // Nothing reads a stopped task again; keeping them would slow every tick.
+        // Only the stopped task's description is kept (a bounded list per service); keeping
+        // the tasks themselves would slow every tick.
         w.ecs.tasks.remove(arn);
+        let kept = w.ecs.stopped.entry(t.service.clone()).or_default();
+        kept.push_front(body.clone());
+        kept.truncate(STOPPED_KEPT);
     }
     Some(Emitted { label, body })
 }
+
+/// Stopped tasks ListTasks returns per service (one page).
+pub const STOPPED_KEPT: usize = 100;
 
 pub fn short_td(arn: &str) -> &str {
     arn.rsplit_once('/').map(|(_, r)| r).unwrap_or(arn)

@@ -323,8 +323,13 @@ impl Checker {
                 let watched = w.store.deployments.values().any(|d| {
                     d.service == service && d.environment == environment && d.status.is_active()
                 });
+                if !watched {
+                    // The clock runs only while a deployment is there to answer it.
+                    self.unhealthy_since.remove(&key);
+                    continue;
+                }
                 let since = *self.unhealthy_since.entry(key).or_insert(w.now);
-                if watched && w.now - since > TRAFFIC_GRACE {
+                if w.now - since > TRAFFIC_GRACE {
                     self.violate(
                         Invariant::TrafficHealth,
                         step,
@@ -720,6 +725,18 @@ fn serving_claim(w: &World, reg: &RegPlan, d: &Deployment) -> Option<Result<(), 
                     short_td(service.task_definition()),
                     short_td(want)
                 )));
+            }
+            // ROLLED_BACK (DESIGN.md): all traffic back on the stable colour, which still runs
+            // the previous revision (not scaled away). Whether that revision is healthy is its
+            // own story (it may have started failing after its own deployment ended).
+            if !succeeded {
+                if service.desired == 0 {
+                    return Some(Err(format!(
+                        "{} was scaled to 0 under the traffic",
+                        serving.service
+                    )));
+                }
+                return Some(Ok(()));
             }
             let healthy = w.ecs.healthy(&serving.service, want, w.now);
             let need = d.rollout.desired_count.unwrap_or(reg.desired).max(1);

@@ -17,7 +17,7 @@ use flightdeck::alerts::Alert;
 use flightdeck::deployment::{AuditEvent, Deployment, Listener, Stage};
 use flightdeck::ports::{
     AlarmReader, AlarmState, Clock, Created, DeploymentStore, EcsControl, EcsService,
-    ImageResolver, Notifier, Page, PortError, PortResult, TrafficControl,
+    ImageResolver, Notifier, Page, PortError, PortResult, StoppedTaskView, TrafficControl,
 };
 use flightdeck::registration::{LookupKey, Registration};
 
@@ -162,6 +162,13 @@ impl Brief for Deployment {
 impl Brief for Vec<AuditEvent> {
     fn brief(&self) -> String {
         format!("{} events", self.len())
+    }
+}
+
+impl Brief for Vec<StoppedTaskView> {
+    fn brief(&self) -> String {
+        let failed = self.iter().filter(|t| t.stop.is_failure()).count();
+        format!("{} stopped, {failed} failed", self.len())
     }
 }
 
@@ -708,6 +715,41 @@ impl EcsControl for Ecs {
                 });
                 Ok(id)
             })
+            .await
+    }
+
+    async fn stopped_tasks(
+        &self,
+        _cluster: &str,
+        service: &str,
+    ) -> PortResult<Vec<StoppedTaskView>> {
+        self.0
+            .call(
+                "ECS ListTasks+DescribeTasks stopped",
+                Kind::Read,
+                service.to_string(),
+                |w| {
+                    // Parsed with the same code as the events, so the stops are classified
+                    // exactly as a task event's would be.
+                    Ok(w.ecs
+                        .stopped
+                        .get(service)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|body| {
+                            let envelope = flightdeck::events::envelope(body.clone()).ok()?;
+                            let task: flightdeck::events::EcsTaskStateChange =
+                                flightdeck::events::detail(&envelope).ok()?;
+                            let stop = task.stop()?;
+                            Some(StoppedTaskView {
+                                task_arn: task.task_arn,
+                                task_definition_arn: task.task_definition_arn,
+                                stop,
+                            })
+                        })
+                        .collect())
+                },
+            )
             .await
     }
 
