@@ -93,7 +93,7 @@ pub struct FailureTally {
 }
 
 /// Failed tasks of the new revision kept in full in the record.
-pub const RECENT_FAILURES: usize = 5;
+pub const RECENT_FAILURES: usize = 3;
 
 /// Audit events kept in the record itself; the whole trail is stored as items of its own
 /// (`DeploymentStore::audit_trail`), so a record stays small however long its trail grows.

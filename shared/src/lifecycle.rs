@@ -99,7 +99,12 @@ pub enum Fact {
         gating: bool,
     },
     /// A CloudWatch alarm left ALARM.
-    AlarmCleared { alarm: String, state: String },
+    AlarmCleared {
+        alarm: String,
+        state: String,
+        /// When the alarm changed, as CloudWatch says (a redelivery carries the same time).
+        at: Option<DateTime<Utc>>,
+    },
     /// Something worth recording that changes nothing else.
     Noted { reason: String, actor: String },
     /// An operator skips the rest of the current step's bake (API `promote`).
@@ -297,7 +302,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Superseded { by } => {
-            if d.waiting() {
+            if d.waiting() || (d.status == Status::Pending && !d.starting()) {
                 let reason = format!("superseded by deployment {by}");
                 finish(&mut d, Status::Superseded, reason, "flightdeck", now);
             }
@@ -400,14 +405,19 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 roll_back(&mut d, why, "aws.cloudwatch", now);
             }
         }
-        Fact::AlarmCleared { alarm, state } => {
+        Fact::AlarmCleared { alarm, state, at } => {
             if d.status.is_active() && d.alarms.contains(alarm) {
-                note(
-                    &mut d,
-                    format!("alarm `{alarm}` is {state}"),
-                    "aws.cloudwatch",
-                    now,
-                );
+                // Stamped with CloudWatch's time, so a redelivery is recognised and adds nothing.
+                let when = at.unwrap_or(now);
+                let text = format!("alarm `{alarm}` is {state}");
+                let seen = d
+                    .events
+                    .iter()
+                    .any(|e| e.at == when && e.reason.as_deref() == Some(text.as_str()));
+                if !seen {
+                    note(&mut d, text, "aws.cloudwatch", when);
+                    d.updated_at = now;
+                }
             }
         }
         Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
@@ -604,7 +614,7 @@ fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) 
         None => d.failure_reasons.push(FailureTally {
             label: stop.label().to_string(),
             count: 1,
-            example: stop.explain(),
+            example: bounded(stop.explain()),
         }),
     }
     let failed = d.failed_count;
@@ -762,7 +772,13 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
     }
     match (d.status, d.traffic.is_some()) {
         (Status::Deploying, alb) => {
-            let desired = d.rollout.desired_count.unwrap_or(1).max(seen.desired);
+            // alb-weights: the count the colour was scaled to; rolling: the service's own count
+            // now (autoscaling may have changed it since the start).
+            let desired = if alb {
+                d.rollout.desired_count.unwrap_or(1).max(seen.desired)
+            } else {
+                seen.desired.max(1)
+            };
             let observed = Observed {
                 running: seen.running,
                 desired,
@@ -773,8 +789,10 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                 d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
             // Behind a load balancer, ready means that many healthy targets: an empty target
             // group, or one whose targets are still starting, is not ready.
+            // Behind a load balancer the target group's count covers whatever revision is
+            // registered, so ECS must also report the colour's rollout done (old tasks drained).
             let healthy = if alb {
-                seen.healthy_targets.is_some_and(|h| h >= desired)
+                seen.steady && seen.healthy_targets.is_some_and(|h| h >= desired)
             } else {
                 seen.steady
             };
@@ -1059,7 +1077,24 @@ fn crash_loop_reason(d: &Deployment) -> String {
 }
 
 /// A status change: a new phase, which cancels the AWS calls decided in the phase left.
+/// Reason text from outside (ECS stop reasons, alarm reasons) can be long; what enters the
+/// record is bounded so that the record stays small whatever happens.
+pub const REASON_LIMIT: usize = 240;
+
+fn bounded(mut text: String) -> String {
+    if text.len() > REASON_LIMIT {
+        let mut end = REASON_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
+    let reason = bounded(reason);
     d.status = status;
     d.phase += 1;
     outbox::cancel_stale(d);
@@ -1080,6 +1115,7 @@ fn finish(d: &mut Deployment, status: Status, reason: String, actor: &str, now: 
 
 /// An audit entry that is not a status change.
 fn note(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>) {
+    let reason = bounded(reason);
     d.updated_at = now;
     d.record(AuditEvent {
         at: now,
@@ -1524,8 +1560,13 @@ mod tests {
         .deployment;
         let waiting = decide(&queued, &Fact::Superseded { by: "d-new".into() }, t(3)).deployment;
         assert_eq!(waiting.status, Status::Superseded);
-        // A PENDING deployment not queued is being started by another invocation: left alone.
-        assert!(!decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3)).changed);
+        // A PENDING deployment whose start is not decided yet never starts after a newer one;
+        // once its start is decided (the slot taken, the revision being registered), it is left
+        // alone.
+        let not_started = decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3));
+        assert_eq!(not_started.deployment.status, Status::Superseded);
+        let starting = decide(&pending(0), &Fact::SlotTaken, t(2)).deployment;
+        assert!(!decide(&starting, &Fact::Superseded { by: "d-new".into() }, t(3)).changed);
         assert!(
             !decide(
                 &deploying(0, 1),
@@ -2051,6 +2092,76 @@ mod tests {
         assert_eq!(
             decide(&d, &fired, t(30)).deployment.status,
             Status::RollingBack
+        );
+    }
+
+    /// Reconcile alone (every ECS event lost): a rolling rollout whose service was scaled in by
+    /// Application Auto Scaling while it deployed (desired 4 at the start, 2 now) is ready once
+    /// ECS reports the new revision steady at the service's desired count. It must not wait for
+    /// the desired count read at the start and be rolled back at the progress deadline.
+    #[test]
+    fn a_rolling_rollout_scaled_in_while_deploying_is_ready_at_the_services_desired_count() {
+        let d = deploying(0, 4);
+        let seen = Fact::ServiceObserved(ServiceObservation {
+            service: "checkout-api".into(),
+            task_definition: NEW_TD.into(),
+            running: 2,
+            desired: 2,
+            steady: true,
+            healthy_targets: None,
+        });
+        let d = decide(&d, &seen, t(30)).deployment;
+        let deadline = d.rollout.progress_deadline.unwrap();
+        let later = decide(&d, &Fact::Tick, deadline).deployment;
+        assert_eq!(
+            later.status,
+            Status::Succeeded,
+            "ECS reported the new revision steady at the service's desired count (2 of 2), yet \
+             the deployment is {} at its progress deadline: {:?}",
+            later.status,
+            later.reason
+        );
+    }
+
+    /// "A record under 16 KB whatever happens": a crash loop whose tasks stop with the long
+    /// reasons ECS really gives (a secret the execution role may not read), with the limit at
+    /// its allowed maximum of 100.
+    #[test]
+    fn a_record_stays_under_16_kb_through_a_crash_loop_with_long_stop_reasons() {
+        let mut d = deploying(0, 100);
+        d.max_failed_tasks = 100;
+        let reason = "ResourceInitializationError: unable to pull secrets or registry auth: \
+            execution resource retrieval failed: unable to retrieve secret from asm: service call \
+            has been retried 5 time(s): failed to fetch secret \
+            arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/checkout-api/database-AbCdEf \
+            from secrets manager: AccessDeniedException: User: \
+            arn:aws:sts::123456789012:assumed-role/checkout-api-task-execution/5f0c1e2d3b4a4c5d9e8f \
+            is not authorized to perform: secretsmanager:GetSecretValue on resource: \
+            arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/checkout-api/database-AbCdEf \
+            because no identity-based policy allows the secretsmanager:GetSecretValue action \
+            status code: 400, request id: 0e6f5a1b-2c3d-4e5f-8a9b-0c1d2e3f4a5b";
+        let containers = [("app", None, None)];
+        let stop = StopReason::classify(&crate::stop_reason::StoppedTask {
+            stop_code: Some("TaskFailedToStart"),
+            stopped_reason: Some(reason),
+            containers: &containers,
+        });
+        assert!(stop.is_failure());
+        let mut largest = 0;
+        for n in 0..100u32 {
+            d = decide(
+                &d,
+                &task(n, NEW_TD, "STOPPED", 3, Some(stop.clone())),
+                t(10),
+            )
+            .deployment;
+            d.events_written();
+            largest = largest.max(serde_json::to_vec(&d).unwrap().len());
+        }
+        assert_eq!(d.status, Status::RollingBack);
+        assert!(
+            largest < 16 * 1024,
+            "the record grew to {largest} bytes of JSON (bound 16384)"
         );
     }
 }

@@ -85,6 +85,14 @@ pub fn claimed_by(d: &Deployment, seq: u32, token: &str) -> bool {
         .any(|e| e.seq == seq && !e.cancelled && e.claim.as_ref().is_some_and(|c| c.token == token))
 }
 
+/// Whether effect `seq` still carries `token`'s claim, cancelled or not (its claimant must
+/// report back either way: a cancelled effect holds its lane until then).
+pub fn held_by(d: &Deployment, seq: u32, token: &str) -> bool {
+    d.outbox
+        .iter()
+        .any(|e| e.seq == seq && e.claim.as_ref().is_some_and(|c| c.token == token))
+}
+
 /// What finishing an effect does to the record.
 #[derive(Debug, PartialEq)]
 pub enum Finished {

@@ -120,6 +120,33 @@ impl DynamoStore {
                 key: deployment_pk(&d.id),
                 message: e.to_string(),
             })?;
+        if events.is_empty() {
+            // Nothing to write beside the record (claims, most results): one conditional PutItem,
+            // half the write capacity of a transaction.
+            let mut request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition);
+            if let Some(expected) = expected {
+                request = request
+                    .expression_attribute_values(":v", AttributeValue::N(expected.to_string()));
+            }
+            return match request.send().await {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    Err(PortError::Conflict)
+                }
+                Err(e) => Err(PortError::remote(
+                    "DynamoDB PutItem",
+                    DisplayErrorContext(e),
+                )),
+            };
+        }
         let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -170,11 +197,17 @@ impl DynamoStore {
         {
             Ok(_) => Ok(()),
             Err(e) => {
+                // A failed condition, or a concurrent transaction on the same item, is a lost
+                // race: reload and decide again.
                 let lost_condition = e.as_service_error().is_some_and(|s| match s {
-                    TransactWriteItemsError::TransactionCanceledException(t) => t
-                        .cancellation_reasons()
-                        .iter()
-                        .any(|r| r.code() == Some("ConditionalCheckFailed")),
+                    TransactWriteItemsError::TransactionCanceledException(t) => {
+                        t.cancellation_reasons().iter().any(|r| {
+                            matches!(
+                                r.code(),
+                                Some("ConditionalCheckFailed" | "TransactionConflict")
+                            )
+                        })
+                    }
                     _ => false,
                 });
                 if lost_condition {
@@ -911,6 +944,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_save_without_new_audit_events_is_one_conditional_put() {
+        use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("record_version = :v")
+                    && r.expression_attribute_values()
+                        .and_then(|v| v.get(":v"))
+                        .is_some_and(|v| *v == AttributeValue::N("7".into()))
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        let mut d = deployment();
+        d.events_written();
+        d.record_version = 7;
+        store.save(&mut d).await.unwrap();
+        assert_eq!((rule.num_calls(), d.record_version), (1, 8));
+    }
+
+    #[tokio::test]
     async fn finished_deployments_leave_the_active_index() {
         let rule = mock!(Client::transact_write_items)
             .match_requests(|r| {
@@ -1004,5 +1056,34 @@ mod tests {
             serde_dynamo::to_item(DeploymentItem::new(&d)).unwrap();
         let back: DeploymentItem = serde_dynamo::from_item(item).unwrap();
         assert_eq!(back.deployment, d);
+    }
+
+    /// Two invocations saving one record at the same moment: DynamoDB cancels one transaction
+    /// with `TransactionConflict` (not `ConditionalCheckFailed`). That is a lost race like any
+    /// other — reload and decide again — not a failed call: as `Remote` it fails the event
+    /// (Lambda retries it a minute later) or answers the API caller 502 (an approval or a
+    /// rollback racing a reconcile tick).
+    #[tokio::test]
+    async fn a_save_cancelled_by_a_concurrent_transaction_is_a_conflict_to_retry() {
+        let rule = mock!(Client::transact_write_items).then_error(|| {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("TransactionConflict")
+                            .build(),
+                    )
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .build(),
+            )
+        });
+        let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+        let mut d = deployment();
+        d.record_version = 4;
+        let result = store.save(&mut d).await;
+        assert!(
+            matches!(result, Err(PortError::Conflict)),
+            "a transaction cancelled by a concurrent one came back as {result:?}"
+        );
     }
 }

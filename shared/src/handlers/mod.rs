@@ -486,7 +486,8 @@ async fn record_failed<P: Adapters>(
     for _ in 0..MAX_ATTEMPTS {
         let now = ports.clock().now();
         // Released already (an earlier save of this landed), or taken over: nothing to record.
-        if !outbox::claimed_by(&d, seq, token) {
+        // A cancelled effect is still ours to drop, so that it stops holding its lane.
+        if !outbox::held_by(&d, seq, token) {
             return Ok(d);
         }
         if outbox::failed(&mut d, seq, error, now).is_some() {
@@ -555,6 +556,20 @@ pub fn start<'a, P: Adapters>(
             return Ok(apply(ports, id, &Fact::Tick).await?.unwrap_or(d));
         }
         let (service, environment) = (d.service.as_str(), d.environment.as_str());
+        // A newer deployment of the same service and environment makes this one moot: an older
+        // push never deploys after a newer one, however their invocations interleave.
+        for other in ports.store().active(service, environment).await? {
+            if other == id {
+                continue;
+            }
+            if let Some(o) = ports.store().get(&other).await?
+                && o.created_at > d.created_at
+                && o.status.is_active()
+            {
+                let fact = Fact::Superseded { by: o.id };
+                return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
+            }
+        }
         for _ in 0..MAX_ATTEMPTS {
             let mut stage = ports.store().stage(service, environment).await?;
             // The holder blocks while it starts or is in flight.

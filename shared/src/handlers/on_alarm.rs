@@ -33,6 +33,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         Fact::AlarmCleared {
             alarm: change.alarm.clone(),
             state: change.state.clone(),
+            at: change.at,
         }
     };
     let mut rolled_back = false;
@@ -107,14 +108,21 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         return Ok(Outcome::skipped(why));
     }
     let key = change.key();
-    if ports.store().remember(&key).await? == Created::AlreadyExists {
-        let why = format!(
-            "event {event_id}: this transition of alarm {} was handled already",
-            change.alarm
-        );
-        info!(event_id, "skipped: {why}");
-        return Ok(Outcome::skipped(why));
-    }
+    // A marker write that failed may have landed (its answer lost): the alert goes out anyway
+    // and the error is reported after, so the retry finds the marker. An alert twice is better
+    // than an alert never.
+    let marker_error = match ports.store().remember(&key).await {
+        Ok(Created::AlreadyExists) => {
+            let why = format!(
+                "event {event_id}: this transition of alarm {} was handled already",
+                change.alarm
+            );
+            info!(event_id, "skipped: {why}");
+            return Ok(Outcome::skipped(why));
+        }
+        Ok(Created::New) => None,
+        Err(e) => Some(e),
+    };
     let now = ports.clock().now();
     for registration in managed {
         let suspect = ports
@@ -140,7 +148,10 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             outcome.deployments.push(d);
         }
     }
-    Ok(outcome)
+    match marker_error {
+        Some(e) => Err(e.into()),
+        None => Ok(outcome),
+    }
 }
 
 /// Whether the alarm's metrics are those of the registration's ECS services or target groups.

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::shifter::observe;
 use super::{HandlerError, Outcome, apply};
-use crate::deployment::Status;
+use crate::deployment::{Deployment, Status};
 use crate::events::{
     self, ECS_DEPLOYMENT_STATE_CHANGE, ECS_SERVICE_ACTION, ECS_TASK_STATE_CHANGE,
     EcsDeploymentStateChange, EcsServiceAction, EcsTaskStateChange, Envelope, EventError,
@@ -76,6 +76,17 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             {
                 continue;
             }
+            // "Steady" (or "completed" for an ECS deployment we cannot name) says nothing of
+            // which revision: ECS may have rolled the service back by itself, its FAILED event
+            // lost or late. It counts only when the service runs the revision awaited.
+            if settles_by_word(&current, &parsed.fact)
+                && let Some(seen) = observe(ports, &current).await?
+                && !awaits(&current, &seen.task_definition)
+            {
+                info!(event_id, deployment_id = %id, runs = %seen.task_definition,
+                      "skipped: ECS reports the service steady on a revision this deployment does not await");
+                continue;
+            }
             let Some(mut d) = apply(ports, &id, &parsed.fact).await? else {
                 continue;
             };
@@ -102,6 +113,40 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         ));
     }
     Ok(outcome)
+}
+
+/// Whether `fact` is ECS's word that the service settled, without naming an ECS deployment
+/// this record knows.
+fn settles_by_word(d: &Deployment, fact: &Fact) -> bool {
+    match fact {
+        Fact::ServiceAction { event_name, .. } => event_name == "SERVICE_STEADY_STATE",
+        Fact::EcsDeployment {
+            ecs_deployment_id,
+            event_name,
+            ..
+        } => {
+            let known = [
+                d.rollout.ecs_deployment_id.as_deref(),
+                d.rollback
+                    .as_ref()
+                    .and_then(|r| r.ecs_deployment_id.as_deref()),
+            ];
+            event_name == "SERVICE_DEPLOYMENT_COMPLETED"
+                && !known.contains(&Some(ecs_deployment_id.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `task_definition` is the revision the deployment waits to see running.
+fn awaits(d: &Deployment, task_definition: &str) -> bool {
+    match d.status {
+        Status::RollingBack => d
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.to_task_definition == task_definition),
+        _ => d.rollout.new_task_definition.as_deref() == Some(task_definition),
+    }
 }
 
 /// Parses the event; the inner `Err` is a reason to skip it (not an error of the event).

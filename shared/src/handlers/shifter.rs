@@ -32,12 +32,24 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
             }
         }
     }
-    // One DescribeAlarms for every alarm that gates something in flight.
-    let names: BTreeSet<String> = deployments
-        .iter()
-        .filter(|d| d.in_flight())
-        .flat_map(|d| d.alarms.iter().cloned())
-        .collect();
+    // The alarms that gate each deployment in flight: its own list and its registration's as it
+    // is now (an alarm added mid-deployment gates it too). One DescribeAlarms for all of them.
+    let mut gates: HashMap<String, Vec<String>> = HashMap::new();
+    for d in deployments.iter().filter(|d| d.in_flight()) {
+        let mut alarms = d.alarms.clone();
+        match ports.store().registration(&d.service, &d.environment).await {
+            Ok(Some(r)) => alarms.extend(r.spec.gates.alarms),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(deployment_id = %d.id, error = %e, "registration unreadable this tick");
+                first_error.get_or_insert(e.into());
+            }
+        }
+        alarms.sort();
+        alarms.dedup();
+        gates.insert(d.id.clone(), alarms);
+    }
+    let names: BTreeSet<String> = gates.values().flatten().cloned().collect();
     // The alarm read is a safety net (alarm events roll back at once); when it fails the tick
     // still reconciles every deployment, and reports the failure at the end.
     let states = if names.is_empty() {
@@ -60,7 +72,8 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
 
     let mut outcome = Outcome::default();
     for d in deployments {
-        match reconcile(ports, &d, &firing).await {
+        let gating = gates.get(&d.id).map(Vec::as_slice).unwrap_or_default();
+        match reconcile(ports, &d, gating, &firing).await {
             Ok(after) => {
                 if after.status != d.status || after.traffic_percent != d.traffic_percent {
                     info!(deployment_id = %d.id, from = %d.status, to = %after.status,
@@ -84,6 +97,7 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
 async fn reconcile<P: Adapters>(
     ports: &P,
     d: &Deployment,
+    gating: &[String],
     firing: &HashMap<&str, &AlarmState>,
 ) -> Result<Deployment, HandlerError> {
     let id = d.id.as_str();
@@ -91,7 +105,7 @@ async fn reconcile<P: Adapters>(
     match d.status {
         Status::Pending => start(ports, id).await,
         Status::Deploying | Status::Shifting => {
-            if let Some(alarm) = d.alarms.iter().find_map(|a| firing.get(a.as_str())) {
+            if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
                 let fact = Fact::AlarmFired {
                     alarm: alarm.name.clone(),
                     reason: alarm.reason.clone(),

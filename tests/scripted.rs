@@ -1,0 +1,1003 @@
+//! Handler-level reproductions of defects found in review, over the simulation's in-memory AWS
+//! (`tests/src/sim`). Each test drives the real handlers through a hand-made schedule (no random
+//! faults): scripted failures come from thin wrappers around the simulation's ports, and
+//! interleavings from polling handler futures one await point at a time. Every test here pins
+//! down the behaviour the design asks for, and failed on the code it was written against.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use chrono::Duration;
+use flightdeck::deployment::{Deployment, Listener, Status, push_deployment_id};
+use flightdeck::handlers::{Ports, on_alarm, on_ecs_event, on_image_push, shifter};
+use flightdeck::ports::{EcsControl, EcsService, PortError, PortResult, TrafficControl};
+use flightdeck::registration::Registration;
+use flightdeck_local::sim::ecs::{self, Quality, Task, TaskStatus};
+use flightdeck_local::sim::events;
+use flightdeck_local::sim::ports::{
+    Alarms, Ecs as SimEcs, Sim, SimClock, Sns, Store, Traffic as SimTraffic,
+};
+use flightdeck_local::sim::world::{ACCOUNT, Alarm, REGION, RuleAction, Target, World};
+
+const CLUSTER: &str = "sim";
+const RULE: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener-rule/app/sim/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
+const TG_BLUE: &str =
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-blue/00000000000000b1";
+const TG_GREEN: &str =
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-green/0000000000000092";
+
+// ---------------------------------------------------------------------------------------------
+// Scripted faults around the simulation's ports.
+
+#[derive(Default)]
+struct Script {
+    /// The next listener write waits (in flight) until `release`, then fails with a throttle.
+    hold_next_set_weights: bool,
+    held: bool,
+    release: bool,
+    /// Faults of the next UpdateService calls that change a task definition: "lost" (the call
+    /// takes effect, its answer is lost) or "before" (throttled, no effect).
+    update_service_faults: VecDeque<&'static str>,
+    /// The next RegisterTaskDefinition calls take effect with their answer lost.
+    register_lost: u32,
+    /// RegisterTaskDefinition never answers (the invocation times out in it).
+    register_hangs: bool,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, Script> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Pending once, waking itself: an await point.
+#[derive(Default)]
+struct Yield(bool);
+
+impl Future for Yield {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+struct ScriptedEcs {
+    inner: SimEcs,
+    script: Shared,
+}
+
+impl EcsControl for ScriptedEcs {
+    async fn service(&self, cluster: &str, service: &str) -> PortResult<EcsService> {
+        self.inner.service(cluster, service).await
+    }
+
+    async fn stopped_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> PortResult<Vec<flightdeck::ports::StoppedTaskView>> {
+        self.inner.stopped_tasks(cluster, service).await
+    }
+
+    async fn register_revision(
+        &self,
+        task_definition: &str,
+        container: &str,
+        image: &str,
+        deployment_id: &str,
+    ) -> PortResult<String> {
+        if lock(&self.script).register_hangs {
+            loop {
+                Yield::default().await;
+            }
+        }
+        let lost = {
+            let mut s = lock(&self.script);
+            let lost = s.register_lost > 0;
+            s.register_lost = s.register_lost.saturating_sub(1);
+            lost
+        };
+        let result = self
+            .inner
+            .register_revision(task_definition, container, image, deployment_id)
+            .await;
+        if lost && result.is_ok() {
+            return Err(PortError::remote(
+                "ECS RegisterTaskDefinition",
+                "dispatch failure: the connection was reset after the request was sent",
+            ));
+        }
+        result
+    }
+
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+        desired_count: Option<u32>,
+    ) -> PortResult<Option<String>> {
+        let fault = lock(&self.script).update_service_faults.pop_front();
+        match fault {
+            Some("before") => Err(PortError::remote(
+                "ECS UpdateService",
+                "ThrottlingException: Rate exceeded",
+            )),
+            Some(_) => {
+                let _ = self
+                    .inner
+                    .update_service(cluster, service, task_definition, desired_count)
+                    .await;
+                Err(PortError::remote(
+                    "ECS UpdateService",
+                    "dispatch failure: the connection was reset after the request was sent",
+                ))
+            }
+            None => {
+                self.inner
+                    .update_service(cluster, service, task_definition, desired_count)
+                    .await
+            }
+        }
+    }
+
+    async fn scale(&self, cluster: &str, service: &str, desired_count: u32) -> PortResult<()> {
+        self.inner.scale(cluster, service, desired_count).await
+    }
+}
+
+struct ScriptedTraffic {
+    inner: SimTraffic,
+    script: Shared,
+}
+
+impl TrafficControl for ScriptedTraffic {
+    async fn weights(&self, listener: &Listener) -> PortResult<Vec<(String, u32)>> {
+        self.inner.weights(listener).await
+    }
+
+    async fn set_weights(&self, listener: &Listener, weights: &[(String, u32)]) -> PortResult<()> {
+        let hold = {
+            let mut s = lock(&self.script);
+            std::mem::take(&mut s.hold_next_set_weights)
+        };
+        if hold {
+            lock(&self.script).held = true;
+            loop {
+                if lock(&self.script).release {
+                    break;
+                }
+                Yield::default().await;
+            }
+            return Err(PortError::remote(
+                "ELBv2 ModifyRule",
+                "ThrottlingException: Rate exceeded",
+            ));
+        }
+        self.inner.set_weights(listener, weights).await
+    }
+
+    async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<u32> {
+        self.inner.healthy_targets(target_group_arn).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness: one world, the real handlers, a hand-made schedule.
+
+type P = Ports<Store, ScriptedEcs, ScriptedTraffic, Sns, SimClock>;
+
+struct H {
+    sim: Sim,
+    ports: P,
+    alarms: Alarms,
+    script: Shared,
+    next_event: u64,
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000_000 {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("harness: a handler never finished");
+}
+
+/// Polls `f` once (one await point).
+fn poll_once<T>(f: &mut Pin<Box<dyn Future<Output = T> + '_>>) -> Option<T> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn image(repository: &str, digest: &str) -> String {
+    format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repository}@{digest}")
+}
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+impl H {
+    fn new() -> H {
+        let sim = Sim(Arc::new(Mutex::new(World::new(1, true))));
+        let script: Shared = Arc::default();
+        H {
+            ports: Ports {
+                store: Store(sim.clone()),
+                ecs: ScriptedEcs {
+                    inner: SimEcs(sim.clone()),
+                    script: script.clone(),
+                },
+                traffic: ScriptedTraffic {
+                    inner: SimTraffic(sim.clone()),
+                    script: script.clone(),
+                },
+                notifier: Sns(sim.clone()),
+                clock: SimClock(sim.clone()),
+            },
+            alarms: Alarms(sim.clone()),
+            sim,
+            script,
+            next_event: 0,
+        }
+    }
+
+    fn w(&self) -> MutexGuard<'_, World> {
+        self.sim.lock()
+    }
+
+    /// A `rolling` service `api` in staging: `desired` tasks of revision api:1 running.
+    fn rolling(desired: u32, extra_gates: &str) -> H {
+        let h = H::new();
+        {
+            let mut w = h.w();
+            let json = format!(
+                r#"{{"cluster":"{CLUSTER}","repository":"api","container":"app",
+                    "engine":{{"type":"rolling","service":"api"}},
+                    "strategy":{{"type":"all-at-once","bake_minutes":0}},
+                    "gates":{{"max_failed_tasks":3{extra_gates}}},
+                    "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+                    "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#
+            );
+            let reg = Registration::parse("api", "staging", &json).expect("registration");
+            w.store
+                .registrations
+                .insert(("api".into(), "staging".into()), reg);
+            let td = w
+                .ecs
+                .register("api", "app", &image("api", &digest('0')), None);
+            w.ecs.create_service(CLUSTER, "api", &td, desired, None);
+            let now = w.now;
+            w.ecs.settle_initial(now);
+        }
+        h
+    }
+
+    /// An `alb-weights` pair `web` in staging: blue serves (100%) with `desired` tasks of
+    /// web:1; green runs `green_desired` tasks of web:1 too (0 when its scale-down was done).
+    fn alb(desired: u32, green_desired: u32, strategy: &str) -> H {
+        let h = H::new();
+        {
+            let mut w = h.w();
+            let json = format!(
+                r#"{{"cluster":"{CLUSTER}","repository":"web","container":"app",
+                    "engine":{{"type":"alb-weights","listener_rule_arn":"{RULE}",
+                        "blue":{{"service":"web-blue","target_group_arn":"{TG_BLUE}"}},
+                        "green":{{"service":"web-green","target_group_arn":"{TG_GREEN}"}},
+                        "scale_down_after_minutes":5}},
+                    "strategy":{strategy},
+                    "gates":{{"alarms":["web-5xx"],"max_failed_tasks":3}},
+                    "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+                    "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#
+            );
+            let reg = Registration::parse("web", "staging", &json).expect("registration");
+            w.store
+                .registrations
+                .insert(("web".into(), "staging".into()), reg);
+            let td = w
+                .ecs
+                .register("web", "app", &image("web", &digest('0')), None);
+            w.ecs
+                .create_service(CLUSTER, "web-blue", &td, desired, Some(TG_BLUE.into()));
+            w.ecs.create_service(
+                CLUSTER,
+                "web-green",
+                &td,
+                green_desired,
+                Some(TG_GREEN.into()),
+            );
+            let actions = vec![
+                RuleAction::AuthenticateOidc {
+                    issuer: "https://idp.example.com".into(),
+                    client_id: "web".into(),
+                },
+                RuleAction::Forward {
+                    groups: vec![(TG_BLUE.into(), 100), (TG_GREEN.into(), 0)],
+                    stickiness: Some(3600),
+                },
+            ];
+            w.elb.rules.insert(RULE.into(), actions.clone());
+            w.elb.initial.insert(RULE.into(), actions);
+            w.elb
+                .target_groups
+                .insert(TG_BLUE.into(), "web-blue".into());
+            w.elb
+                .target_groups
+                .insert(TG_GREEN.into(), "web-green".into());
+            let now = w.now;
+            w.ecs.settle_initial(now);
+        }
+        h
+    }
+
+    fn event_id(&mut self) -> String {
+        self.next_event += 1;
+        format!("evt-review-{:04}", self.next_event)
+    }
+
+    /// The ECR push event of `repository:tag` (a good image); returns (event, deployment id).
+    fn push_event(
+        &mut self,
+        repository: &str,
+        service: &str,
+        tag: &str,
+        d: char,
+    ) -> (serde_json::Value, String) {
+        let id = self.event_id();
+        let dg = digest(d);
+        let mut w = self.w();
+        w.ecs.quality.insert(dg.clone(), Quality::Good);
+        let now = w.now;
+        drop(w);
+        let body = events::image_push(id.clone(), now, repository, &dg, tag);
+        (body, push_deployment_id(service, "staging", &id))
+    }
+
+    fn handle_push(&self, body: serde_json::Value) {
+        let r = block_on(on_image_push::handle(&self.ports, body));
+        if let Err(e) = r {
+            eprintln!("push handler: {e}");
+        }
+    }
+
+    fn shifter(&self) {
+        if let Err(e) = block_on(shifter::handle(&self.ports, &self.alarms)) {
+            eprintln!("shifter: {e}");
+        }
+    }
+
+    fn get(&self, id: &str) -> Deployment {
+        self.w()
+            .store
+            .deployments
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no deployment {id}"))
+    }
+
+    fn percent_to(&self, tg: &str) -> u32 {
+        self.w().elb.percent_to(RULE, tg)
+    }
+
+    /// Delivers every event on the bus, oldest first, to its handler.
+    fn deliver(&self) {
+        loop {
+            let next = {
+                let mut w = self.w();
+                if w.bus.is_empty() {
+                    None
+                } else {
+                    let i = (0..w.bus.len()).min_by_key(|&i| w.bus[i].seq).unwrap_or(0);
+                    Some(w.bus.remove(i))
+                }
+            };
+            let Some(e) = next else { return };
+            let r = match e.target {
+                Target::Ecs => block_on(on_ecs_event::handle(&self.ports, e.body)).map(|_| ()),
+                Target::Alarm => block_on(on_alarm::handle(&self.ports, e.body)).map(|_| ()),
+                Target::Push => block_on(on_image_push::handle(&self.ports, e.body)).map(|_| ()),
+            };
+            if let Err(err) = r {
+                eprintln!("{}: {err}", e.label);
+            }
+        }
+    }
+
+    /// Drops every event on the bus (lost).
+    fn lose_events(&self) {
+        self.w().bus.clear();
+    }
+
+    /// Moves the clock by `secs`, lets ECS act, delivers its events (unless `lose`), and runs
+    /// the shifter when a minute boundary is crossed (if `tick`).
+    fn advance(&self, secs: i64, tick: bool, lose: bool) {
+        let crossed = {
+            let mut w = self.w();
+            let before = w.now;
+            w.now += Duration::seconds(secs);
+            ecs::advance(&mut w);
+            let minute = |t: chrono::DateTime<chrono::Utc>| t.timestamp() / 60;
+            minute(before) != minute(w.now)
+        };
+        if lose {
+            self.lose_events();
+        } else {
+            self.deliver();
+        }
+        if tick && crossed {
+            self.shifter();
+        }
+    }
+
+    /// Advances in `step`-second steps until `done` holds or `limit` seconds passed.
+    fn until(&self, step: i64, limit: i64, tick: bool, done: impl Fn(&H) -> bool) -> bool {
+        let mut passed = 0;
+        while passed <= limit {
+            if done(self) {
+                return true;
+            }
+            self.advance(step, tick, false);
+            passed += step;
+        }
+        done(self)
+    }
+
+    fn trace_tail(&self, n: usize) -> String {
+        let w = self.w();
+        let lines: Vec<&String> = w
+            .trace
+            .full
+            .as_ref()
+            .map(|f| f.iter().collect())
+            .unwrap_or_default();
+        let skip = lines.len().saturating_sub(n);
+        lines[skip..].iter().map(|l| format!("    {l}\n")).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing and claims.
+
+/// DESIGN.md, "Effects are fenced": an effect whose call failed releases its claim at once, so
+/// a transient error delays a rollback by seconds, not by a lease. Here the weight step to 100%
+/// is in flight when an alarm rolls the deployment back (the step is cancelled and holds its
+/// lane, as designed); then the in-flight ModifyRule fails with a throttle. Its claim must be
+/// released right then, and the rollback's weight change must run on the next invocation.
+#[test]
+fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
+    let mut h = H::alb(
+        2,
+        0,
+        r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
+    );
+    let (push, id) = h.push_event("web", "web", "v2", 'a');
+    h.handle_push(push);
+    assert!(
+        h.until(5, 900, true, |h| {
+            let d = h.get(&id);
+            d.status == Status::Shifting
+                && d.traffic_percent == 10
+                && d.rollout.bake_until.is_some()
+        }),
+        "harness: the deployment never got to its first step:\n{}",
+        h.trace_tail(40)
+    );
+    // The bake ends; the shifter decides the step to 100% and its ModifyRule hangs in flight.
+    let bake_until = h.get(&id).rollout.bake_until.unwrap();
+    {
+        let mut w = h.w();
+        let to = bake_until + Duration::seconds(1);
+        if w.now < to {
+            w.now = to;
+        }
+    }
+    lock(&h.script).hold_next_set_weights = true;
+    let mut tick: Pin<Box<dyn Future<Output = _> + '_>> =
+        Box::pin(shifter::handle(&h.ports, &h.alarms));
+    let mut polls = 0;
+    while !lock(&h.script).held {
+        assert!(
+            poll_once(&mut tick).is_none(),
+            "harness: the shifter ended before the step"
+        );
+        polls += 1;
+        assert!(polls < 10_000, "harness: the step never started");
+    }
+    // Meanwhile the alarm fires: the deployment rolls back.
+    let now = h.w().now;
+    let alarm = events::alarm_state_change(&events::AlarmEvent {
+        id: "evt-alarm-1".into(),
+        at: now,
+        alarm: "web-5xx",
+        state: "ALARM",
+        previous: "OK",
+        reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)",
+        cluster: CLUSTER,
+        service: "web-green",
+    });
+    block_on(on_alarm::handle(&h.ports, alarm)).expect("alarm handled");
+    assert_eq!(h.get(&id).status, Status::RollingBack);
+    // The in-flight ModifyRule fails (throttled); the shifter invocation ends.
+    lock(&h.script).release = true;
+    let mut n = 0;
+    while poll_once(&mut tick).is_none() {
+        n += 1;
+        assert!(n < 100_000, "harness: the shifter never finished");
+    }
+    drop(tick);
+    // Ten seconds later the next invocation runs (the next tick, or any event).
+    h.w().now += Duration::seconds(10);
+    h.shifter();
+    let d = h.get(&id);
+    let green = h.percent_to(TG_GREEN);
+    assert_eq!(
+        green,
+        0,
+        "10 s after the failed call, {green}% of traffic is still on the rolled-back green colour \
+         (status {}, outbox {:?}): the cancelled step's claim was kept until its lease",
+        d.status,
+        d.outbox
+            .iter()
+            .map(|e| (e.seq, e.effect.describe(), e.cancelled, e.claim.is_some()))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic ownership and readiness.
+
+/// DESIGN.md, "Gates / Readiness": traffic moves to the new revision only when that many
+/// targets *of the new revision* are healthy. Back-to-back blue/green (issue 8, failure 1): the
+/// previous deployment's scale-down of the idle colour was made moot by this one, so the idle
+/// colour still runs the old revision, healthy. ECS (minimum healthy 100 %, behind a load
+/// balancer) keeps those tasks until the new ones pass their health checks. With the new tasks
+/// RUNNING but not yet healthy, the target group's healthy count is the old tasks': the
+/// deployment must not take it for readiness and shift traffic.
+#[test]
+fn readiness_counts_only_healthy_targets_of_the_new_revision() {
+    let mut h = H::alb(
+        2,
+        2,
+        r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
+    );
+    let (push, id) = h.push_event("web", "web", "v2", 'b');
+    h.handle_push(push);
+    let d = h.get(&id);
+    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    let new_td = d.rollout.new_task_definition.clone().unwrap();
+    // ECS starts the new revision's tasks: RUNNING, health checks not passed yet. The old
+    // revision's two tasks on green are still registered and healthy.
+    {
+        let mut w = h.w();
+        let now = w.now + Duration::seconds(20);
+        w.now = now;
+        let primary = w.ecs.services["web-green"].primary().unwrap().id.clone();
+        for n in 0..2 {
+            let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/sim/new{n:028}");
+            w.ecs.tasks.insert(
+                arn.clone(),
+                Task {
+                    arn,
+                    service: "web-green".into(),
+                    task_definition: new_td.clone(),
+                    deployment: primary.clone(),
+                    status: TaskStatus::Running,
+                    version: 3,
+                    next_at: now + Duration::days(1),
+                    quality: Quality::Good,
+                    healthy_at: Some(now + Duration::minutes(5)),
+                },
+            );
+        }
+    }
+    h.shifter();
+    let d = h.get(&id);
+    let now = h.w().now;
+    let healthy_new = h.w().ecs.healthy("web-green", &new_td, now);
+    let green = h.percent_to(TG_GREEN);
+    assert!(
+        green == 0 && d.status == Status::Deploying,
+        "{green}% of traffic sent to web-green, whose new-revision tasks are {healthy_new} of 2 \
+         healthy (status {}: {:?})",
+        d.status,
+        d.reason
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rolling: the record tells the truth.
+
+/// ECS's circuit breaker (with rollback on, as most services run it) puts the service back on
+/// the previous revision by itself; its SERVICE_DEPLOYMENT_FAILED is lost. The
+/// SERVICE_STEADY_STATE that follows is the previous revision's: the deployment must not end
+/// SUCCEEDED while the old revision serves (and promote the bad image onwards).
+#[test]
+fn a_steady_state_after_ecs_rolled_the_service_back_is_not_success() {
+    let mut h = H::rolling(2, "");
+    let (push, id) = h.push_event("api", "api", "v2", 'd');
+    h.handle_push(push);
+    let d = h.get(&id);
+    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    let previous = d.rollout.previous_task_definition.clone().unwrap();
+    // ECS rolls back by itself (its FAILED event for our deployment is lost).
+    {
+        let mut w = h.w();
+        w.now += Duration::seconds(60);
+        w.ecs
+            .update_service("api", &previous, None)
+            .expect("ECS rollback");
+    }
+    h.lose_events();
+    for _ in 0..12 {
+        h.advance(5, false, false);
+    }
+    let d = h.get(&id);
+    let serving = h.w().ecs.services["api"].task_definition().to_string();
+    assert_ne!(
+        d.status,
+        Status::Succeeded,
+        "deployment is SUCCEEDED ({:?}) while ECS service api runs the previous revision {}",
+        d.reason,
+        ecs::short_td(&serving)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One deployment at a time: newest wins.
+
+/// DESIGN.md, "One active deployment per service and environment (a newer push supersedes a
+/// waiting one)". Two pushes land while a deployment is in flight; the older one's handler is
+/// between creating its record and queueing it when the newer one is handled, so the newer one
+/// does not supersede it and both end up queued. When the in-flight one ends, the newer push's
+/// redelivered event starts it first; the older push then queues behind it, and will deploy its
+/// older image after it — the service ends on the older image.
+#[test]
+fn an_older_push_still_waiting_never_deploys_after_a_newer_one() {
+    let mut h = H::rolling(1, "");
+    let (push_a, a) = h.push_event("api", "api", "v1", 'e');
+    h.handle_push(push_a);
+    assert_eq!(h.get(&a).status, Status::Deploying);
+
+    let (push_b, b) = h.push_event("api", "api", "v2", 'f');
+    h.w().now += Duration::seconds(5);
+    let (push_c, c) = h.push_event("api", "api", "v3", '9');
+    // B's handler creates its record, then is slow.
+    let mut handle_b: Pin<Box<dyn Future<Output = _> + '_>> =
+        Box::pin(on_image_push::handle(&h.ports, push_b));
+    let mut polls = 0;
+    while !h.w().store.deployments.contains_key(&b) {
+        assert!(
+            poll_once(&mut handle_b).is_none(),
+            "harness: B's handler ended early"
+        );
+        polls += 1;
+        assert!(polls < 1000);
+    }
+    // C's push is handled meanwhile, in full.
+    h.w().now += Duration::seconds(1);
+    h.handle_push(push_c.clone());
+    // B's handler goes on.
+    while poll_once(&mut handle_b).is_none() {}
+    drop(handle_b);
+    // A finishes (by ECS events; no tick yet).
+    assert!(
+        h.until(5, 600, false, |h| !h.get(&a).status.is_active()),
+        "harness: A never ended"
+    );
+    // C's push event is delivered again (EventBridge delivers at least once); then a tick.
+    h.handle_push(push_c);
+    h.shifter();
+    let (db, dc) = (h.get(&b), h.get(&c));
+    assert_eq!(
+        db.status,
+        Status::Superseded,
+        "older push B is {} (queued behind {:?}) while newer push C is {}: B will deploy its \
+         older image after C",
+        db.status,
+        db.queued_behind,
+        dc.status
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gates.
+
+/// Issue 8: "an alarm added to a registration mid-deployment is swallowed". The event path now
+/// sees it; the reconcile loop (the source of truth when the event is lost) still checks only
+/// the alarms copied into the record at creation, so with the ALARM event lost nothing rolls
+/// the deployment back.
+#[test]
+fn the_reconcile_loop_checks_an_alarm_added_to_the_registration_mid_deployment() {
+    let mut h = H::rolling(2, "");
+    let (push, id) = h.push_event("api", "api", "v2", '7');
+    h.handle_push(push);
+    assert_eq!(h.get(&id).status, Status::Deploying);
+    {
+        let mut w = h.w();
+        let key = ("api".to_string(), "staging".to_string());
+        let mut reg = w.store.registrations[&key].clone();
+        reg.spec.gates.alarms.push("api-5xx".into());
+        w.store.registrations.insert(key, reg);
+        w.alarms.insert(
+            "api-5xx".into(),
+            Alarm {
+                name: "api-5xx".into(),
+                state: "ALARM".into(),
+                reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold"
+                    .into(),
+                bad_since: None,
+                good_since: None,
+                registration: 0,
+            },
+        );
+        w.now += Duration::seconds(61);
+    }
+    // The ALARM state-change event is lost; the reconcile loop runs.
+    h.shifter();
+    let d = h.get(&id);
+    assert_eq!(
+        d.status,
+        Status::RollingBack,
+        "alarm api-5xx (now a gate of the registration) is in ALARM, yet the reconcile loop left \
+         the deployment {}: {:?}",
+        d.status,
+        d.reason
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registrations.
+
+// ---------------------------------------------------------------------------------------------
+// The reconcile loop keeps going.
+
+/// CloudWatch throttling or unavailable.
+struct FailingAlarms;
+
+impl flightdeck::ports::AlarmReader for FailingAlarms {
+    async fn states(&self, _names: &[String]) -> PortResult<Vec<flightdeck::ports::AlarmState>> {
+        Err(PortError::remote(
+            "CloudWatch DescribeAlarms",
+            "ThrottlingException: Rate exceeded",
+        ))
+    }
+}
+
+/// One gate's read failing must not stop the whole reconcile loop: with DescribeAlarms
+/// throttled, a rollout past its progress deadline is still rolled back (a deadline, a bake, a
+/// rollback's deadline do not depend on the alarms' state being readable). Today the shifter
+/// reads every alarm first and returns on the error before it looks at any deployment, so
+/// while CloudWatch is unavailable no deployment anywhere progresses, times out or ends.
+#[test]
+fn a_failing_describe_alarms_does_not_stop_progress_deadlines() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
+    let (push, id) = h.push_event("api", "api", "v2", '5');
+    h.handle_push(push);
+    let d = h.get(&id);
+    assert_eq!(d.status, Status::Deploying);
+    // ECS never gets the new revision ready (no capacity); the deadline passes.
+    let deadline = d.rollout.progress_deadline.unwrap();
+    h.w().now = deadline + Duration::seconds(61);
+    let result = block_on(shifter::handle(&h.ports, &FailingAlarms));
+    let d = h.get(&id);
+    assert_eq!(
+        d.status,
+        Status::RollingBack,
+        "the progress deadline passed {} s ago and the deployment is still {} (the reconcile \
+         loop answered {:?})",
+        (h.w().now - deadline).num_seconds(),
+        d.status,
+        result.map(|_| ()).map_err(|e| e.to_string())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts that never come.
+
+/// `alarm.fired` for an alarm on a managed service with nothing in flight: the handled-event
+/// marker is written before the alert is published. When that conditional write lands but its
+/// answer is lost, the SDK's retry (or Lambda's) finds the marker and takes the event for
+/// handled: the alert is never published.
+#[test]
+fn an_alarm_fired_alert_comes_even_when_the_marker_write_lost_its_answer() {
+    let h = H::rolling(2, r#","alarms":["api-5xx"]"#);
+    let now = h.w().now;
+    let alarm = events::alarm_state_change(&events::AlarmEvent {
+        id: "evt-alarm-7".into(),
+        at: now,
+        alarm: "api-5xx",
+        state: "ALARM",
+        previous: "OK",
+        reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)",
+        cluster: CLUSTER,
+        service: "api",
+    });
+    // Every write of this invocation lands with its answer lost (reads are unaffected).
+    h.w().faults.lost = 1.0;
+    let first = block_on(on_alarm::handle(&h.ports, alarm.clone()));
+    h.w().faults = Default::default();
+    // Lambda retries a failed invocation.
+    if first.is_err() {
+        let _ = block_on(on_alarm::handle(&h.ports, alarm.clone()));
+    }
+    // And EventBridge may deliver it again anyway.
+    let _ = block_on(on_alarm::handle(&h.ports, alarm));
+    let fired = h
+        .w()
+        .sns
+        .iter()
+        .filter(|p| p.event_type == "alarm.fired")
+        .count();
+    assert!(
+        fired >= 1,
+        "alarm api-5xx went to ALARM on managed service api and alarm.fired was never published \
+         (first invocation: {:?}; trace:\n{})",
+        first.map(|o| o.skipped).map_err(|e| e.to_string()),
+        h.trace_tail(12)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events handled twice.
+
+/// EventBridge delivers at least once. A second delivery of the same "alarm back to OK" event
+/// must change nothing (the fuzz target's own promise for every handler); today every delivery
+/// appends another audit entry, stamped with the time of the delivery rather than the alarm's.
+#[test]
+fn a_redelivered_alarm_clearance_changes_nothing() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
+    let (push, id) = h.push_event("api", "api", "v2", '3');
+    h.handle_push(push);
+    assert_eq!(h.get(&id).status, Status::Deploying);
+    let now = h.w().now;
+    let ok = events::alarm_state_change(&events::AlarmEvent {
+        id: "evt-alarm-ok".into(),
+        at: now,
+        alarm: "api-5xx",
+        state: "OK",
+        previous: "INSUFFICIENT_DATA",
+        reason: "Threshold Crossed: no datapoints were greater than the threshold",
+        cluster: CLUSTER,
+        service: "api",
+    });
+    block_on(on_alarm::handle(&h.ports, ok.clone())).expect("handled");
+    let once = h.get(&id);
+    h.w().now += Duration::seconds(30);
+    block_on(on_alarm::handle(&h.ports, ok)).expect("handled");
+    let twice = h.get(&id);
+    assert_eq!(
+        (twice.events_total, twice.record_version),
+        (once.events_total, once.record_version),
+        "a second delivery of the same alarm event changed the record: audit trail {:?}",
+        twice
+            .events
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| (e.at, e.reason.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One revision per deployment.
+
+// ---------------------------------------------------------------------------------------------
+// Reconcile alone (every ECS event lost).
+
+/// DESIGN.md: "bake_minutes is how long after ECS reports the new revision steady the gates
+/// still apply before SUCCEEDED", and reconcile is the source of truth when events are lost.
+/// A rolling revision that reaches steady state and then dies of OOM every minute or so during
+/// its bake is never looked at by the reconcile loop while it bakes (it observes the service
+/// only while DEPLOYING): with the task events lost, the crash loop ends SUCCEEDED.
+#[test]
+fn with_every_ecs_event_lost_a_rolling_revision_crashing_during_its_bake_does_not_succeed() {
+    let mut h = H::new();
+    {
+        let mut w = h.w();
+        let json = format!(
+            r#"{{"cluster":"{CLUSTER}","repository":"api","container":"app",
+                "engine":{{"type":"rolling","service":"api"}},
+                "strategy":{{"type":"all-at-once","bake_minutes":5}},
+                "gates":{{"max_failed_tasks":3}}}}"#
+        );
+        let reg = Registration::parse("api", "staging", &json).expect("registration");
+        w.store
+            .registrations
+            .insert(("api".into(), "staging".into()), reg);
+        let td = w
+            .ecs
+            .register("api", "app", &image("api", &digest('0')), None);
+        w.ecs.create_service(CLUSTER, "api", &td, 2, None);
+        let now = w.now;
+        w.ecs.settle_initial(now);
+    }
+    let (push, id) = h.push_event("api", "api", "v2", '4');
+    h.w().ecs.quality.insert(digest('4'), Quality::CrashOom);
+    h.handle_push(push);
+    let mut last = Status::Deploying;
+    for _ in 0..(30 * 60 / 5) {
+        // Every ECS event is lost; the shifter ticks every minute.
+        h.advance(5, true, true);
+        let d = h.get(&id);
+        last = d.status;
+        if !d.status.is_active() {
+            break;
+        }
+    }
+    let crashes = h
+        .w()
+        .trace
+        .full
+        .as_ref()
+        .map(|t| t.iter().filter(|l| l.contains("OutOfMemory")).count())
+        .unwrap_or(0);
+    let d = h.get(&id);
+    assert_ne!(
+        last,
+        Status::Succeeded,
+        "the new revision's tasks died of OOM {crashes} times (limit 3), yet with the ECS events \
+         lost the deployment ended SUCCEEDED: {:?}",
+        d.reason
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines.
+
+// ---------------------------------------------------------------------------------------------
+// Seeds beyond the test command's range that the simulation itself finds failing.
+
+fn seeds_keep_the_invariants(seeds: &[u64], options: &flightdeck_local::sim::Options) {
+    let mut failing = String::new();
+    for &seed in seeds {
+        let report = flightdeck_local::sim::run_seed(seed, options);
+        for v in &report.violations {
+            failing.push_str(&format!(
+                "seed {seed}: {} — {}\n",
+                v.invariant.name(),
+                v.detail
+            ));
+        }
+    }
+    assert!(failing.is_empty(), "{failing}");
+}
+
+/// A 20,000-seed run (seeds 4000..24000, `flightdeck-sim --seeds 20000 --from 4000 --list`)
+/// finds seed 22070 (claim-released): an operator's abort cancels the start's RegisterRevision
+/// while it is in flight, the call's answer is lost, and the failure is not recorded because
+/// the effect is cancelled — the claim stays until its lease (the root cause of
+/// `a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once`).
+#[test]
+fn seeds_found_in_review_keep_the_invariants() {
+    seeds_keep_the_invariants(&[22070], &flightdeck_local::sim::Options::default());
+}
+
+/// With every ECS event lost, seeds 0..5000 (the test command runs only 0..300) include
+/// 1830 (traffic-health: a crash-looping canary holds 100% of the traffic through its bake,
+/// because nothing but the end of a bake looks at the new colour's health when task events are
+/// lost) and 2725 (deadline: a rolling rollback overruns its deadline while whole reconcile
+/// ticks are lost to one failed DescribeAlarms or GetItem).
+#[test]
+fn seeds_found_in_review_keep_the_invariants_with_every_ecs_event_lost() {
+    let options = flightdeck_local::sim::Options {
+        keep_trace: false,
+        drop_ecs_events: true,
+    };
+    seeds_keep_the_invariants(&[1830, 2725], &options);
+}
