@@ -230,7 +230,8 @@ fn ago(elapsed: chrono::Duration) -> String {
     }
 }
 
-fn truncate_chars(s: &mut String, max: usize) {
+/// Cuts `s` to at most `max` characters, the last one an ellipsis.
+pub(crate) fn truncate_chars(s: &mut String, max: usize) {
     if s.chars().count() > max {
         let cut: String = s.chars().take(max - 1).collect();
         *s = format!("{cut}…");

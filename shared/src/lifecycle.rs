@@ -330,17 +330,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             if event_name == "SERVICE_STEADY_STATE" {
                 settled(&mut d, *at, None, now);
             } else if d.status.is_active() && event_type != "INFO" {
-                // Stamped with ECS's own time, so a redelivery is recognised and adds nothing.
                 let why = reason.as_deref().unwrap_or("no reason given");
                 let text = format!("ECS reported {event_name}: {why}");
-                let seen = d
-                    .events
-                    .iter()
-                    .any(|e| e.at == *at && e.reason.as_deref() == Some(text.as_str()));
-                if !seen {
-                    note(&mut d, text, "aws.ecs", *at);
-                    d.updated_at = now;
-                }
+                note_once(&mut d, text, "aws.ecs", *at, now);
             }
         }
         Fact::RollbackIssued { ecs_deployment_id } => {
@@ -407,17 +399,8 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::AlarmCleared { alarm, state, at } => {
             if d.status.is_active() && d.alarms.contains(alarm) {
-                // Stamped with CloudWatch's time, so a redelivery is recognised and adds nothing.
-                let when = at.unwrap_or(now);
                 let text = format!("alarm `{alarm}` is {state}");
-                let seen = d
-                    .events
-                    .iter()
-                    .any(|e| e.at == when && e.reason.as_deref() == Some(text.as_str()));
-                if !seen {
-                    note(&mut d, text, "aws.cloudwatch", when);
-                    d.updated_at = now;
-                }
+                note_once(&mut d, text, "aws.cloudwatch", at.unwrap_or(now), now);
             }
         }
         Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
@@ -787,20 +770,14 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
             };
             let ours =
                 d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
-            // Behind a load balancer, ready means that many healthy targets: an empty target
-            // group, or one whose targets are still starting, is not ready.
-            // Behind a load balancer the target group's count covers whatever revision is
-            // registered, so ECS must also report the colour's rollout done (old tasks drained).
+            // Behind a load balancer, ready means that many healthy targets (an empty target
+            // group, or one whose targets are still starting, is not ready); the count covers
+            // whatever revision is registered, so ECS must also report the colour's rollout done.
             let healthy = if alb {
                 seen.steady && seen.healthy_targets.is_some_and(|h| h >= desired)
             } else {
                 seen.steady
             };
-            let was = d
-                .rollout
-                .observed
-                .as_ref()
-                .map(|o| (o.running, o.desired, o.healthy));
             if ours && seen.running >= desired && healthy {
                 d.rollout.observed = Some(observed);
                 let mut why = format!("{} of {desired} new-revision tasks running", seen.running);
@@ -812,9 +789,8 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                     d.rollout.settled_at.get_or_insert(now);
                 }
                 ready(d, why, "aws.ecs", now);
-            } else if was != Some((observed.running, observed.desired, observed.healthy)) {
-                // Only a change is worth a write; the deadline names the last one.
-                d.rollout.observed = Some(observed);
+            } else {
+                record_observed(d, observed);
             }
         }
         (Status::Shifting, true) => {
@@ -824,14 +800,7 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                 healthy: seen.healthy_targets,
                 at: now,
             };
-            let was = d
-                .rollout
-                .observed
-                .as_ref()
-                .map(|o| (o.running, o.desired, o.healthy));
-            if was != Some((observed.running, observed.desired, observed.healthy)) {
-                d.rollout.observed = Some(observed);
-            }
+            record_observed(d, observed);
         }
         (Status::RollingBack, false) => {
             let Some(rollback) = d.rollback.clone() else {
@@ -850,15 +819,25 @@ fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<
                 );
                 rolled_back(d, why, "aws.ecs", now);
             } else {
-                d.rollout.observed = Some(Observed {
+                let observed = Observed {
                     running: seen.running,
                     desired: seen.desired,
                     healthy: seen.healthy_targets,
                     at: now,
-                });
+                };
+                record_observed(d, observed);
             }
         }
         _ => {}
+    }
+}
+
+/// Keeps what was observed when it differs from the last observation: only a change is worth
+/// a write, and a missed deadline names the last one.
+fn record_observed(d: &mut Deployment, observed: Observed) {
+    let counts = |o: &Observed| (o.running, o.desired, o.healthy);
+    if d.rollout.observed.as_ref().map(counts) != Some(counts(&observed)) {
+        d.rollout.observed = Some(observed);
     }
 }
 
@@ -1082,14 +1061,7 @@ fn crash_loop_reason(d: &Deployment) -> String {
 pub const REASON_LIMIT: usize = 240;
 
 fn bounded(mut text: String) -> String {
-    if text.len() > REASON_LIMIT {
-        let mut end = REASON_LIMIT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
+    crate::alerts::truncate_chars(&mut text, REASON_LIMIT);
     text
 }
 
@@ -1111,6 +1083,20 @@ fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, n
 fn finish(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
     transition(d, status, reason, actor, now);
     d.finished_at = Some(now);
+}
+
+/// An audit entry stamped with the time its source gave (ECS, CloudWatch), added only once: a
+/// redelivery of the same event carries the same time and text, and adds nothing.
+fn note_once(d: &mut Deployment, text: String, actor: &str, at: DateTime<Utc>, now: DateTime<Utc>) {
+    let text = bounded(text);
+    let seen = d
+        .events
+        .iter()
+        .any(|e| e.at == at && e.reason.as_deref() == Some(text.as_str()));
+    if !seen {
+        note(d, text, actor, at);
+        d.updated_at = now;
+    }
 }
 
 /// An audit entry that is not a status change.

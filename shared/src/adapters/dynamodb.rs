@@ -135,12 +135,7 @@ impl DynamoStore {
             }
             return match request.send().await {
                 Ok(_) => Ok(()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    Err(PortError::Conflict)
-                }
+                Err(e) if condition_failed(&e) => Err(PortError::Conflict),
                 Err(e) => Err(PortError::remote(
                     "DynamoDB PutItem",
                     DisplayErrorContext(e),
@@ -272,6 +267,14 @@ impl DynamoStore {
 }
 
 const TRANSACT: &str = "DynamoDB TransactWriteItems";
+
+/// Whether a PutItem was refused by its condition (a lost race, or the item exists already).
+fn condition_failed<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+) -> bool {
+    e.as_service_error()
+        .is_some_and(|s| s.is_conditional_check_failed_exception())
+}
 
 /// The record as it is stored (its recent audit events only) and the audit events to write as
 /// items of their own.
@@ -521,12 +524,7 @@ impl DeploymentStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Created::New),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Created::AlreadyExists)
-            }
+            Err(e) if condition_failed(&e) => Ok(Created::AlreadyExists),
             Err(e) => Err(PortError::remote(
                 "DynamoDB PutItem",
                 aws_sdk_dynamodb::error::DisplayErrorContext(e),
@@ -605,12 +603,7 @@ impl DeploymentStore for DynamoStore {
                 stage.version = expected + 1;
                 Ok(())
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(PortError::Conflict)
-            }
+            Err(e) if condition_failed(&e) => Err(PortError::Conflict),
             Err(e) => Err(PortError::remote(
                 "DynamoDB PutItem",
                 DisplayErrorContext(e),
@@ -644,9 +637,7 @@ impl DeploymentStore for DynamoStore {
             .await;
         match put {
             Ok(_) => return Ok(None),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) if condition_failed(&e) => {}
             Err(e) => {
                 return Err(PortError::remote(
                     "DynamoDB PutItem",

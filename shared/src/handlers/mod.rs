@@ -520,20 +520,6 @@ pub async fn create_and_start<P: Adapters>(
         info!(deployment_id = %id, "deployment exists already");
         return start(ports, &id).await;
     }
-    // A newer deployment supersedes the ones still waiting (queued or awaiting approval).
-    for other in ports
-        .store()
-        .active(&deployment.service, &deployment.environment)
-        .await?
-    {
-        if other != id
-            && let Some(old) = ports.store().get(&other).await?
-            && old.waiting()
-            && old.created_at <= deployment.created_at
-        {
-            apply(ports, &other, &Fact::Superseded { by: id.clone() }).await?;
-        }
-    }
     start(ports, &id).await
 }
 
@@ -556,18 +542,22 @@ pub fn start<'a, P: Adapters>(
             return Ok(apply(ports, id, &Fact::Tick).await?.unwrap_or(d));
         }
         let (service, environment) = (d.service.as_str(), d.environment.as_str());
-        // A newer deployment of the same service and environment makes this one moot: an older
-        // push never deploys after a newer one, however their invocations interleave.
+        // One deployment per service and environment goes ahead, the newest: an older push
+        // never deploys after a newer one, however their invocations interleave. A newer
+        // deployment makes this one moot; this one makes the older ones still waiting moot.
         for other in ports.store().active(service, environment).await? {
             if other == id {
                 continue;
             }
-            if let Some(o) = ports.store().get(&other).await?
-                && o.created_at > d.created_at
-                && o.status.is_active()
-            {
+            let Some(o) = ports.store().get(&other).await? else {
+                continue;
+            };
+            if o.created_at > d.created_at && o.status.is_active() {
                 let fact = Fact::Superseded { by: o.id };
                 return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
+            }
+            if o.waiting() && o.created_at <= d.created_at {
+                apply(ports, &other, &Fact::Superseded { by: id.to_string() }).await?;
             }
         }
         for _ in 0..MAX_ATTEMPTS {
