@@ -632,7 +632,6 @@ fn readiness_counts_only_healthy_targets_of_the_new_revision() {
 /// nothing watches it (its crash loops are not counted, nothing rolls it back). A call that may
 /// have taken effect cannot end the deployment as if nothing had changed.
 #[test]
-#[ignore = "open (issue 8, review #4): giving up on Deploy must roll back, not end FAILED"]
 fn a_rollout_whose_update_service_landed_unanswered_is_not_left_running_unwatched() {
     let mut h = H::rolling(2, "");
     lock(&h.script).update_service_faults = VecDeque::from(vec![
@@ -1129,7 +1128,6 @@ fn run_or_time_out<F: Future>(f: F, polls: u32) -> Option<F::Output> {
 /// the deployment stays PENDING holding its service's slot, and every later push queues
 /// behind it (issue 8, failure 7, for the start).
 #[test]
-#[ignore = "open (issue 8, review #11): the start phase needs a deadline"]
 fn a_start_that_never_completes_ends_within_its_progress_deadline() {
     let mut h = H::rolling(1, "");
     lock(&h.script).register_hangs = true;

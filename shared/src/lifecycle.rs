@@ -535,8 +535,14 @@ fn observed_text(d: &Deployment) -> String {
     }
 }
 
-/// An AWS call failed `MAX_ATTEMPTS` times: an active deployment ends FAILED naming the call; a
-/// finished one keeps its status and records it.
+/// A call failed `MAX_ATTEMPTS` times. What that means depends on what the call could have
+/// changed, since any failed attempt may have taken effect with its answer lost:
+/// - an alert never changes the deployment (alerts are retried without end; see `outbox`);
+/// - a finished deployment keeps its status and records it;
+/// - registering the revision changed nothing ECS runs: the deployment ends FAILED;
+/// - a rollout call (UpdateService, a weight step) may have put the new revision on ECS or
+///   traffic on it: the deployment rolls back, so that nothing runs unwatched;
+/// - a rollback call that keeps failing ends the deployment FAILED, with the urgent alert.
 fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
     let Some(index) = d.outbox.iter().position(|e| e.seq == seq) else {
         return;
@@ -547,14 +553,17 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
         effect.effect.describe(),
         effect.attempts
     );
-    if d.status.is_active() {
-        finish(d, Status::Failed, why, "flightdeck", now);
-        alert(d, EventType::Failed, now);
-    } else {
+    if matches!(effect.effect, Effect::Alert(_)) || !d.status.is_active() {
         if let (Effect::Scale { .. }, Some(traffic)) = (&effect.effect, d.traffic.as_mut()) {
             traffic.scaled_down = true;
         }
         note(d, why, "flightdeck", now);
+    } else if d.status == Status::RollingBack || effect.effect == Effect::RegisterRevision {
+        finish(d, Status::Failed, why, "flightdeck", now);
+        alert(d, EventType::Failed, now);
+    } else {
+        let why = format!("{why}; rolling back, as it may have taken effect");
+        roll_back(d, why, "flightdeck", now);
     }
 }
 
@@ -1532,6 +1541,85 @@ mod tests {
             "{reason}"
         );
         assert_eq!(alerts(&failed), vec![EventType::Failed]);
+    }
+
+    /// Fails effect `seq` until the outbox gives up on it, then decides what that means.
+    fn give_up(mut d: Deployment, seq: u32) -> Deployment {
+        for n in 1..=outbox::MAX_ATTEMPTS {
+            outbox::failed(&mut d, seq, "ThrottlingException", t(n.into()));
+        }
+        let fact = Fact::EffectGaveUp {
+            seq,
+            error: "ThrottlingException".into(),
+        };
+        decide(&d, &fact, t(9)).deployment
+    }
+
+    #[test]
+    fn a_rollout_call_given_up_rolls_back_since_it_may_have_taken_effect() {
+        let d = decide(&pending(0), &Fact::SlotTaken, t(1)).deployment;
+        let mut d = d;
+        let register = start_effect(&d, |e| matches!(e, Effect::RegisterRevision));
+        outbox::done(&mut d, register);
+        let registered = Fact::RevisionRegistered {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            desired_count: 2,
+            stable: None,
+            stable_owner: None,
+        };
+        let d = decide(&d, &registered, t(1)).deployment;
+        let deploy = start_effect(&d, |e| matches!(e, Effect::Deploy { .. }));
+        let d = give_up(d, deploy);
+        assert_eq!(d.status, Status::RollingBack, "{:?}", d.reason);
+        let reason = d.reason.clone().unwrap();
+        assert!(
+            reason.contains("UpdateService") && reason.contains("rolling back"),
+            "{reason}"
+        );
+        let back = start_effect(&d, |e| matches!(e, Effect::RollBack { .. }));
+        assert!(d.outbox.iter().any(|e| e.seq == back
+            && e.effect
+                == Effect::RollBack {
+                    to_task_definition: OLD_TD.into()
+                }));
+    }
+
+    #[test]
+    fn a_weight_step_given_up_mid_shift_puts_all_traffic_back() {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,50,100],"bake_minutes":5}"#);
+        let d = settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2));
+        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        assert_eq!(d.traffic_percent, 10);
+        let step = start_effect(&d, |e| matches!(e, Effect::SetWeights { percent: 50 }));
+        let d = give_up(d, step);
+        assert_eq!(d.status, Status::RollingBack, "{:?}", d.reason);
+        assert_eq!(weights_asked(&d), vec![0]);
+    }
+
+    #[test]
+    fn a_rollback_call_given_up_ends_failed_with_the_urgent_alert() {
+        let fact = Fact::EcsDeployment {
+            ecs_deployment_id: "ecs-svc/2".into(),
+            event_name: "SERVICE_DEPLOYMENT_FAILED".into(),
+            reason: Some("circuit breaker".into()),
+            at: t(20),
+        };
+        let d = decide(&deploying(0, 1), &fact, t(20)).deployment;
+        let back = start_effect(&d, |e| matches!(e, Effect::RollBack { .. }));
+        let d = give_up(d, back);
+        assert_eq!(d.status, Status::Failed);
+        assert!(alerts(&d).contains(&EventType::Failed));
+    }
+
+    #[test]
+    fn an_alert_that_cannot_be_published_never_changes_the_outcome() {
+        let d = deploying(0, 1);
+        let started = start_effect(&d, |e| matches!(e, Effect::Alert(_)));
+        let d = give_up(d, started);
+        assert_eq!(d.status, Status::Deploying);
+        let last = d.events.last().unwrap().reason.clone().unwrap();
+        assert!(last.contains("gave up on"), "{last}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - A claim carries the claiming invocation's token: finding its own token on a record after a
 //!   lost answer, an invocation knows the claim is its own and carries the effect out.
 //! - A claim older than `CLAIM_LEASE` belongs to an invocation that died (Lambda timeouts are
-//!   shorter), and is taken over.
+//!   shorter): it counts as a failed attempt (`abandoned`), so that a call that hangs until the
+//!   timeout every time is given up on like one that fails every time.
 //! - A failed call releases its claim at once and backs off; past `MAX_ATTEMPTS` the lifecycle
 //!   decides what giving up means (`Fact::EffectGaveUp`).
 
@@ -62,6 +63,22 @@ pub fn drop_abandoned(d: &mut Deployment, now: DateTime<Utc>) -> bool {
     d.outbox
         .retain(|e| !(e.cancelled && e.claim.as_ref().is_none_or(|c| now - c.at >= CLAIM_LEASE)));
     d.outbox.len() != before
+}
+
+/// What a lapsed claim records as its error.
+pub const LEASE_LAPSED: &str =
+    "no answer within the claim lease (the invocation timed out or died)";
+
+/// Whether effect `seq` carries another invocation's claim whose lease has passed: that
+/// invocation died with the call's outcome unknown, which is a failed attempt (record it with
+/// `failed(…, LEASE_LAPSED, …)`).
+pub fn abandoned(d: &Deployment, seq: u32, token: &str, now: DateTime<Utc>) -> bool {
+    d.outbox.iter().any(|e| {
+        e.seq == seq
+            && e.claim
+                .as_ref()
+                .is_some_and(|c| c.token != token && now - c.at >= CLAIM_LEASE)
+    })
 }
 
 /// Marks effect `seq` claimed by `token`. False when it is not in the outbox any more.
@@ -254,6 +271,28 @@ mod tests {
         assert!(d.outbox[0].claim.is_none());
         assert_eq!(d.outbox[0].attempts, 1);
         assert_eq!(next(&d, "inv-2", t(1) + backoff(1)), Some(0));
+    }
+
+    #[test]
+    fn a_claim_whose_lease_lapsed_is_a_failed_attempt() {
+        let mut d = with_effects(vec![Effect::RegisterRevision]);
+        let mut at = t(0);
+        for n in 1..=MAX_ATTEMPTS {
+            assert!(claim(&mut d, 0, &format!("inv-{n}"), at));
+            at += CLAIM_LEASE;
+            assert!(abandoned(&d, 0, "next", at));
+            assert!(!abandoned(&d, 0, &format!("inv-{n}"), at), "never our own");
+            let gave_up = failed(&mut d, 0, LEASE_LAPSED, at);
+            assert_eq!(d.outbox[0].attempts, n);
+            assert_eq!(gave_up.is_some(), n == MAX_ATTEMPTS);
+            at += backoff(n);
+        }
+        let mut fresh = with_effects(vec![Effect::RegisterRevision]);
+        claim(&mut fresh, 0, "inv-1", t(0));
+        assert!(
+            !abandoned(&fresh, 0, "inv-2", t(89)),
+            "still within the lease"
+        );
     }
 
     #[test]

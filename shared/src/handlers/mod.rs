@@ -210,6 +210,18 @@ async fn carry_out<P: Adapters>(
         let Some(seq) = outbox::next(&d, token, now) else {
             return Ok(d);
         };
+        if outbox::abandoned(&d, seq, token, now) {
+            warn!(deployment_id = %d.id, seq, "an effect's claimant never reported back");
+            if outbox::failed(&mut d, seq, outbox::LEASE_LAPSED, now).is_some() {
+                let fact = Fact::EffectGaveUp {
+                    seq,
+                    error: outbox::LEASE_LAPSED.to_string(),
+                };
+                d = lifecycle::decide(&d, &fact, now).deployment;
+            }
+            d = save_or_reload(ports, d).await?.0;
+            continue;
+        }
         if !outbox::claimed_by(&d, seq, token) {
             outbox::claim(&mut d, seq, token, now);
             let (fresh, saved) = save_or_reload(ports, d).await?;
