@@ -4,6 +4,7 @@
 
 use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::api::{ApiConfig, ApiResponse};
+use flightdeck::ports::DeploymentStore;
 use flightdeck_local::local_api::{call, event, local_config};
 use flightdeck_local::{LocalPorts, Result, Stack, local_sdk_config, sample};
 use serde_json::{Value, json};
@@ -531,5 +532,55 @@ async fn lists_page_newest_first_and_metrics_count_the_records() -> Result<()> {
     assert_eq!(metrics.body["deployments"], json!(3));
     assert_eq!(metrics.body["by_status"]["ABORTED"], json!(1));
     assert!(metrics.body.get("change_failure_rate").is_some());
+    Ok(())
+}
+
+/// Two admins registering one ECS service at the same moment both pass the API's read of the
+/// registrations; the store's own claim of the ECS service lets one of them through only.
+#[tokio::test]
+async fn the_store_lets_one_registration_claim_an_ecs_service_however_writes_interleave()
+-> Result<()> {
+    let t = api("claim").await?;
+    let doc = |service: &str| {
+        json!({
+            "cluster": t.stack.cluster, "repository": "payments", "container": "app",
+            "engine": {"type": "rolling", "service": service}
+        })
+        .to_string()
+    };
+    // What the second admin's request writes after its check passed on a stale read.
+    let err = t
+        .stack
+        .register("payments", "staging", &doc("checkout-api"))
+        .await
+        .expect_err("checkout-api is staging's checkout-api's already");
+    let port = err.downcast_ref::<flightdeck::ports::PortError>();
+    assert!(
+        matches!(port, Some(flightdeck::ports::PortError::Taken(m))
+            if m.contains("already managed by the registration of checkout-api in staging")),
+        "{err}"
+    );
+    assert!(
+        t.ports
+            .store
+            .registration("payments", "staging")
+            .await?
+            .is_none(),
+        "nothing of the refused registration is stored"
+    );
+    // Moving the registration to another ECS service releases its claim; updating it in place
+    // keeps it.
+    t.stack.add_service("checkout-v2", 1).await?;
+    let mut moved: Value = serde_json::from_str(&doc("checkout-v2"))?;
+    moved["repository"] = json!("checkout-api");
+    t.stack
+        .register("checkout-api", "staging", &moved.to_string())
+        .await?;
+    t.stack
+        .register("checkout-api", "staging", &moved.to_string())
+        .await?;
+    t.stack
+        .register("payments", "staging", &doc("checkout-api"))
+        .await?;
     Ok(())
 }

@@ -810,7 +810,6 @@ fn the_reconcile_loop_checks_an_alarm_added_to_the_registration_mid_deployment()
 /// registration, then writes without a condition on what it read: two registrations of one
 /// ECS service sent at the same time are both accepted.
 #[test]
-#[ignore = "open (issue 8, review #13): the ECS-service claim needs a conditional item"]
 fn two_concurrent_registrations_cannot_both_claim_one_ecs_service() {
     let h = H::new();
     let config = ApiConfig {

@@ -162,6 +162,9 @@ impl DeploymentStore for Store {
 
     async fn put_registration(&self, registration: &Registration) -> PortResult<()> {
         let mut all = self.registrations.lock().unwrap();
+        if let Some(taken) = registration.ecs_service_taken(&all) {
+            return Err(PortError::Taken(taken));
+        }
         all.retain(|r| {
             (r.service.as_str(), r.environment.as_str())
                 != (

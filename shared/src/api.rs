@@ -154,7 +154,9 @@ fn from_handler(e: HandlerError) -> ApiResponse {
             "invalid_parameter",
             "`next` is not a pagination token from this API",
         ),
-        HandlerError::Contended(m) => ApiResponse::error(409, "conflict", m),
+        HandlerError::Contended(m) | HandlerError::Port(PortError::Taken(m)) => {
+            ApiResponse::error(409, "conflict", m)
+        }
         other => ApiResponse::error(502, "upstream_failed", other.to_string()),
     }
 }

@@ -15,6 +15,10 @@ pub enum PortError {
     /// A conditional write lost a race; reload and decide again.
     #[error("the record changed since it was read")]
     Conflict,
+    /// Something the write would claim belongs to another owner (e.g. an ECS service managed by
+    /// another registration); the message names both.
+    #[error("{0}")]
+    Taken(String),
     /// A pagination token that is not one of ours.
     #[error("invalid pagination token")]
     BadCursor,
@@ -71,7 +75,8 @@ pub trait DeploymentStore: Send + Sync {
         key: &LookupKey,
     ) -> impl Future<Output = PortResult<Vec<Registration>>> + Send;
     /// Stores a registration and its lookup keys (stale keys of the earlier version removed), in
-    /// one transaction.
+    /// one transaction, which also claims each of its ECS services: `PortError::Taken` when
+    /// another registration holds one, however many admins write at once.
     fn put_registration(
         &self,
         registration: &Registration,

@@ -157,6 +157,16 @@ pub fn target_group_dimension(arn: &str) -> &str {
     arn.rsplit_once(':').map(|(_, rest)| rest).unwrap_or(arn)
 }
 
+/// The refusal for a claim (`CLUSTER/SERVICE`) held by `owner` (`SERVICE#ENVIRONMENT`).
+pub fn taken_message(claim: &str, owner: &str) -> String {
+    let (cluster, service) = claim.split_once('/').unwrap_or(("", claim));
+    let (s, e) = owner.split_once('#').unwrap_or((owner, ""));
+    format!(
+        "ECS service {service} in cluster {cluster} is already managed by the registration of {s} \
+         in {e}; one ECS service has one registration"
+    )
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RegistrationError {
     #[error("invalid registration document: {0}")]
@@ -178,22 +188,13 @@ impl Registration {
     /// them is replaced): no ECS service may be managed by two registrations, and promotions may
     /// not form a cycle.
     pub fn check_against(&self, stored: &[Registration]) -> Result<(), RegistrationError> {
+        if let Some(taken) = self.ecs_service_taken(stored) {
+            return Err(RegistrationError::Conflict(taken));
+        }
         let others: Vec<&Registration> = stored
             .iter()
             .filter(|r| !(r.service == self.service && r.environment == self.environment))
             .collect();
-        for mine in self.ecs_services() {
-            if let Some(other) = others
-                .iter()
-                .find(|r| r.spec.cluster == self.spec.cluster && r.ecs_services().contains(&mine))
-            {
-                return Err(RegistrationError::Conflict(format!(
-                    "ECS service {mine} in cluster {} is already managed by the registration of {} in \
-                     {}; one ECS service has one registration",
-                    self.spec.cluster, other.service, other.environment
-                )));
-            }
-        }
         let next = |environment: &str| -> Option<String> {
             if environment == self.environment {
                 return self.spec.promote_to.clone();
@@ -217,6 +218,32 @@ impl Registration {
             at = to;
         }
         Ok(())
+    }
+
+    /// Why this registration cannot have its ECS services, when another of `stored` manages one
+    /// of them: one ECS service has one registration.
+    pub fn ecs_service_taken(&self, stored: &[Registration]) -> Option<String> {
+        let owner = self.claims_owner();
+        self.claims().into_iter().find_map(|claim| {
+            let other = stored
+                .iter()
+                .find(|r| r.claims_owner() != owner && r.claims().contains(&claim))?;
+            Some(taken_message(&claim, &other.claims_owner()))
+        })
+    }
+
+    /// What this registration claims for itself alone: `CLUSTER/SERVICE` of each ECS service it
+    /// deploys to.
+    pub fn claims(&self) -> Vec<String> {
+        self.ecs_services()
+            .into_iter()
+            .map(|s| format!("{}/{s}", self.spec.cluster))
+            .collect()
+    }
+
+    /// Who holds a claim: `SERVICE#ENVIRONMENT` of the registration.
+    pub fn claims_owner(&self) -> String {
+        format!("{}#{}", self.service, self.environment)
     }
 
     /// Parses and validates a registration document for `service` in `environment`.

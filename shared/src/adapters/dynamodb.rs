@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::{AuditEvent, Deployment, Stage};
 use crate::ports::{Created, DeploymentStore, Page, PortError, PortResult};
-use crate::registration::{LookupKey, Registration};
+use crate::registration::{self, LookupKey, Registration};
 
 pub const BY_SERVICE_INDEX: &str = "by-service";
 pub const ACTIVE_INDEX: &str = "active";
@@ -74,6 +74,13 @@ fn deployment_pk(id: &str) -> String {
 
 const DEPLOYMENT_SK: &str = "DEPLOYMENT";
 const REGISTRATION_PK: &str = "REGISTRATION";
+/// The sort key of the item that claims an ECS service (`CLAIM#ecs-service#CLUSTER/SERVICE`)
+/// for one registration.
+const CLAIM_SK: &str = "CLAIM";
+
+fn claim_key(claim: &str) -> String {
+    format!("CLAIM#ecs-service#{claim}")
+}
 
 impl DeploymentItem {
     fn new(d: &Deployment) -> Self {
@@ -212,6 +219,31 @@ impl DynamoStore {
                 }
             }
         }
+    }
+
+    /// Why `registration` cannot claim its ECS services: the first claim item held by another.
+    async fn claim_taken(&self, registration: &Registration) -> PortResult<Option<String>> {
+        let mine = registration.claims_owner();
+        for claim in registration.claims() {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(claim_key(&claim)))
+                .key("sk", AttributeValue::S(CLAIM_SK.to_string()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| PortError::remote("DynamoDB GetItem", DisplayErrorContext(e)))?;
+            let owner = item
+                .item()
+                .and_then(|i| i.get("owner"))
+                .and_then(|o| o.as_s().ok());
+            if let Some(owner) = owner.filter(|o| **o != mine) {
+                return Ok(Some(registration::taken_message(&claim, owner)));
+            }
+        }
+        Ok(None)
     }
 
     /// The registrations (or their lookup copies) under one partition key: one query.
@@ -359,6 +391,39 @@ impl DeploymentStore for DynamoStore {
                     .map_err(build)?;
                 writes.push(TransactWriteItem::builder().put(put).build());
             }
+            // Each ECS service is claimed by one item, written only where no other registration
+            // holds it: two admins registering one ECS service at once cannot both succeed.
+            let owner = AttributeValue::S(registration.claims_owner());
+            let claims = registration.claims();
+            for claim in &claims {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", AttributeValue::S(claim_key(claim)))
+                    .item("sk", AttributeValue::S(CLAIM_SK.to_string()))
+                    .item("owner", owner.clone())
+                    .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":owner", owner.clone())
+                    .build()
+                    .map_err(build)?;
+                writes.push(TransactWriteItem::builder().put(put).build());
+            }
+            let released = previous
+                .iter()
+                .flat_map(|p| p.registration.claims())
+                .filter(|c| !claims.contains(c));
+            for claim in released {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", AttributeValue::S(claim_key(&claim)))
+                    .key("sk", AttributeValue::S(CLAIM_SK.to_string()))
+                    .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":owner", owner.clone())
+                    .build()
+                    .map_err(build)?;
+                writes.push(TransactWriteItem::builder().delete(delete).build());
+            }
             let stale = previous
                 .iter()
                 .flat_map(|p| p.registration.lookup_keys())
@@ -374,8 +439,14 @@ impl DeploymentStore for DynamoStore {
             }
             match self.transact(writes).await {
                 Ok(()) => return Ok(()),
-                // Another admin changed it meanwhile: read it again and redo the keys.
-                Err(PortError::Conflict) => continue,
+                // An ECS service claimed by another registration, or another admin changed this
+                // one meanwhile: read it again and redo the keys.
+                Err(PortError::Conflict) => {
+                    if let Some(taken) = self.claim_taken(registration).await? {
+                        return Err(PortError::Taken(taken));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }

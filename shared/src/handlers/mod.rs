@@ -83,6 +83,7 @@ impl HandlerError {
             HandlerError::Event(EventError::Malformed { .. }) => "MalformedEvent",
             HandlerError::Port(PortError::Conflict) => "Conflict",
             HandlerError::Port(PortError::BadCursor) => "BadCursor",
+            HandlerError::Port(PortError::Taken(_)) => "Taken",
             HandlerError::Port(PortError::Remote { .. }) => "RemoteCallFailed",
             HandlerError::Port(PortError::Corrupt { .. }) => "CorruptRecord",
             HandlerError::Contended(_) => "Contended",

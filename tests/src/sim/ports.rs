@@ -367,6 +367,11 @@ impl DeploymentStore for Store {
                 Kind::Write,
                 String::new(),
                 |w| {
+                    let stored: Vec<Registration> =
+                        w.store.registrations.values().cloned().collect();
+                    if let Some(taken) = registration.ecs_service_taken(&stored) {
+                        return Err(PortError::Taken(taken));
+                    }
                     w.store
                         .registrations
                         .insert(key.clone(), registration.clone());
