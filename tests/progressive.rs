@@ -382,6 +382,13 @@ async fn success_promotes_to_production_which_waits_for_a_different_approver() -
     )
     .await?;
     let alarm = t.alarm.clone();
+    // Production has its own pair of ECS services (one ECS service has one registration).
+    t.stack
+        .add_service("checkout-web-production-blue", 2)
+        .await?;
+    t.stack
+        .add_service("checkout-web-production-green", 0)
+        .await?;
     t.stack
         .register_alb(
             "checkout-web.production.json",

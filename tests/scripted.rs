@@ -2,8 +2,7 @@
 //! (`tests/src/sim`). Each test drives the real handlers through a hand-made schedule (no random
 //! faults): scripted failures come from thin wrappers around the simulation's ports, and
 //! interleavings from polling handler futures one await point at a time. Every test here pins
-//! down the behaviour the design asks for and failed on the code it was written against; the
-//! ones marked `ignore` name a finding still open (`cargo test --test scripted -- --ignored`).
+//! down the behaviour the design asks for and failed on the code it was written against.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -97,6 +96,7 @@ impl EcsControl for ScriptedEcs {
         container: &str,
         image: &str,
         deployment_id: &str,
+        retry: bool,
     ) -> PortResult<String> {
         if lock(&self.script).register_hangs {
             loop {
@@ -111,7 +111,7 @@ impl EcsControl for ScriptedEcs {
         };
         let result = self
             .inner
-            .register_revision(task_definition, container, image, deployment_id)
+            .register_revision(task_definition, container, image, deployment_id, retry)
             .await;
         if lost && result.is_ok() {
             return Err(PortError::remote(
@@ -997,7 +997,6 @@ fn a_redelivered_alarm_clearance_changes_nothing() {
 /// its revision in between (here: one push, both environments). The retry then registers a
 /// second revision for the same deployment.
 #[test]
-#[ignore = "open (issue 8, review #15): look past the newest revision for the tag"]
 fn a_lost_registration_answer_never_registers_a_second_revision_for_the_deployment() {
     let mut h = H::rolling(1, "");
     {

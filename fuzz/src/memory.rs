@@ -376,6 +376,7 @@ impl EcsControl for Ecs {
         _container: &str,
         _image: &str,
         _deployment_id: &str,
+        _retry: bool,
     ) -> PortResult<String> {
         let family = task_definition
             .rsplit_once(':')

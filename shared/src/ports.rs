@@ -163,15 +163,18 @@ pub trait EcsControl: Send + Sync {
         service: &str,
     ) -> impl Future<Output = PortResult<EcsService>> + Send;
     /// Registers a copy of `task_definition` whose `container` runs `image`, tagged with the
-    /// deployment's id; returns the new ARN. Idempotent: when the family's newest revision
-    /// already carries `deployment_id`'s tag (an earlier attempt whose answer was lost), that
-    /// revision is returned and nothing is registered.
+    /// deployment's id; returns the new ARN. Idempotent on `retry` (an earlier attempt may
+    /// have registered it and lost the answer): a revision of the family newer than
+    /// `task_definition` that carries `deployment_id`'s tag is returned and nothing is
+    /// registered, however many other revisions (another environment's, say) came after it.
+    /// The registration itself is sent once: no retry inside the call may register a second.
     fn register_revision(
         &self,
         task_definition: &str,
         container: &str,
         image: &str,
         deployment_id: &str,
+        retry: bool,
     ) -> impl Future<Output = PortResult<String>> + Send;
     /// Points the service at `task_definition` (and sets its desired count, if given); returns
     /// the id of the ECS deployment that runs it, when ECS says so.

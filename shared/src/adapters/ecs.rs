@@ -2,8 +2,11 @@
 //! at a task definition.
 
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::DisplayErrorContext;
-use aws_sdk_ecs::types::{DesiredStatus, Tag, TaskDefinitionField};
+use aws_sdk_ecs::types::{
+    DesiredStatus, SortOrder, Tag, TaskDefinitionField, TaskDefinitionStatus,
+};
 
 use crate::ports::{
     EcsControl, EcsService, PortError, PortResult, ServiceDeployment, StoppedTaskView,
@@ -12,6 +15,16 @@ use crate::stop_reason::{StopReason, StoppedTask};
 
 /// The tag that names the deployment a revision was registered for.
 pub const DEPLOYMENT_TAG: &str = "flightdeck:deployment";
+
+/// How many of a family's newest revisions a retried registration looks at for its own.
+const LOOK_BACK: i32 = 20;
+
+/// `(family, revision)` of a task-definition ARN (`…:task-definition/FAMILY:REVISION`).
+fn revision_of(arn: &str) -> Option<(&str, i32)> {
+    let (rest, revision) = arn.rsplit_once(':')?;
+    let family = rest.rsplit_once('/').map_or(rest, |(_, f)| f);
+    Some((family, revision.parse().ok()?))
+}
 
 fn registered_for(tags: Option<&[Tag]>, deployment_id: &str) -> bool {
     tags.unwrap_or_default()
@@ -27,6 +40,45 @@ pub struct EcsClient {
 impl EcsClient {
     pub fn new(client: Client) -> Self {
         EcsClient { client }
+    }
+
+    /// The revision of `family` newer than `base` registered for `deployment_id`, newest first;
+    /// looks at the most recent `LOOK_BACK` revisions at most.
+    async fn registered_since(
+        &self,
+        family: &str,
+        base: i32,
+        deployment_id: &str,
+    ) -> PortResult<Option<String>> {
+        let listed = self
+            .client
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(TaskDefinitionStatus::Active)
+            .sort(SortOrder::Desc)
+            .max_results(LOOK_BACK)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS ListTaskDefinitions", DisplayErrorContext(e)))?;
+        let newer = listed.task_definition_arns().iter().filter(|arn| {
+            revision_of(arn).is_some_and(|(f, revision)| f == family && revision > base)
+        });
+        for arn in newer {
+            let described = self
+                .client
+                .describe_task_definition()
+                .task_definition(arn)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(|e| {
+                    PortError::remote("ECS DescribeTaskDefinition", DisplayErrorContext(e))
+                })?;
+            if registered_for(described.tags.as_deref(), deployment_id) {
+                return Ok(Some(arn.clone()));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -93,6 +145,7 @@ impl EcsControl for EcsClient {
         container: &str,
         image: &str,
         deployment_id: &str,
+        retry: bool,
     ) -> PortResult<String> {
         let described = self
             .client
@@ -108,24 +161,13 @@ impl EcsControl for EcsClient {
                 format!("{task_definition} not found"),
             )
         })?;
-        // An earlier attempt may have registered the revision and lost the answer: the family's
-        // newest revision carries the deployment's tag then.
-        if let Some(family) = td.family.as_deref() {
-            let newest = self
-                .client
-                .describe_task_definition()
-                .task_definition(family)
-                .include(TaskDefinitionField::Tags)
-                .send()
-                .await
-                .map_err(|e| {
-                    PortError::remote("ECS DescribeTaskDefinition", DisplayErrorContext(e))
-                })?;
-            if registered_for(newest.tags.as_deref(), deployment_id)
-                && let Some(arn) = newest.task_definition.and_then(|t| t.task_definition_arn)
-            {
-                return Ok(arn);
-            }
+        // An earlier attempt may have registered the revision and lost the answer: one of the
+        // family's revisions newer than the one it copies carries the deployment's tag then.
+        if retry
+            && let (Some(family), base) = (td.family.as_deref(), td.revision)
+            && let Some(arn) = self.registered_since(family, base, deployment_id).await?
+        {
+            return Ok(arn);
         }
         let mut tags: Vec<Tag> = described
             .tags
@@ -172,6 +214,12 @@ impl EcsControl for EcsClient {
             .set_ephemeral_storage(td.ephemeral_storage)
             .set_runtime_platform(td.runtime_platform)
             .set_enable_fault_injection(td.enable_fault_injection)
+            // Sent once: an SDK retry after an answer lost in transit would register a second
+            // revision. The outbox retries, and finds the first (`retry`).
+            .customize()
+            .config_override(
+                aws_sdk_ecs::config::Config::builder().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| PortError::remote("ECS RegisterTaskDefinition", DisplayErrorContext(e)))?;
@@ -295,6 +343,7 @@ mod tests {
     fn current() -> TaskDefinition {
         TaskDefinition::builder()
             .family("api")
+            .revision(1)
             .task_role_arn("arn:aws:iam::1:role/api-task")
             .cpu("256")
             .memory("512")
@@ -354,7 +403,7 @@ mod tests {
             [&describe, &register]
         ));
         let arn = ecs
-            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1")
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1", false)
             .await
             .unwrap();
         assert_eq!(arn, "arn:td/api:2");
@@ -362,7 +411,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_revision_already_registered_for_the_deployment_is_reused() {
+    async fn a_retry_finds_the_revision_it_registered_behind_another_environments() {
+        use aws_sdk_ecs::operation::list_task_definitions::ListTaskDefinitionsOutput;
         let current = mock!(Client::describe_task_definition)
             .match_requests(|r| r.task_definition() == Some("arn:td/api:1"))
             .then_output(|| {
@@ -370,32 +420,55 @@ mod tests {
                     .task_definition(current())
                     .build()
             });
-        let newest = mock!(Client::describe_task_definition)
-            .match_requests(|r| r.task_definition() == Some("api"))
+        // Newest first: production's revision (3) came after the one this deployment registered
+        // (2) whose answer was lost; "api-worker" shares the prefix, not the family.
+        let list = mock!(Client::list_task_definitions)
+            .match_requests(|r| {
+                r.family_prefix() == Some("api") && r.sort() == Some(&SortOrder::Desc)
+            })
             .then_output(|| {
-                DescribeTaskDefinitionOutput::builder()
-                    .task_definition(
-                        TaskDefinition::builder()
-                            .family("api")
-                            .task_definition_arn("arn:td/api:2")
-                            .build(),
-                    )
-                    .tags(Tag::builder().key(DEPLOYMENT_TAG).value("d-1").build())
+                ListTaskDefinitionsOutput::builder()
+                    .task_definition_arns("arn:td/api-worker:9")
+                    .task_definition_arns("arn:td/api:3")
+                    .task_definition_arns("arn:td/api:2")
+                    .task_definition_arns("arn:td/api:1")
                     .build()
             });
+        let tagged = |arn: &'static str, deployment: &'static str| {
+            mock!(Client::describe_task_definition)
+                .match_requests(move |r| r.task_definition() == Some(arn))
+                .then_output(move || {
+                    DescribeTaskDefinitionOutput::builder()
+                        .tags(Tag::builder().key(DEPLOYMENT_TAG).value(deployment).build())
+                        .build()
+                })
+        };
+        let (other, ours, worker) = (
+            tagged("arn:td/api:3", "d-2"),
+            tagged("arn:td/api:2", "d-1"),
+            tagged("arn:td/api-worker:9", "d-1"),
+        );
         let register = mock!(Client::register_task_definition)
             .then_output(|| RegisterTaskDefinitionOutput::builder().build());
         let ecs = EcsClient::new(mock_client!(
             aws_sdk_ecs,
             aws_smithy_mocks::RuleMode::MatchAny,
-            [&current, &newest, &register]
+            [&current, &list, &other, &ours, &worker, &register]
         ));
         let arn = ecs
-            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1")
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1", true)
             .await
             .unwrap();
         assert_eq!(arn, "arn:td/api:2");
         assert_eq!(register.num_calls(), 0, "nothing registered a second time");
+        assert_eq!(worker.num_calls(), 0, "another family is never looked at");
+        // A first attempt cannot have registered anything: it lists nothing.
+        let list_calls = list.num_calls();
+        let _ = ecs
+            .register_revision("arn:td/api:1", "app", NEW_IMAGE, "d-1", false)
+            .await;
+        assert_eq!(list.num_calls(), list_calls);
+        assert_eq!(register.num_calls(), 1);
     }
 
     #[tokio::test]
@@ -453,7 +526,7 @@ mod tests {
             [&describe]
         ));
         let err = ecs
-            .register_revision("arn:td/api:1", "web", NEW_IMAGE, "d-1")
+            .register_revision("arn:td/api:1", "web", NEW_IMAGE, "d-1", false)
             .await
             .unwrap_err();
         assert!(

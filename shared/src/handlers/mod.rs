@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::deployment::{Colour, Deployment, Effect, ScaleLock, Stage, Status};
+use crate::deployment::{Colour, Deployment, Effect, PendingEffect, ScaleLock, Stage, Status};
 use crate::events::EventError;
 use crate::lifecycle::{self, Fact};
 use crate::outbox::{self, CLAIM_LEASE, Finished};
@@ -234,7 +234,7 @@ async fn carry_out<P: Adapters>(
         let Some(pending) = d.outbox.iter().find(|e| e.seq == seq).cloned() else {
             continue;
         };
-        d = match effect(ports, &d, &pending.effect, token).await {
+        d = match effect(ports, &d, &pending, token).await {
             Ok(follow_up) => record_done(ports, d, seq, follow_up).await?,
             Err(e) => {
                 warn!(deployment_id = %d.id, effect = %pending.effect.describe(), error = %e,
@@ -250,15 +250,18 @@ async fn carry_out<P: Adapters>(
 async fn effect<P: Adapters>(
     ports: &P,
     d: &Deployment,
-    effect: &Effect,
+    pending: &PendingEffect,
     token: &str,
 ) -> Result<Option<Fact>, HandlerError> {
-    match effect {
+    match &pending.effect {
         Effect::Alert(alert) => {
             ports.notifier().publish(alert).await?;
             Ok(None)
         }
-        Effect::RegisterRevision => Ok(Some(register_revision(ports, d).await?)),
+        // An earlier attempt (failed, or whose claimant died) may have registered it.
+        Effect::RegisterRevision => Ok(Some(
+            register_revision(ports, d, pending.attempts > 0).await?,
+        )),
         Effect::Deploy {
             service,
             task_definition,
@@ -611,8 +614,13 @@ pub fn start<'a, P: Adapters>(
     })
 }
 
-/// The start's first call: read what serves now and register the new revision.
-async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fact, HandlerError> {
+/// The start's first call: read what serves now and register the new revision (after an
+/// earlier attempt, `retry`, finding the one it may have registered).
+async fn register_revision<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    retry: bool,
+) -> Result<Fact, HandlerError> {
     let rollout = &d.rollout;
     let Some(traffic) = &d.traffic else {
         // rolling: the service itself takes the new revision.
@@ -627,6 +635,7 @@ async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fac
                 &rollout.container,
                 &d.image,
                 &d.id,
+                retry,
             )
             .await?;
         return Ok(Fact::RevisionRegistered {
@@ -692,7 +701,13 @@ async fn register_revision<P: Adapters>(ports: &P, d: &Deployment) -> Result<Fac
         .await?;
     let new_task_definition = ports
         .ecs()
-        .register_revision(&live.task_definition, &rollout.container, &d.image, &d.id)
+        .register_revision(
+            &live.task_definition,
+            &rollout.container,
+            &d.image,
+            &d.id,
+            retry,
+        )
         .await?;
     Ok(Fact::RevisionRegistered {
         previous_task_definition: live.task_definition,

@@ -163,10 +163,22 @@ impl Ecs {
     }
 
     /// The family's newest revision (what DescribeTaskDefinition of a family name answers).
-    pub fn newest_of(&self, family: &str) -> Option<(String, &TaskDefinition)> {
-        let revision = self.families.get(family)?;
-        let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}");
-        self.task_definitions.get(&arn).map(|td| (arn, td))
+    /// As the adapter looks after a lost answer: among the family's newest `look_back`
+    /// revisions, the newest one after `base` that carries `tag`.
+    pub fn tagged_since(&self, base: &str, tag: &str, look_back: u32) -> Option<String> {
+        let (rest, base_revision) = base.rsplit_once(':')?;
+        let base_revision: u32 = base_revision.parse().ok()?;
+        let family = rest.rsplit_once('/').map_or(rest, |(_, f)| f);
+        let newest = *self.families.get(family)?;
+        (base_revision + 1..=newest)
+            .rev()
+            .take(look_back as usize)
+            .map(|r| format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{r}"))
+            .find(|arn| {
+                self.task_definitions
+                    .get(arn)
+                    .is_some_and(|td| td.deployment_tag.as_deref() == Some(tag))
+            })
     }
 
     fn new_deployment_id(&mut self) -> String {

@@ -655,22 +655,17 @@ impl EcsControl for Ecs {
         container: &str,
         image: &str,
         deployment_id: &str,
+        retry: bool,
     ) -> PortResult<String> {
         // As the adapter does: the copy differs only in `container`'s image and carries the
-        // deployment's tag; when the family's newest revision already carries it (an earlier
-        // attempt whose answer was lost), that one is returned.
+        // deployment's tag; on a retry, a revision after `task_definition` that carries it (an
+        // earlier attempt whose answer was lost) is returned.
         let what = format!("{} {}", short_td(task_definition), image_tail(image));
         self.0
             .call("ECS RegisterTaskDefinition", Kind::Write, what, |w| {
-                let family = w
-                    .ecs
-                    .task_definitions
-                    .get(task_definition)
-                    .map(|td| td.family.clone());
-                if let Some((arn, _)) = family
-                    .as_deref()
-                    .and_then(|f| w.ecs.newest_of(f))
-                    .filter(|(_, td)| td.deployment_tag.as_deref() == Some(deployment_id))
+                if let Some(arn) = retry
+                    .then(|| w.ecs.tagged_since(task_definition, deployment_id, 20))
+                    .flatten()
                 {
                     w.log(format!("  found {} registered already", short_td(&arn)));
                     return Ok(arn);
