@@ -1162,6 +1162,41 @@ fn a_start_that_never_completes_ends_within_its_progress_deadline() {
     );
 }
 
+/// A claim (and the stage item's scale lock) is taken over once its lease lapsed, on the
+/// understanding that the invocation holding it is dead: Lambda ended it at its timeout. A
+/// function whose timeout reached the lease could still be running the call when another
+/// invocation takes it over, and both would carry it out.
+#[test]
+fn every_function_times_out_before_its_claims_can_lapse() {
+    let path = flightdeck_local::repo_root().join("infra/template.yaml");
+    let text = std::fs::read_to_string(&path).expect("infra/template.yaml");
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).expect("template is YAML");
+    let seconds = |v: Option<&serde_yaml::Value>| v.and_then(serde_yaml::Value::as_i64);
+    let global = seconds(template["Globals"]["Function"].get("Timeout"));
+    let lease = flightdeck::outbox::CLAIM_LEASE.num_seconds();
+    let mut functions = 0;
+    for (name, resource) in template["Resources"]
+        .as_mapping()
+        .expect("template has Resources")
+    {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        functions += 1;
+        let timeout = seconds(resource["Properties"].get("Timeout"))
+            .or(global)
+            .unwrap_or(3);
+        assert!(
+            timeout < lease,
+            "{name:?} may run {timeout} s, as long as or longer than the {lease} s claim lease"
+        );
+    }
+    assert!(
+        functions >= 5,
+        "only {functions} functions found in the template"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Seeds beyond the test command's range that the simulation itself finds failing.
 

@@ -31,6 +31,67 @@ use crate::outbox;
 use crate::principal::same_principal;
 use crate::stop_reason::StopReason;
 
+mod alb_weights;
+mod rolling;
+
+/// What differs between traffic engines, and nothing else: the lifecycle decides statuses,
+/// gates, deadlines, fencing and alerts the same way for all of them, and asks the engine only
+/// what starting, being ready, a step, a rollback and success mean for it. Adding an engine adds
+/// a module here and a line in `engine`.
+trait Engine {
+    /// The call that puts the registered revision on ECS; records what the engine keeps of the
+    /// start.
+    fn deploy(&self, d: &mut Deployment, registered: &Registered) -> Effect;
+    /// Where the new revision was put, in words.
+    fn put_on(&self, d: &Deployment) -> String;
+    /// The reconcile loop's view of the service taking the new revision (or, rolling back, the
+    /// previous one); only the engine's own service is passed on.
+    fn observe(&self, d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>);
+    /// ECS says the service is settled (its deployment completed, or steady state).
+    fn settled(
+        &self,
+        _d: &mut Deployment,
+        _at: DateTime<Utc>,
+        _ecs_deployment_id: Option<&str>,
+        _now: DateTime<Utc>,
+    ) {
+    }
+    /// The new revision is ready (the deployment is DEPLOYING).
+    fn ready(&self, d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>);
+    /// The current bake passed with the shared gates green: the next step, or success.
+    fn bake_passed(&self, d: &mut Deployment, now: DateTime<Utc>);
+    /// Why the deployment succeeded, in words; records what success leaves owed.
+    fn succeeded(&self, d: &mut Deployment, now: DateTime<Utc>) -> String;
+    /// The call that puts the previous revision back.
+    fn roll_back(&self, d: &mut Deployment, previous: String) -> Effect;
+    /// What is owed once the previous revision serves again.
+    fn rolled_back(&self, _d: &mut Deployment) {}
+    /// The traffic weights were set to `percent` on the new revision.
+    fn weights_set(&self, _d: &mut Deployment, _percent: u8, _now: DateTime<Utc>) {}
+    /// The reconcile loop's tick on a deployment that succeeded.
+    fn tick_succeeded(&self, _d: &mut Deployment, _now: DateTime<Utc>) {}
+    /// A scale-down of an ECS service was carried out (`done`) or found moot.
+    fn scaled_down(&self, _d: &mut Deployment, _service: &str, _done: bool, _now: DateTime<Utc>) {}
+    /// A scale-down was given up on: it is owed no more.
+    fn scale_abandoned(&self, _d: &mut Deployment) {}
+}
+
+/// The engine of a deployment, from what its registration made of it.
+fn engine(d: &Deployment) -> &'static dyn Engine {
+    if d.traffic.is_some() {
+        &alb_weights::AlbWeights
+    } else {
+        &rolling::Rolling
+    }
+}
+
+/// What registering the revision found (see `Fact::RevisionRegistered`).
+struct Registered {
+    desired_count: u32,
+    stable: Option<Colour>,
+    stable_owner: Option<String>,
+}
+
 /// Something that happened, as far as a deployment is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fact {
@@ -252,25 +313,14 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 d.rollout.previous_task_definition = Some(previous_task_definition.clone());
                 d.rollout.new_task_definition = Some(new_task_definition.clone());
                 d.rollout.desired_count = Some(*desired_count);
-                let mut desired = None;
-                if let Some(traffic) = d.traffic.as_mut() {
-                    traffic.stable = *stable;
-                    traffic.stable_owner = stable_owner.clone();
-                    if let Some(canary) = traffic.canary() {
-                        d.rollout.ecs_service = traffic.target(canary).service.clone();
-                        desired = Some(*desired_count);
-                    }
-                }
                 d.updated_at = now;
-                let service = d.rollout.ecs_service.clone();
-                push_effect(
-                    &mut d,
-                    Effect::Deploy {
-                        service,
-                        task_definition: new_task_definition.clone(),
-                        desired_count: desired,
-                    },
-                );
+                let registered = Registered {
+                    desired_count: *desired_count,
+                    stable: *stable,
+                    stable_owner: stable_owner.clone(),
+                };
+                let deploy = engine(&d).deploy(&mut d, &registered);
+                push_effect(&mut d, deploy);
             }
         }
         Fact::RolloutStarted { ecs_deployment_id } => {
@@ -283,15 +333,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
                 d.rollout.started_at = Some(now);
                 d.rollout.progress_deadline = Some(now + deadline(&d));
-                let desired = d.rollout.desired_count.unwrap_or(1);
-                let on = match d.traffic.as_ref().and_then(|t| t.canary()) {
-                    Some(canary) => format!(
-                        "the idle {} colour, ECS service {} (scaled to {desired})",
-                        colour_name(canary),
-                        d.rollout.ecs_service
-                    ),
-                    None => format!("ECS service {}", d.rollout.ecs_service),
-                };
+                let on = engine(&d).put_on(&d);
                 let reason = format!(
                     "registered {} (was {}) and put it on {on}",
                     short_task_definition(&new),
@@ -353,7 +395,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
-        Fact::WeightsSet { percent } => weights_set(&mut d, *percent, now),
+        Fact::WeightsSet { percent } => engine(&d).weights_set(&mut d, *percent, now),
         Fact::NotHealthy {
             percent,
             healthy,
@@ -367,25 +409,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 roll_back(&mut d, reason, "flightdeck", now);
             }
         }
-        Fact::ScaledDown { service, done } => {
-            let owed = d.traffic.as_ref().is_some_and(|t| !t.scaled_down);
-            if owed {
-                if let Some(traffic) = d.traffic.as_mut()
-                    && matches!(d.status, Status::Succeeded | Status::RolledBack)
-                {
-                    traffic.scaled_down = true;
-                }
-                let reason = if *done {
-                    format!("scaled ECS service {service} to 0")
-                } else {
-                    format!(
-                        "ECS service {service} left as it is: a newer deployment put its revision \
-                         on it"
-                    )
-                };
-                note(&mut d, reason, "flightdeck", now);
-            }
-        }
+        Fact::ScaledDown { service, done } => engine(&d).scaled_down(&mut d, service, *done, now),
         Fact::AlarmFired {
             alarm,
             reason,
@@ -458,24 +482,7 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             if d.rollout.bake_until.is_some_and(|until| now >= until)
                 && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) =>
         {
-            // alb-weights: the step's gates include the new colour staying healthy at its
-            // desired count through the bake (the reconcile loop observes it every tick).
-            let desired = d.rollout.desired_count.unwrap_or(1);
-            let unhealthy = d.traffic.is_some()
-                && d.rollout
-                    .observed
-                    .as_ref()
-                    .and_then(|o| o.healthy)
-                    .is_some_and(|h| h < desired);
-            if unhealthy {
-                let reason = format!(
-                    "the new colour dropped below its desired count during the bake ({})",
-                    observed_text(d)
-                );
-                roll_back(d, reason, "flightdeck", now);
-            } else {
-                next_step(d, now);
-            }
+            engine(d).bake_passed(d, now);
         }
         Status::Deploying if d.rollout.progress_deadline.is_some_and(|at| now >= at) => {
             let reason = format!(
@@ -513,7 +520,7 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             finish(d, Status::Failed, reason, "flightdeck", now);
             alert(d, EventType::Failed, now);
         }
-        Status::Succeeded => scale_down_old_colour(d, now),
+        Status::Succeeded => engine(d).tick_succeeded(d, now),
         _ => {}
     }
 }
@@ -554,8 +561,8 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
         effect.attempts
     );
     if matches!(effect.effect, Effect::Alert(_)) || !d.status.is_active() {
-        if let (Effect::Scale { .. }, Some(traffic)) = (&effect.effect, d.traffic.as_mut()) {
-            traffic.scaled_down = true;
+        if matches!(effect.effect, Effect::Scale { .. }) {
+            engine(d).scale_abandoned(d);
         }
         note(d, why, "flightdeck", now);
     } else if d.status == Status::RollingBack || effect.effect == Effect::RegisterRevision {
@@ -670,175 +677,58 @@ fn concerns(
     }
 }
 
-/// ECS says the service is settled: for a rolling rollout that is the new revision, for a
-/// rolling rollback the previous one. `alb-weights` goes by the colour's observed readiness and
-/// the listener's weights instead.
+/// ECS says the service is settled; what that means is the engine's to say.
 fn settled(
     d: &mut Deployment,
     at: DateTime<Utc>,
     ecs_deployment_id: Option<&str>,
     now: DateTime<Utc>,
 ) {
-    if d.traffic.is_some() {
-        return;
-    }
-    match d.status {
-        Status::Deploying => {
-            let ours = match ecs_deployment_id {
-                Some(id) => concerns(
-                    d.rollout.ecs_deployment_id.as_deref(),
-                    d.rollout.started_at,
-                    id,
-                    at,
-                ),
-                None => d.rollout.started_at.is_some_and(|since| at >= since),
-            };
-            if ours && d.rollout.settled_at.is_none() {
-                d.rollout.settled_at = Some(at);
-                d.updated_at = now;
-                let desired = d.rollout.desired_count.unwrap_or(1);
-                let why = format!(
-                    "ECS reports the rollout of {} steady ({desired} desired)",
-                    d.rollout
-                        .new_task_definition
-                        .as_deref()
-                        .map(short_task_definition)
-                        .unwrap_or("the new revision")
-                );
-                ready(d, why, "aws.ecs", now);
-            }
-        }
-        Status::RollingBack => {
-            let Some(rollback) = d.rollback.clone() else {
-                return;
-            };
-            let Some(issued_at) = rollback.issued_at else {
-                return;
-            };
-            let ours = match ecs_deployment_id {
-                Some(id) => concerns(
-                    rollback.ecs_deployment_id.as_deref(),
-                    Some(issued_at),
-                    id,
-                    at,
-                ),
-                None => at >= issued_at,
-            };
-            if ours {
-                let why = format!(
-                    "ECS reports the service steady on the previous revision {}",
-                    short_task_definition(&rollback.to_task_definition)
-                );
-                rolled_back(d, why, "aws.ecs", now);
-            }
-        }
-        _ => {}
-    }
+    engine(d).settled(d, at, ecs_deployment_id, now);
 }
 
-/// The new revision is ready: `alb-weights` starts shifting; rolling succeeds or bakes.
+/// The new revision is ready: the engine takes it from there (the first weight step, or the
+/// bake).
 fn ready(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
-    if d.status != Status::Deploying {
-        return;
-    }
-    if d.traffic.is_some() {
-        start_shifting(d, why, actor, now);
-        return;
-    }
-    d.traffic_percent = 100;
-    if d.bake_minutes == 0 {
-        succeed(d, now);
-    } else {
-        let until = now + Duration::minutes(i64::from(d.bake_minutes));
-        d.rollout.bake_until = Some(until);
-        let reason = format!("{why}; baking for {} min", d.bake_minutes);
-        transition(d, Status::Shifting, reason, actor, now);
+    if d.status == Status::Deploying {
+        engine(d).ready(d, why, actor, now);
     }
 }
 
-/// The reconcile loop's view of the service taking the new revision (or, rolling back, the
-/// previous one).
+/// The reconcile loop's view of the engine's ECS service.
 fn observe_service(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
-    if seen.service != d.rollout.ecs_service {
-        return;
+    if seen.service == d.rollout.ecs_service {
+        engine(d).observe(d, seen, now);
     }
-    match (d.status, d.traffic.is_some()) {
-        (Status::Deploying, alb) => {
-            // alb-weights: the count the colour was scaled to; rolling: the service's own count
-            // now (autoscaling may have changed it since the start).
-            let desired = if alb {
-                d.rollout.desired_count.unwrap_or(1).max(seen.desired)
-            } else {
-                seen.desired.max(1)
-            };
-            let observed = Observed {
-                running: seen.running,
-                desired,
-                healthy: seen.healthy_targets,
-                at: now,
-            };
-            let ours =
-                d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
-            // Behind a load balancer, ready means that many healthy targets (an empty target
-            // group, or one whose targets are still starting, is not ready); the count covers
-            // whatever revision is registered, so ECS must also report the colour's rollout done.
-            let healthy = if alb {
-                seen.steady && seen.healthy_targets.is_some_and(|h| h >= desired)
-            } else {
-                seen.steady
-            };
-            if ours && seen.running >= desired && healthy {
-                d.rollout.observed = Some(observed);
-                let mut why = format!("{} of {desired} new-revision tasks running", seen.running);
-                match seen.healthy_targets {
-                    Some(h) => why.push_str(&format!(", {h} healthy in the target group")),
-                    None => why.push_str(" and ECS reports the rollout steady"),
-                }
-                if !alb {
-                    d.rollout.settled_at.get_or_insert(now);
-                }
-                ready(d, why, "aws.ecs", now);
-            } else {
-                record_observed(d, observed);
-            }
-        }
-        (Status::Shifting, true) => {
-            let observed = Observed {
-                running: seen.running,
-                desired: d.rollout.desired_count.unwrap_or(1).max(seen.desired),
-                healthy: seen.healthy_targets,
-                at: now,
-            };
-            record_observed(d, observed);
-        }
-        (Status::RollingBack, false) => {
-            let Some(rollback) = d.rollback.clone() else {
-                return;
-            };
-            if rollback.issued_at.is_some()
-                && rollback.to_task_definition == seen.task_definition
-                && seen.running >= seen.desired
-                && seen.steady
-            {
-                let why = format!(
-                    "ECS service {} runs the previous revision {} at its desired count ({} running)",
-                    seen.service,
-                    short_task_definition(&rollback.to_task_definition),
-                    seen.running
-                );
-                rolled_back(d, why, "aws.ecs", now);
-            } else {
-                let observed = Observed {
-                    running: seen.running,
-                    desired: seen.desired,
-                    healthy: seen.healthy_targets,
-                    at: now,
-                };
-                record_observed(d, observed);
-            }
-        }
-        _ => {}
+}
+
+/// A DEPLOYING rollout observed: why it is ready when the intended revision runs at `desired`
+/// and the engine's readiness condition holds (`healthy`); else the observation is kept.
+fn note_or_ready(
+    d: &mut Deployment,
+    seen: &ServiceObservation,
+    desired: u32,
+    healthy: bool,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let observed = Observed {
+        running: seen.running,
+        desired,
+        healthy: seen.healthy_targets,
+        at: now,
+    };
+    let ours = d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
+    if !(ours && seen.running >= desired && healthy) {
+        record_observed(d, observed);
+        return None;
     }
+    d.rollout.observed = Some(observed);
+    let mut why = format!("{} of {desired} new-revision tasks running", seen.running);
+    match seen.healthy_targets {
+        Some(h) => why.push_str(&format!(", {h} healthy in the target group")),
+        None => why.push_str(" and ECS reports the rollout steady"),
+    }
+    Some(why)
 }
 
 /// Keeps what was observed when it differs from the last observation: only a change is worth
@@ -850,126 +740,14 @@ fn record_observed(d: &mut Deployment, observed: Observed) {
     }
 }
 
-fn start_shifting(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
-    let Some(traffic) = d.traffic.as_mut() else {
-        return;
-    };
-    traffic.step = 0;
-    let first = traffic.steps.first().copied().unwrap_or(100);
-    let colour = traffic.canary().map(colour_name).unwrap_or("new");
-    let reason = format!("{why}; shifting {first}% of traffic to the {colour} colour");
-    transition(d, Status::Shifting, reason, actor, now);
-    push_effect(d, Effect::SetWeights { percent: first });
-}
-
-/// The listener's weights changed: hold the step for its bake, or finish a rollback.
-fn weights_set(d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
-    let Some(traffic) = d.traffic.as_ref() else {
-        return;
-    };
-    let (Some(stable), Some(canary)) = (traffic.stable, traffic.canary()) else {
-        return;
-    };
-    let split = format!(
-        "{} {}% / {} {}%",
-        colour_name(stable),
-        100 - percent.min(100),
-        colour_name(canary),
-        percent.min(100)
-    );
-    match d.status {
-        Status::Shifting => {
-            d.traffic_percent = percent;
-            d.updated_at = now;
-            d.rollout.bake_until = Some(now + Duration::minutes(i64::from(d.bake_minutes)));
-            let reason = format!("weights set: {split}; holding for {} min", d.bake_minutes);
-            note(d, reason, "flightdeck", now);
-        }
-        Status::RollingBack if percent == 0 => {
-            d.traffic_percent = 0;
-            if let Some(rollback) = d.rollback.as_mut() {
-                rollback.issued_at = Some(now);
-            }
-            let why = format!(
-                "weights back to 100% on the stable {} colour ({split})",
-                colour_name(stable)
-            );
-            rolled_back(d, why, "flightdeck", now);
-        }
-        // A result that belongs to no phase now changes nothing: the record keeps saying what
-        // the current phase set.
-        _ => {}
-    }
-}
-
-/// The current step's bake passed with every gate green: the next step, or success.
-fn next_step(d: &mut Deployment, now: DateTime<Utc>) {
-    let Some(traffic) = d.traffic.as_mut() else {
-        succeed(d, now);
-        return;
-    };
-    if d.traffic_percent >= 100 || traffic.step + 1 >= traffic.steps.len() {
-        succeed(d, now);
-        return;
-    }
-    traffic.step += 1;
-    let percent = traffic.steps[traffic.step];
-    d.rollout.bake_until = None;
-    let reason = format!(
-        "bake of {} min passed with every gate green; shifting to {percent}%",
-        d.bake_minutes
-    );
-    note(d, reason, "flightdeck", now);
-    push_effect(d, Effect::SetWeights { percent });
-}
-
 fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
-    let desired = d.rollout.desired_count.unwrap_or(1);
-    let reason = match &d.traffic {
-        Some(t) => format!(
-            "all traffic on the {} colour; bake of {} min passed with every gate green",
-            t.canary().map(colour_name).unwrap_or("new"),
-            d.bake_minutes
-        ),
-        None if d.bake_minutes == 0 => {
-            format!("{desired} new-revision tasks running and ECS reports the rollout steady")
-        }
-        None => format!(
-            "bake of {} min passed with every gate green",
-            d.bake_minutes
-        ),
-    };
+    let reason = engine(d).succeeded(d, now);
     d.traffic_percent = 100;
-    if let Some(traffic) = d.traffic.as_mut() {
-        let wait = Duration::minutes(i64::from(traffic.scale_down_after_minutes));
-        traffic.scale_down_at = Some(now + wait);
-    }
     finish(d, Status::Succeeded, reason, "flightdeck", now);
     alert(d, EventType::Succeeded, now);
     if let Some(environment) = d.promote_to.clone() {
         push_effect(d, Effect::Promote { environment });
     }
-}
-
-/// After success, the old colour is scaled to zero once `scale_down_after_minutes` passed, and
-/// only while it still holds what this deployment retired (see `Effect::Scale`).
-fn scale_down_old_colour(d: &mut Deployment, now: DateTime<Utc>) {
-    let Some(traffic) = d.traffic.as_ref() else {
-        return;
-    };
-    let due = traffic.scale_down_at.is_some_and(|at| now >= at);
-    if !due || traffic.scaled_down || has_pending(d, |e| matches!(e, Effect::Scale { .. })) {
-        return;
-    }
-    let Some(stable) = traffic.stable else { return };
-    let effect = Effect::Scale {
-        service: traffic.target(stable).service.clone(),
-        desired_count: 0,
-        colour: Some(stable),
-        owner: traffic.stable_owner.clone(),
-    };
-    push_effect(d, effect);
-    d.updated_at = now;
 }
 
 fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
@@ -979,19 +757,7 @@ fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>)
     d.reason = reason;
     d.traffic_percent = 0;
     alert(d, EventType::RolledBack, now);
-    // alb-weights: with all traffic back on the stable colour, the new colour is scaled in —
-    // unless a newer deployment has put its revision on it by then.
-    if let Some(traffic) = d.traffic.as_ref()
-        && let Some(canary) = traffic.canary()
-    {
-        let effect = Effect::Scale {
-            service: traffic.target(canary).service.clone(),
-            desired_count: 0,
-            colour: Some(canary),
-            owner: Some(d.id.clone()),
-        };
-        push_effect(d, effect);
-    }
+    engine(d).rolled_back(d);
 }
 
 fn has_pending(d: &Deployment, what: impl Fn(&Effect) -> bool) -> bool {
@@ -1031,18 +797,8 @@ fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>
         deadline: Some(now + deadline(d)),
     });
     transition(d, Status::RollingBack, reason, actor, now);
-    if d.traffic.is_some() {
-        // One ELBv2 call puts all traffic back on the stable colour; the new colour is scaled
-        // in once that is done (see `rolled_back`).
-        push_effect(d, Effect::SetWeights { percent: 0 });
-    } else {
-        push_effect(
-            d,
-            Effect::RollBack {
-                to_task_definition: previous,
-            },
-        );
-    }
+    let effect = engine(d).roll_back(d, previous);
+    push_effect(d, effect);
 }
 
 fn crash_loop_reason(d: &Deployment) -> String {

@@ -57,7 +57,10 @@ async fn run() -> Result<()> {
     stack
         .register("checkout-api", "staging", &doc.to_string())
         .await?;
+    // Production runs its own ECS service (one ECS service has one registration).
+    stack.add_service("checkout-api-production", 2).await?;
     let mut production = doc.clone();
+    production["engine"]["service"] = serde_json::json!("checkout-api-production");
     production["gates"]["approval"] = serde_json::json!(true);
     stack
         .register("checkout-api", "production", &production.to_string())
