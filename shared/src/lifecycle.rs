@@ -929,13 +929,9 @@ mod tests {
         Deployment::from_push(&registration(bake), &push, t(0))
     }
 
-    /// Carries a deployment through the start effects, as `handlers::carry_out` would.
-    fn started(
-        d: Deployment,
-        desired: u32,
-        stable: Option<Colour>,
-        ecs_deployment_id: Option<&str>,
-    ) -> Deployment {
+    /// Carries a deployment through registering its revision, as `handlers::carry_out` would:
+    /// the `Deploy` effect is next.
+    fn registered(d: Deployment, desired: u32, stable: Option<Colour>) -> Deployment {
         let mut d = decide(&d, &Fact::SlotTaken, t(1)).deployment;
         let register = start_effect(&d, |e| matches!(e, Effect::RegisterRevision));
         outbox::done(&mut d, register);
@@ -946,7 +942,17 @@ mod tests {
             stable,
             stable_owner: None,
         };
-        let mut d = decide(&d, &registered, t(1)).deployment;
+        decide(&d, &registered, t(1)).deployment
+    }
+
+    /// Carries a deployment through the start effects, as `handlers::carry_out` would.
+    fn started(
+        d: Deployment,
+        desired: u32,
+        stable: Option<Colour>,
+        ecs_deployment_id: Option<&str>,
+    ) -> Deployment {
+        let mut d = registered(d, desired, stable);
         let deploy = start_effect(&d, |e| matches!(e, Effect::Deploy { .. }));
         outbox::done(&mut d, deploy);
         let rollout = Fact::RolloutStarted {
@@ -1258,14 +1264,18 @@ mod tests {
         assert!(largest < 16 * 1024, "record grew to {largest} bytes");
     }
 
-    #[test]
-    fn ecs_reporting_our_deployment_failed_rolls_back_truthfully() {
-        let fact = Fact::EcsDeployment {
+    fn ecs_reports_failed(reason: &str) -> Fact {
+        Fact::EcsDeployment {
             ecs_deployment_id: "ecs-svc/2".into(),
             event_name: "SERVICE_DEPLOYMENT_FAILED".into(),
-            reason: Some("ECS deployment circuit breaker: task failed to start.".into()),
+            reason: Some(reason.into()),
             at: t(20),
-        };
+        }
+    }
+
+    #[test]
+    fn ecs_reporting_our_deployment_failed_rolls_back_truthfully() {
+        let fact = ecs_reports_failed("ECS deployment circuit breaker: task failed to start.");
         let d = decide(&deploying(0, 1), &fact, t(20)).deployment;
         assert_eq!(d.status, Status::RollingBack);
         assert!(d.reason.unwrap().contains("circuit breaker"));
@@ -1313,18 +1323,7 @@ mod tests {
 
     #[test]
     fn a_rollout_call_given_up_rolls_back_since_it_may_have_taken_effect() {
-        let d = decide(&pending(0), &Fact::SlotTaken, t(1)).deployment;
-        let mut d = d;
-        let register = start_effect(&d, |e| matches!(e, Effect::RegisterRevision));
-        outbox::done(&mut d, register);
-        let registered = Fact::RevisionRegistered {
-            previous_task_definition: OLD_TD.into(),
-            new_task_definition: NEW_TD.into(),
-            desired_count: 2,
-            stable: None,
-            stable_owner: None,
-        };
-        let d = decide(&d, &registered, t(1)).deployment;
+        let d = registered(pending(0), 2, None);
         let deploy = start_effect(&d, |e| matches!(e, Effect::Deploy { .. }));
         let d = give_up(d, deploy);
         assert_eq!(d.status, Status::RollingBack, "{:?}", d.reason);
@@ -1355,13 +1354,12 @@ mod tests {
 
     #[test]
     fn a_rollback_call_given_up_ends_failed_with_the_urgent_alert() {
-        let fact = Fact::EcsDeployment {
-            ecs_deployment_id: "ecs-svc/2".into(),
-            event_name: "SERVICE_DEPLOYMENT_FAILED".into(),
-            reason: Some("circuit breaker".into()),
-            at: t(20),
-        };
-        let d = decide(&deploying(0, 1), &fact, t(20)).deployment;
+        let d = decide(
+            &deploying(0, 1),
+            &ecs_reports_failed("circuit breaker"),
+            t(20),
+        )
+        .deployment;
         let back = start_effect(&d, |e| matches!(e, Effect::RollBack { .. }));
         let d = give_up(d, back);
         assert_eq!(d.status, Status::Failed);

@@ -78,6 +78,9 @@ const REGISTRATION_PK: &str = "REGISTRATION";
 /// for one registration.
 const CLAIM_SK: &str = "CLAIM";
 
+/// The condition on a claim item: no one holds it, or this registration does.
+const UNCLAIMED_OR_OURS: &str = "attribute_not_exists(pk) OR #owner = :owner";
+
 fn claim_key(claim: &str) -> String {
     format!("CLAIM#ecs-service#{claim}")
 }
@@ -401,7 +404,7 @@ impl DeploymentStore for DynamoStore {
                     .item("pk", AttributeValue::S(claim_key(claim)))
                     .item("sk", AttributeValue::S(CLAIM_SK.to_string()))
                     .item("owner", owner.clone())
-                    .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+                    .condition_expression(UNCLAIMED_OR_OURS)
                     .expression_attribute_names("#owner", "owner")
                     .expression_attribute_values(":owner", owner.clone())
                     .build()
@@ -417,7 +420,7 @@ impl DeploymentStore for DynamoStore {
                     .table_name(&self.table)
                     .key("pk", AttributeValue::S(claim_key(&claim)))
                     .key("sk", AttributeValue::S(CLAIM_SK.to_string()))
-                    .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+                    .condition_expression(UNCLAIMED_OR_OURS)
                     .expression_attribute_names("#owner", "owner")
                     .expression_attribute_values(":owner", owner.clone())
                     .build()
