@@ -549,23 +549,36 @@ fn observed_text(d: &Deployment) -> String {
 /// - registering the revision changed nothing ECS runs: the deployment ends FAILED;
 /// - a rollout call (UpdateService, a weight step) may have put the new revision on ECS or
 ///   traffic on it: the deployment rolls back, so that nothing runs unwatched;
-/// - a rollback call that keeps failing ends the deployment FAILED, with the urgent alert.
+/// - a rollback call is kept and retried: the reconcile loop may see the previous revision
+///   serving (the call landed), else the rollback deadline ends the deployment FAILED, with the
+///   urgent alert naming the call.
 fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
     let Some(index) = d.outbox.iter().position(|e| e.seq == seq) else {
         return;
     };
-    let effect = d.outbox.remove(index);
     let why = format!(
         "gave up on {} after {} attempts: {error}",
-        effect.effect.describe(),
-        effect.attempts
+        d.outbox[index].effect.describe(),
+        d.outbox[index].attempts
     );
+    if d.status == Status::RollingBack && !matches!(d.outbox[index].effect, Effect::Alert(_)) {
+        if d.outbox[index].attempts == outbox::MAX_ATTEMPTS {
+            let text = format!(
+                "{} failed {} times ({error}); retried until the rollback deadline",
+                d.outbox[index].effect.describe(),
+                outbox::MAX_ATTEMPTS
+            );
+            note(d, text, "flightdeck", now);
+        }
+        return;
+    }
+    let effect = d.outbox.remove(index);
     if matches!(effect.effect, Effect::Alert(_)) || !d.status.is_active() {
         if matches!(effect.effect, Effect::Scale { .. }) {
             engine(d).scale_abandoned(d);
         }
         note(d, why, "flightdeck", now);
-    } else if d.status == Status::RollingBack || effect.effect == Effect::RegisterRevision {
+    } else if effect.effect == Effect::RegisterRevision {
         finish(d, Status::Failed, why, "flightdeck", now);
         alert(d, EventType::Failed, now);
     } else {
@@ -1353,7 +1366,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_call_given_up_ends_failed_with_the_urgent_alert() {
+    fn a_rollback_call_that_keeps_failing_ends_failed_at_its_deadline_with_the_urgent_alert() {
         let d = decide(
             &deploying(0, 1),
             &ecs_reports_failed("circuit breaker"),
@@ -1362,8 +1375,21 @@ mod tests {
         .deployment;
         let back = start_effect(&d, |e| matches!(e, Effect::RollBack { .. }));
         let d = give_up(d, back);
+        assert_eq!(
+            d.status,
+            Status::RollingBack,
+            "it may have landed: kept and retried"
+        );
+        assert_eq!(
+            start_effect(&d, |e| matches!(e, Effect::RollBack { .. })),
+            back
+        );
+        let deadline = d.rollback.as_ref().and_then(|r| r.deadline).unwrap();
+        let d = decide(&d, &Fact::Tick, deadline).deployment;
         assert_eq!(d.status, Status::Failed);
         assert!(alerts(&d).contains(&EventType::Failed));
+        let reason = d.reason.clone().unwrap();
+        assert!(reason.contains("UpdateService back to"), "{reason}");
     }
 
     #[test]

@@ -138,6 +138,28 @@ pub fn done(d: &mut Deployment, seq: u32) -> Finished {
 /// Returns the number of attempts so far when the effect has failed for good (an AWS call past
 /// `MAX_ATTEMPTS`); the lifecycle then decides what giving up means.
 pub fn failed(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) -> Option<u32> {
+    let e = release(d, seq, error)?;
+    e.attempts += 1;
+    e.retry_at = Some(now + backoff(e.attempts));
+    (e.effect.lane() == Lane::Aws && e.attempts >= MAX_ATTEMPTS).then_some(e.attempts)
+}
+
+/// How long an effect that must wait for another call in flight (a scale lock) waits before it
+/// looks again.
+pub const WAIT: Duration = Duration::seconds(10);
+
+/// Defers effect `seq`, which had to wait for another call: the claim is released and it is
+/// tried again after `WAIT`, without counting an attempt (the other call's lease bounds the
+/// wait). `last_error` keeps why, and says that it ran before.
+pub fn deferred(d: &mut Deployment, seq: u32, why: &str, now: DateTime<Utc>) {
+    if let Some(e) = release(d, seq, why) {
+        e.retry_at = Some(now + WAIT);
+    }
+}
+
+/// Releases effect `seq`'s claim after a run that did not finish it, keeping `why`; a cancelled
+/// one is dropped instead (it held its lane only until now).
+fn release<'a>(d: &'a mut Deployment, seq: u32, why: &str) -> Option<&'a mut PendingEffect> {
     let index = d.outbox.iter().position(|e| e.seq == seq)?;
     if d.outbox[index].cancelled {
         d.outbox.remove(index);
@@ -145,10 +167,8 @@ pub fn failed(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) -> 
     }
     let e = &mut d.outbox[index];
     e.claim = None;
-    e.attempts += 1;
-    e.last_error = Some(error.to_string());
-    e.retry_at = Some(now + backoff(e.attempts));
-    (e.effect.lane() == Lane::Aws && e.attempts >= MAX_ATTEMPTS).then_some(e.attempts)
+    e.last_error = Some(why.to_string());
+    Some(e)
 }
 
 /// Fencing: entering a new phase cancels the AWS calls decided in earlier phases. One not yet

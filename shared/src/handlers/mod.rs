@@ -73,6 +73,10 @@ pub enum HandlerError {
     NotFound(String),
     #[error("{0}")]
     Refused(lifecycle::Refusal),
+    /// The call must wait for another one in flight (a scale lock): it is tried again shortly,
+    /// and the wait is no failed attempt.
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 impl HandlerError {
@@ -89,6 +93,7 @@ impl HandlerError {
             HandlerError::Contended(_) => "Contended",
             HandlerError::NotFound(_) => "NotFound",
             HandlerError::Refused(_) => "Refused",
+            HandlerError::Waiting(_) => "Waiting",
         }
     }
 }
@@ -237,9 +242,10 @@ async fn carry_out<P: Adapters>(
         d = match effect(ports, &d, &pending, token).await {
             Ok(follow_up) => record_done(ports, d, seq, follow_up).await?,
             Err(e) => {
+                let waiting = matches!(e, HandlerError::Waiting(_));
                 warn!(deployment_id = %d.id, effect = %pending.effect.describe(), error = %e,
-                      "effect failed; it backs off and is retried");
-                record_failed(ports, d, seq, &e.to_string(), token).await?
+                      "effect failed or must wait; it is retried");
+                record_failed(ports, d, seq, &e.to_string(), token, waiting).await?
             }
         };
     }
@@ -258,9 +264,9 @@ async fn effect<P: Adapters>(
             ports.notifier().publish(alert).await?;
             Ok(None)
         }
-        // An earlier attempt (failed, or whose claimant died) may have registered it.
+        // An earlier attempt (failed, deferred, or whose claimant died) may have registered it.
         Effect::RegisterRevision => Ok(Some(
-            register_revision(ports, d, pending.attempts > 0).await?,
+            register_revision(ports, d, pending.last_error.is_some()).await?,
         )),
         Effect::Deploy {
             service,
@@ -456,10 +462,7 @@ fn expired(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
 
 /// A call that must wait for another one to finish; retried with backoff.
 fn busy(why: String) -> HandlerError {
-    HandlerError::Port(PortError::Remote {
-        operation: "Flightdeck stage",
-        message: why,
-    })
+    HandlerError::Waiting(why)
 }
 
 /// Removes a carried-out effect and applies its result, unless the effect was cancelled while it
@@ -491,13 +494,15 @@ async fn record_done<P: Adapters>(
 }
 
 /// Releases a failed effect's claim and backs it off; past the attempt limit the lifecycle
-/// decides what giving up means.
+/// decides what giving up means. An effect that only has to wait (`waiting`) is deferred
+/// without counting an attempt.
 async fn record_failed<P: Adapters>(
     ports: &P,
     mut d: Deployment,
     seq: u32,
     error: &str,
     token: &str,
+    waiting: bool,
 ) -> Result<Deployment, HandlerError> {
     for _ in 0..MAX_ATTEMPTS {
         let now = ports.clock().now();
@@ -506,7 +511,9 @@ async fn record_failed<P: Adapters>(
         if !outbox::held_by(&d, seq, token) {
             return Ok(d);
         }
-        if outbox::failed(&mut d, seq, error, now).is_some() {
+        if waiting {
+            outbox::deferred(&mut d, seq, error, now);
+        } else if outbox::failed(&mut d, seq, error, now).is_some() {
             let fact = Fact::EffectGaveUp {
                 seq,
                 error: error.to_string(),
@@ -673,9 +680,25 @@ async fn register_revision<P: Adapters>(
             .into());
         }
     };
+    let live = ports
+        .ecs()
+        .service(&rollout.cluster, &traffic.target(stable).service)
+        .await?;
+    let new_task_definition = ports
+        .ecs()
+        .register_revision(
+            &live.task_definition,
+            &rollout.container,
+            &d.image,
+            &d.id,
+            retry,
+        )
+        .await?;
     let idle = stable.other();
-    // Take the idle colour on the stage item: a scale-down of it still owed to an earlier
-    // deployment becomes moot, and one in flight right now is waited for.
+    // Only now, with the revision registered, take the idle colour on the stage item: a
+    // scale-down of it still owed to an earlier deployment becomes moot, and one in flight right
+    // now is waited for (the registration is found again on the next try). A start that fails
+    // before this point leaves the earlier deployment's scale-down owed.
     let (svc, env) = (d.service.as_str(), d.environment.as_str());
     let stable_owner = update_stage(ports, svc, env, |stage, now| {
         let stable_owner = stage.owner(stable).map(str::to_string);
@@ -695,20 +718,6 @@ async fn register_revision<P: Adapters>(
         Ok(StageEdit::Save(stable_owner))
     })
     .await?;
-    let live = ports
-        .ecs()
-        .service(&rollout.cluster, &traffic.target(stable).service)
-        .await?;
-    let new_task_definition = ports
-        .ecs()
-        .register_revision(
-            &live.task_definition,
-            &rollout.container,
-            &d.image,
-            &d.id,
-            retry,
-        )
-        .await?;
     Ok(Fact::RevisionRegistered {
         previous_task_definition: live.task_definition,
         new_task_definition,

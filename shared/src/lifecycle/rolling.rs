@@ -40,8 +40,9 @@ impl Engine for Rolling {
                 let Some(rollback) = d.rollback.clone() else {
                     return;
                 };
-                if rollback.issued_at.is_some()
-                    && rollback.to_task_definition == seen.task_definition
+                // The service itself says it: whether our call's answer came back or not (it
+                // may have been lost), or ECS's circuit breaker got there first.
+                if rollback.to_task_definition == seen.task_definition
                     && seen.running >= seen.desired
                     && seen.steady
                 {
