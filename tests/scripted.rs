@@ -1447,7 +1447,6 @@ fn a_rollback_whose_update_service_landed_unanswered_ends_rolled_back_not_failed
 /// that fails for good (say, DynamoDB keeps refusing the new record) is an audit entry on the
 /// staging record and nothing else. The image is never promoted and no subscriber hears of it.
 #[test]
-#[ignore = "open (issue 8, review 2 #4): a call given up on after the end needs an alert"]
 fn a_promotion_given_up_on_after_success_is_alerted() {
     use chrono::TimeZone;
     use flightdeck::deployment::{Effect, ImagePush};
@@ -1536,6 +1535,23 @@ fn a_promotion_given_up_on_after_success_is_alerted() {
         alerts_after > alerts_before,
         "the promotion to production was given up on ({:?}) and no alert was queued",
         after.events.last().and_then(|e| e.reason.clone())
+    );
+    let Some(Effect::Alert(alert)) = after.outbox.last().map(|e| &e.effect) else {
+        panic!("the last effect queued is not the alert");
+    };
+    assert_eq!(
+        alert.document.event_type.as_str(),
+        "deployment.follow_up_failed"
+    );
+    assert_eq!(
+        after.status,
+        Status::Succeeded,
+        "the deployment's own outcome stands"
+    );
+    let reason = alert.document.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("promot") && reason.contains("ProvisionedThroughputExceeded"),
+        "the alert names the call and its error: {reason}"
     );
 }
 

@@ -21,6 +21,10 @@ pub enum EventType {
     ApprovalRequired,
     #[serde(rename = "alarm.fired")]
     AlarmFired,
+    /// A call made after the deployment ended (the promotion to the next environment, the old
+    /// colour's scale-down) was given up on; the deployment's own status stands.
+    #[serde(rename = "deployment.follow_up_failed")]
+    FollowUpFailed,
 }
 
 impl EventType {
@@ -32,13 +36,14 @@ impl EventType {
             EventType::RolledBack => "deployment.rolled_back",
             EventType::ApprovalRequired => "deployment.approval_required",
             EventType::AlarmFired => "alarm.fired",
+            EventType::FollowUpFailed => "deployment.follow_up_failed",
         }
     }
 
     pub fn severity(self) -> &'static str {
         match self {
             EventType::Started | EventType::Succeeded | EventType::ApprovalRequired => "info",
-            EventType::RolledBack | EventType::AlarmFired => "warning",
+            EventType::RolledBack | EventType::AlarmFired | EventType::FollowUpFailed => "warning",
             EventType::Failed => "critical",
         }
     }
@@ -51,6 +56,7 @@ impl EventType {
             EventType::RolledBack => "rolled back",
             EventType::ApprovalRequired => "approval required",
             EventType::AlarmFired => "alarm fired",
+            EventType::FollowUpFailed => "follow-up call failed",
         }
     }
 }
@@ -84,7 +90,25 @@ const SUBJECT_LIMIT: usize = 99;
 
 impl Alert {
     pub fn for_deployment(event_type: EventType, d: &Deployment, at: DateTime<Utc>) -> Alert {
-        let reason = d.reason.clone();
+        Alert::about_deployment(event_type, d, d.reason.clone(), at)
+    }
+
+    /// A call made after `d` ended was given up on: `why` names the call and its error, and the
+    /// deployment's own status and reason stay as they are.
+    pub fn follow_up_failed(d: &Deployment, why: &str, at: DateTime<Utc>) -> Alert {
+        let reason = match &d.reason {
+            Some(own) => format!("{why} (the deployment itself ended {}: {own})", d.status),
+            None => format!("{why} (the deployment itself ended {})", d.status),
+        };
+        Alert::about_deployment(EventType::FollowUpFailed, d, Some(reason), at)
+    }
+
+    fn about_deployment(
+        event_type: EventType,
+        d: &Deployment,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Alert {
         let tag = d.tag.as_deref().unwrap_or("untagged");
         let mut subject = format!(
             "[Flightdeck] {} {}: {} ({tag})",

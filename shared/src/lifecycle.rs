@@ -573,11 +573,17 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
         return;
     }
     let effect = d.outbox.remove(index);
-    if matches!(effect.effect, Effect::Alert(_)) || !d.status.is_active() {
+    if matches!(effect.effect, Effect::Alert(_)) {
+        note(d, why, "flightdeck", now);
+    } else if !d.status.is_active() {
+        // The deployment's outcome stands; what was to follow it (the promotion, the old
+        // colour's scale-down) did not happen, and someone has to hear of it.
         if matches!(effect.effect, Effect::Scale { .. }) {
             engine(d).scale_abandoned(d);
         }
+        let alert = Alert::follow_up_failed(d, &why, now);
         note(d, why, "flightdeck", now);
+        push_effect(d, Effect::Alert(Box::new(alert)));
     } else if effect.effect == Effect::RegisterRevision {
         finish(d, Status::Failed, why, "flightdeck", now);
         alert(d, EventType::Failed, now);

@@ -128,6 +128,8 @@ fn rank(event_type: &str) -> u8 {
     match event_type {
         "deployment.approval_required" => 0,
         "deployment.started" => 1,
+        // What follows an ending (a promotion, a scale-down given up on) comes after it.
+        "deployment.follow_up_failed" => 3,
         _ => 2,
     }
 }
