@@ -28,7 +28,7 @@ fn alert_types(alerts: &[flightdeck_local::ReceivedAlert]) -> Vec<&str> {
 async fn push(stack: &Stack, tag: &str) -> Result<(String, String)> {
     let outcome = on_image_push::handle(&stack.ports(), image_push("checkout-api", tag)?).await?;
     let d = outcome.deployments.first().ok_or("no deployment created")?;
-    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
     let new_td = d
         .rollout
         .new_task_definition
@@ -67,16 +67,16 @@ async fn a_good_push_rolls_out_by_digest_and_succeeds() -> Result<()> {
         on_ecs_event::handle(&ports, ecs.task_running(&task, &new_td, 3)?).await?;
     }
     assert_eq!(
-        stack.deployment(&id).await?.status,
+        stack.deployment(&id).await?.status(),
         Status::Deploying,
         "ECS has not reported completion yet"
     );
     on_ecs_event::handle(&ports, ecs.deployment_completed("ecs-svc/1")?).await?;
 
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::Succeeded, "{:?}", d.reason);
+    assert_eq!(d.status(), Status::Succeeded, "{:?}", d.reason);
     assert_eq!(d.traffic_percent, 100);
-    assert!(d.finished_at.is_some());
+    assert!(d.finished_at().is_some());
     let alerts = stack.received_alerts().await?;
     assert_eq!(
         alert_types(&alerts),
@@ -138,7 +138,7 @@ async fn scale_in_and_old_revision_stops_never_count_toward_a_crash_loop() -> Re
     on_ecs_event::handle(&ports, ecs.task_scaled_in(&new_task, &new_td, 7)?).await?;
 
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
     assert_eq!(d.failed_count, 0);
     assert_eq!(stack.service_task_definition().await?, new_td);
     assert_eq!(
@@ -164,7 +164,7 @@ async fn a_crash_loop_puts_the_previous_revision_back_and_alerts_once() -> Resul
         on_ecs_event::handle(&ports, crash.clone()).await?;
     }
     assert_eq!(
-        stack.deployment(&id).await?.status,
+        stack.deployment(&id).await?.status(),
         Status::Deploying,
         "two failures are below the limit of 3"
     );
@@ -176,8 +176,8 @@ async fn a_crash_loop_puts_the_previous_revision_back_and_alerts_once() -> Resul
         stack.initial_task_definition
     );
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RollingBack);
-    let issued = d.rollback.as_ref().and_then(|r| r.issued_at);
+    assert_eq!(d.status(), Status::RollingBack);
+    let issued = d.rollback().and_then(|r| r.issued_at);
     assert!(issued.is_some(), "the rollback call is recorded as issued");
 
     // ECS reports the service steady again; redeliveries of everything change nothing.
@@ -188,10 +188,10 @@ async fn a_crash_loop_puts_the_previous_revision_back_and_alerts_once() -> Resul
     on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
 
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RolledBack);
+    assert_eq!(d.status(), Status::RolledBack);
     let reason = d.reason.clone().unwrap_or_default();
     assert!(reason.contains("exec format error"), "{reason}");
-    assert!(d.finished_at.is_some());
+    assert!(d.finished_at().is_some());
     assert!(
         d.events
             .iter()
@@ -241,7 +241,7 @@ async fn concurrent_crash_events_roll_back_once() -> Result<()> {
 
     let deployment = stack.deployment(&id).await?;
     assert_eq!(
-        deployment.status,
+        deployment.status(),
         Status::RolledBack,
         "{:?}",
         deployment.reason
@@ -274,7 +274,7 @@ async fn ecs_reporting_the_deployment_failed_is_recorded_and_rolled_back() -> Re
     on_ecs_event::handle(&stack.ports(), event).await?;
 
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RollingBack);
+    assert_eq!(d.status(), Status::RollingBack);
     assert!(d.reason.unwrap_or_default().contains("circuit breaker"));
     assert_eq!(
         stack.service_task_definition().await?,
@@ -438,7 +438,7 @@ async fn two_different_pushes_at_the_same_moment_start_only_one() -> Result<()> 
     a?;
     b?;
     let deployments = stack.deployments(ENV).await?;
-    let statuses: Vec<Status> = deployments.iter().map(|d| d.status).collect();
+    let statuses: Vec<Status> = deployments.iter().map(|d| d.status()).collect();
     assert_eq!(statuses.len(), 2);
     assert_eq!(
         statuses.iter().filter(|s| **s == Status::Deploying).count(),
@@ -448,9 +448,9 @@ async fn two_different_pushes_at_the_same_moment_start_only_one() -> Result<()> 
     // deployments() is newest first. The older push either started first (the newer one waits
     // behind it) or was superseded by the newer one; it never deploys after the newer one.
     let (newer, older) = (&deployments[0], &deployments[1]);
-    match (newer.status, older.status) {
+    match (newer.status(), older.status()) {
         (Status::Pending, Status::Deploying) => {
-            assert_eq!(newer.queued_behind.as_deref(), Some(older.id.as_str()));
+            assert_eq!(newer.queued_behind(), Some(older.id.as_str()));
         }
         (Status::Deploying, Status::Superseded) => {}
         other => panic!("unexpected outcome {other:?}"),
@@ -500,7 +500,7 @@ async fn a_start_attempted_by_several_invocations_at_once_registers_one_revision
     b?;
     c?;
     let after = stack.deployment(&d.id).await?;
-    assert_eq!(after.status, Status::Deploying, "{:?}", after.reason);
+    assert_eq!(after.status(), Status::Deploying, "{:?}", after.reason);
     assert_eq!(
         stack.task_definition_revisions().await?.len(),
         2,
@@ -529,7 +529,7 @@ async fn task_events_of_the_deployment_in_flight_are_handled_while_another_waits
     let (first, first_td) = push(&stack, "v8.0.0").await?;
     let ports = stack.ports();
     let queued = on_image_push::handle(&ports, image_push("checkout-api", "v8.0.1")?).await?;
-    assert_eq!(queued.deployments[0].status, Status::Pending);
+    assert_eq!(queued.deployments[0].status(), Status::Pending);
     let mut ecs = stack.ecs_events();
     let task = ecs.new_task_arn();
     // Before, every one of these failed with `StillStarting` and went to the dead-letter queue.
@@ -547,10 +547,10 @@ async fn a_new_push_of_a_digest_deployed_before_deploys_it_again() -> Result<()>
     let ecs = stack.ecs_events();
     let (first, _) = push(&stack, "v9.0.0").await?;
     on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
-    assert_eq!(stack.deployment(&first).await?.status, Status::Succeeded);
+    assert_eq!(stack.deployment(&first).await?.status(), Status::Succeeded);
     let (second, _) = push(&stack, "v9.0.1").await?;
     on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
-    assert_eq!(stack.deployment(&second).await?.status, Status::Succeeded);
+    assert_eq!(stack.deployment(&second).await?.status(), Status::Succeeded);
 
     // Re-tagging the old image (a revert by re-push) is a new push: a new EventBridge event.
     let mut again = image_push("checkout-api", "v9.0.0")?;
@@ -558,7 +558,7 @@ async fn a_new_push_of_a_digest_deployed_before_deploys_it_again() -> Result<()>
     let outcome = on_image_push::handle(&ports, again).await?;
     let revert = outcome.deployments.first().ok_or("no deployment")?;
     assert_ne!(revert.id, first);
-    assert_eq!(revert.status, Status::Deploying, "{:?}", revert.reason);
+    assert_eq!(revert.status(), Status::Deploying, "{:?}", revert.reason);
     assert_eq!(revert.digest, stack.deployment(&first).await?.digest);
     assert_eq!(
         Some(stack.service_task_definition().await?),
@@ -580,11 +580,11 @@ async fn a_rollout_that_never_becomes_ready_is_rolled_back_at_its_deadline_and_a
     // No ECS event ever comes; the emulator never reports the tasks running.
     clock.advance(chrono::Duration::minutes(9));
     shifter::handle(&ports, &alarms).await?;
-    assert_eq!(stack.deployment(&id).await?.status, Status::Deploying);
+    assert_eq!(stack.deployment(&id).await?.status(), Status::Deploying);
     clock.advance(chrono::Duration::minutes(1));
     shifter::handle(&ports, &alarms).await?;
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RollingBack);
+    assert_eq!(d.status(), Status::RollingBack);
     let reason = d.reason.clone().unwrap_or_default();
     assert!(
         reason.contains("progress deadline") && reason.contains("0 of 2 tasks running"),
@@ -599,7 +599,7 @@ async fn a_rollout_that_never_becomes_ready_is_rolled_back_at_its_deadline_and_a
     clock.advance(chrono::Duration::minutes(10));
     shifter::handle(&ports, &alarms).await?;
     let d = stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::Failed);
+    assert_eq!(d.status(), Status::Failed);
     assert!(
         d.reason
             .clone()
@@ -626,7 +626,7 @@ async fn a_lost_answer_to_a_write_never_holds_an_effect_back_or_reorders_alerts(
         let outcome = on_image_push::handle(&ports, image_push("checkout-api", &tag)?).await?;
         let id = outcome.deployments[0].id.clone();
         let d = stack.deployment(&id).await?;
-        assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+        assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
         let new_td = d.rollout.new_task_definition.clone().ok_or("no revision")?;
         // The started alert went out now, not after a claim lease.
         assert_eq!(
@@ -641,7 +641,7 @@ async fn a_lost_answer_to_a_write_never_holds_an_effect_back_or_reorders_alerts(
         }
         on_ecs_event::handle(&ports, ecs.steady_state()?).await?;
         let d = stack.deployment(&id).await?;
-        assert_eq!(d.status, Status::RolledBack, "{:?}", d.reason);
+        assert_eq!(d.status(), Status::RolledBack, "{:?}", d.reason);
         assert!(d.outbox.is_empty(), "{:?}", d.outbox);
         assert_eq!(
             alert_types(&stack.received_alerts().await?),
@@ -676,7 +676,7 @@ async fn the_whole_audit_trail_is_kept_while_the_record_keeps_only_recent_events
         on_ecs_event::handle(&ports, ecs.task_out_of_memory(&task, &new_td, 3 + n)?).await?;
     }
     let record = ports.store.get(&id).await?.ok_or("no record")?;
-    assert_eq!(record.status, Status::RollingBack);
+    assert_eq!(record.status(), Status::RollingBack);
     assert_eq!(
         record.events.len(),
         flightdeck::deployment::RECENT_EVENTS,

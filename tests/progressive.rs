@@ -72,7 +72,7 @@ impl Alb {
     }
 
     async fn status(&self, id: &str) -> Result<Status> {
-        Ok(self.stack.deployment(id).await?.status)
+        Ok(self.stack.deployment(id).await?.status())
     }
 
     async fn weights(&self) -> Result<(i32, i32)> {
@@ -104,7 +104,7 @@ async fn a_canary_moves_the_listener_weights_step_by_step_and_holds_each_bake() 
     .await?;
     let id = t.push("v2.0.0").await?;
     let d = t.stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::Deploying);
+    assert_eq!(d.status(), Status::Deploying);
     assert_eq!(
         t.weights().await?,
         (100, 0),
@@ -143,7 +143,7 @@ async fn a_canary_moves_the_listener_weights_step_by_step_and_holds_each_bake() 
     t.clock.advance(Duration::minutes(5));
     t.shift().await?;
     let d = t.stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::Succeeded);
+    assert_eq!(d.status(), Status::Succeeded);
     assert_eq!(d.traffic_percent, 100);
     assert_eq!(t.alert_types().await?, ["deployment.succeeded"]);
     assert_eq!(
@@ -214,7 +214,7 @@ async fn an_alarm_puts_all_traffic_back_on_stable_in_one_call_and_alerts_once() 
         "one ELBv2 call puts everything back"
     );
     let d = t.stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RolledBack);
+    assert_eq!(d.status(), Status::RolledBack);
     assert!(d.reason.clone().unwrap_or_default().contains(&t.alarm));
     assert!(
         d.events
@@ -260,7 +260,7 @@ async fn the_reconcile_loop_rolls_back_on_an_alarm_it_reads_itself() -> Result<(
     t.shift().await?;
     assert_eq!(t.weights().await?, (100, 0));
     let d = t.stack.deployment(&id).await?;
-    assert_eq!(d.status, Status::RolledBack);
+    assert_eq!(d.status(), Status::RolledBack);
     assert!(
         d.reason
             .unwrap_or_default()
@@ -426,7 +426,7 @@ async fn success_promotes_to_production_which_waits_for_a_different_approver() -
     assert_eq!(t.status(&staging).await?, Status::Succeeded);
 
     let production = t.stack.latest("checkout-web", "production").await?;
-    assert_eq!(production.status, Status::AwaitingApproval);
+    assert_eq!(production.status(), Status::AwaitingApproval);
     assert_eq!(
         production.digest,
         t.stack.deployment(&staging).await?.digest
@@ -459,7 +459,7 @@ async fn success_promotes_to_production_which_waits_for_a_different_approver() -
         "arn:aws:iam::123456789012:role/release-approver",
     )
     .await?;
-    assert_eq!(approved.status, Status::Deploying);
+    assert_eq!(approved.status(), Status::Deploying);
     assert_eq!(
         approved.approved_by.as_deref(),
         Some("arn:aws:iam::123456789012:role/release-approver")
@@ -482,7 +482,7 @@ async fn a_push_mid_shift_waits_its_turn_and_a_newer_one_supersedes_it() -> Resu
     let second = t.push("v4.0.1").await?;
     let d = t.stack.deployment(&second).await?;
     assert_eq!(
-        (d.status, d.queued_behind.as_deref()),
+        (d.status(), d.queued_behind()),
         (Status::Pending, Some(first.as_str()))
     );
     let third = t.push("v4.0.2").await?;
@@ -502,9 +502,9 @@ async fn a_push_mid_shift_waits_its_turn_and_a_newer_one_supersedes_it() -> Resu
     assert_eq!(t.status(&first).await?, Status::Succeeded);
     let d = t.stack.deployment(&third).await?;
     assert!(
-        matches!(d.status, Status::Deploying | Status::Shifting),
+        matches!(d.status(), Status::Deploying | Status::Shifting),
         "{:?}",
-        d.status
+        d.status()
     );
     assert_eq!(
         d.rollout.ecs_service, "checkout-web-blue",
@@ -623,6 +623,6 @@ async fn a_throttled_weight_step_never_undoes_a_rollback() -> Result<()> {
     }
     assert_eq!(t.weights().await?, (100, 0));
     let d = t.stack.deployment(&id).await?;
-    assert_eq!((d.status, d.traffic_percent), (Status::RolledBack, 0));
+    assert_eq!((d.status(), d.traffic_percent), (Status::RolledBack, 0));
     Ok(())
 }

@@ -513,15 +513,15 @@ fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
     assert!(
         h.until(5, 900, true, |h| {
             let d = h.get(&id);
-            d.status == Status::Shifting
+            d.status() == Status::Shifting
                 && d.traffic_percent == 10
-                && d.rollout.bake_until.is_some()
+                && d.progress().is_some_and(|p| p.bake_until.is_some())
         }),
         "harness: the deployment never got to its first step:\n{}",
         h.trace_tail(40)
     );
     // The bake ends; the shifter decides the step to 100% and its ModifyRule hangs in flight.
-    let bake_until = h.get(&id).rollout.bake_until.unwrap();
+    let bake_until = h.get(&id).progress().and_then(|p| p.bake_until).unwrap();
     {
         let mut w = h.w();
         let to = bake_until + Duration::seconds(1);
@@ -554,7 +554,7 @@ fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
         service: "web-green",
     });
     block_on(on_alarm::handle(&h.ports, alarm)).expect("alarm handled");
-    assert_eq!(h.get(&id).status, Status::RollingBack);
+    assert_eq!(h.get(&id).status(), Status::RollingBack);
     // The in-flight ModifyRule fails (throttled); the shifter invocation ends.
     lock(&h.script).release = true;
     let mut n = 0;
@@ -573,7 +573,7 @@ fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
         0,
         "10 s after the failed call, {green}% of traffic is still on the rolled-back green colour \
          (status {}, outbox {:?}): the cancelled step's claim was kept until its lease",
-        d.status,
+        d.status(),
         d.outbox
             .iter()
             .map(|e| (e.seq, e.effect.describe(), e.cancelled, e.claim.is_some()))
@@ -601,7 +601,7 @@ fn readiness_counts_only_healthy_targets_of_the_new_revision() {
     let (push, id) = h.push_event("web", "web", "v2", 'b');
     h.handle_push(push);
     let d = h.get(&id);
-    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
     let new_td = d.rollout.new_task_definition.clone().unwrap();
     // ECS starts the new revision's tasks: RUNNING, health checks not passed yet. The old
     // revision's two tasks on green are still registered and healthy.
@@ -634,10 +634,10 @@ fn readiness_counts_only_healthy_targets_of_the_new_revision() {
     let healthy_new = h.w().ecs.healthy("web-green", &new_td, now);
     let green = h.percent_to(TG_GREEN);
     assert!(
-        green == 0 && d.status == Status::Deploying,
+        green == 0 && d.status() == Status::Deploying,
         "{green}% of traffic sent to web-green, whose new-revision tasks are {healthy_new} of 2 \
          healthy (status {}: {:?})",
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -657,9 +657,9 @@ fn a_rollout_whose_update_service_landed_unanswered_is_not_left_running_unwatche
     ]);
     let (push, id) = h.push_event("api", "api", "v2", 'c');
     h.handle_push(push);
-    let ended = h.until(10, 1800, true, |h| !h.get(&id).status.is_active());
+    let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
-    assert!(ended, "harness: still {} after 30 min", d.status);
+    assert!(ended, "harness: still {} after 30 min", d.status());
     // A few more minutes: what runs now stays.
     for _ in 0..30 {
         h.advance(10, true, false);
@@ -677,7 +677,7 @@ fn a_rollout_whose_update_service_landed_unanswered_is_not_left_running_unwatche
         "deployment {} is {} ({:?}) while ECS service api runs its revision {} ({running} of \
          {desired} tasks) with nothing watching or rolling it back",
         d.id,
-        d.status,
+        d.status(),
         d.reason,
         ecs::short_td(&serving)
     );
@@ -693,7 +693,7 @@ fn a_steady_state_after_ecs_rolled_the_service_back_is_not_success() {
     let (push, id) = h.push_event("api", "api", "v2", 'd');
     h.handle_push(push);
     let d = h.get(&id);
-    assert_eq!(d.status, Status::Deploying, "{:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
     let previous = d.rollout.previous_task_definition.clone().unwrap();
     // ECS rolls back by itself (its FAILED event for our deployment is lost).
     {
@@ -710,7 +710,7 @@ fn a_steady_state_after_ecs_rolled_the_service_back_is_not_success() {
     let d = h.get(&id);
     let serving = h.w().ecs.services["api"].task_definition().to_string();
     assert_ne!(
-        d.status,
+        d.status(),
         Status::Succeeded,
         "deployment is SUCCEEDED ({:?}) while ECS service api runs the previous revision {}",
         d.reason,
@@ -732,7 +732,7 @@ fn an_older_push_still_waiting_never_deploys_after_a_newer_one() {
     let mut h = H::rolling(1, "");
     let (push_a, a) = h.push_event("api", "api", "v1", 'e');
     h.handle_push(push_a);
-    assert_eq!(h.get(&a).status, Status::Deploying);
+    assert_eq!(h.get(&a).status(), Status::Deploying);
 
     let (push_b, b) = h.push_event("api", "api", "v2", 'f');
     h.w().now += Duration::seconds(5);
@@ -757,7 +757,7 @@ fn an_older_push_still_waiting_never_deploys_after_a_newer_one() {
     drop(handle_b);
     // A finishes (by ECS events; no tick yet).
     assert!(
-        h.until(5, 600, false, |h| !h.get(&a).status.is_active()),
+        h.until(5, 600, false, |h| !h.get(&a).status().is_active()),
         "harness: A never ended"
     );
     // C's push event is delivered again (EventBridge delivers at least once); then a tick.
@@ -765,13 +765,13 @@ fn an_older_push_still_waiting_never_deploys_after_a_newer_one() {
     h.shifter();
     let (db, dc) = (h.get(&b), h.get(&c));
     assert_eq!(
-        db.status,
+        db.status(),
         Status::Superseded,
         "older push B is {} (queued behind {:?}) while newer push C is {}: B will deploy its \
          older image after C",
-        db.status,
-        db.queued_behind,
-        dc.status
+        db.status(),
+        db.queued_behind(),
+        dc.status()
     );
 }
 
@@ -787,7 +787,7 @@ fn the_reconcile_loop_checks_an_alarm_added_to_the_registration_mid_deployment()
     let mut h = H::rolling(2, "");
     let (push, id) = h.push_event("api", "api", "v2", '7');
     h.handle_push(push);
-    assert_eq!(h.get(&id).status, Status::Deploying);
+    assert_eq!(h.get(&id).status(), Status::Deploying);
     {
         let mut w = h.w();
         let key = ("api".to_string(), "staging".to_string());
@@ -812,11 +812,11 @@ fn the_reconcile_loop_checks_an_alarm_added_to_the_registration_mid_deployment()
     h.shifter();
     let d = h.get(&id);
     assert_eq!(
-        d.status,
+        d.status(),
         Status::RollingBack,
         "alarm api-5xx (now a gate of the registration) is in ALARM, yet the reconcile loop left \
          the deployment {}: {:?}",
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -901,19 +901,19 @@ fn a_failing_describe_alarms_does_not_stop_progress_deadlines() {
     let (push, id) = h.push_event("api", "api", "v2", '5');
     h.handle_push(push);
     let d = h.get(&id);
-    assert_eq!(d.status, Status::Deploying);
+    assert_eq!(d.status(), Status::Deploying);
     // ECS never gets the new revision ready (no capacity); the deadline passes.
-    let deadline = d.rollout.progress_deadline.unwrap();
+    let deadline = d.progress().map(|p| p.progress_deadline).unwrap();
     h.w().now = deadline + Duration::seconds(61);
     let result = block_on(shifter::handle(&h.ports, &FailingAlarms));
     let d = h.get(&id);
     assert_eq!(
-        d.status,
+        d.status(),
         Status::RollingBack,
         "the progress deadline passed {} s ago and the deployment is still {} (the reconcile \
          loop answered {:?})",
         (h.w().now - deadline).num_seconds(),
-        d.status,
+        d.status(),
         result.map(|_| ()).map_err(|e| e.to_string())
     );
 }
@@ -975,7 +975,7 @@ fn a_redelivered_alarm_clearance_changes_nothing() {
     let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
     let (push, id) = h.push_event("api", "api", "v2", '3');
     h.handle_push(push);
-    assert_eq!(h.get(&id).status, Status::Deploying);
+    assert_eq!(h.get(&id).status(), Status::Deploying);
     let now = h.w().now;
     let ok = events::alarm_state_change(&events::AlarmEvent {
         id: "evt-alarm-ok".into(),
@@ -1100,8 +1100,8 @@ fn with_every_ecs_event_lost_a_rolling_revision_crashing_during_its_bake_does_no
         // Every ECS event is lost; the shifter ticks every minute.
         h.advance(5, true, true);
         let d = h.get(&id);
-        last = d.status;
-        if !d.status.is_active() {
+        last = d.status();
+        if !d.status().is_active() {
             break;
         }
     }
@@ -1167,16 +1167,16 @@ fn a_start_that_never_completes_ends_within_its_progress_deadline() {
     let _ = run_or_time_out(on_image_push::handle(&h.ports, later_push), 10_000);
     let l = h.get(&later);
     assert!(
-        !d.status.is_active(),
+        !d.status().is_active(),
         "30 min after its push the deployment is still {} (outbox {:?}, attempts {:?}); a later \
          push is {} behind it",
-        d.status,
+        d.status(),
         d.outbox
             .iter()
             .map(|e| e.effect.describe())
             .collect::<Vec<_>>(),
         d.outbox.iter().map(|e| e.attempts).collect::<Vec<_>>(),
-        l.status
+        l.status()
     );
 }
 
@@ -1237,9 +1237,9 @@ fn alb_after_one_success() -> (H, String) {
     let (push, a) = h.push_event("web", "web", "v2", 'a');
     h.handle_push(push);
     assert!(
-        h.until(5, 1800, true, |h| h.get(&a).status == Status::Succeeded),
+        h.until(5, 1800, true, |h| h.get(&a).status() == Status::Succeeded),
         "harness: A never succeeded ({}: {:?}):\n{}",
-        h.get(&a).status,
+        h.get(&a).status(),
         h.get(&a).reason,
         h.trace_tail(40)
     );
@@ -1271,11 +1271,11 @@ fn a_start_that_failed_before_registering_does_not_keep_the_old_colour_running()
     let (push, b) = h.push_event("web", "web", "v3", 'b');
     h.handle_push(push);
     assert!(
-        h.until(10, 1800, true, |h| !h.get(&b).status.is_active()),
+        h.until(10, 1800, true, |h| !h.get(&b).status().is_active()),
         "harness: B never ended"
     );
     let db = h.get(&b);
-    assert_eq!(db.status, Status::Failed, "harness: {:?}", db.reason);
+    assert_eq!(db.status(), Status::Failed, "harness: {:?}", db.reason);
     lock(&h.script).register_fails = false;
     // Well past A's scale-down (due 5 min after its success).
     for _ in 0..(15 * 6) {
@@ -1297,7 +1297,7 @@ fn a_start_that_failed_before_registering_does_not_keep_the_old_colour_running()
          15 min after A's scale-down was due; B ended {} without ever putting anything on it \
          ({:?}); A's audit trail ends {:?}",
         ecs::short_td(&blue_td),
-        db.status,
+        db.status(),
         db.reason,
         audit(&da).iter().rev().take(2).collect::<Vec<_>>()
     );
@@ -1320,7 +1320,7 @@ fn a_start_waiting_for_a_dead_invocations_scale_lock_is_not_failed() {
             .store
             .deployments
             .values()
-            .find(|d| d.status == Status::Succeeded)
+            .find(|d| d.status() == Status::Succeeded)
             .cloned()
             .unwrap();
         d.traffic.as_ref().unwrap().scale_down_at.unwrap()
@@ -1349,13 +1349,13 @@ fn a_start_waiting_for_a_dead_invocations_scale_lock_is_not_failed() {
     // Then time goes on normally: the lock expires, the shifter ticks.
     for _ in 0..(20 * 6) {
         h.advance(10, true, false);
-        if !h.get(&b).status.is_active() {
+        if !h.get(&b).status().is_active() {
             break;
         }
     }
     let db = h.get(&b);
     assert_ne!(
-        db.status,
+        db.status(),
         Status::Failed,
         "B ended FAILED while it was only waiting {} s for a dead invocation's scale lock: {:?}",
         outbox_lease(),
@@ -1385,7 +1385,7 @@ fn a_rollback_whose_update_service_landed_unanswered_ends_rolled_back_not_failed
     let (push, id) = h.push_event("api", "api", "v2", 'c');
     h.handle_push(push);
     let d = h.get(&id);
-    assert_eq!(d.status, Status::Deploying, "harness: {:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "harness: {:?}", d.reason);
     let previous = d.rollout.previous_task_definition.clone().unwrap();
     h.advance(20, false, false);
     // The rollback's UpdateService lands, its answer is lost; every retry is throttled.
@@ -1404,10 +1404,10 @@ fn a_rollback_whose_update_service_landed_unanswered_ends_rolled_back_not_failed
         service: "api",
     });
     block_on(on_alarm::handle(&h.ports, alarm)).expect("alarm handled");
-    assert_eq!(h.get(&id).status, Status::RollingBack, "harness");
-    let ended = h.until(10, 1800, true, |h| !h.get(&id).status.is_active());
+    assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
+    let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
-    assert!(ended, "harness: still {} after 30 min", d.status);
+    assert!(ended, "harness: still {} after 30 min", d.status());
     let (serving, running, steady) = {
         let w = h.w();
         let s = w.ecs.describe("api").unwrap();
@@ -1428,12 +1428,12 @@ fn a_rollback_whose_update_service_landed_unanswered_ends_rolled_back_not_failed
         .filter(|p| p.event_type.contains("failed") && p.deployment_id.as_deref() == Some(&id))
         .count();
     assert_eq!(
-        d.status,
+        d.status(),
         Status::RolledBack,
         "ECS service api is steady on the previous revision {} ({running} running, steady \
          {steady}), yet the deployment ended {} with {failed_alerts} urgent failure alert(s): {:?}",
         ecs::short_td(&previous),
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -1510,7 +1510,7 @@ fn a_promotion_given_up_on_after_success_is_alerted() {
         at: t(60),
     };
     d = decide(&d, &steady, t(60)).deployment;
-    assert_eq!(d.status, Status::Succeeded, "harness: {:?}", d.reason);
+    assert_eq!(d.status(), Status::Succeeded, "harness: {:?}", d.reason);
     let promote = seq_of(&d, &|e| matches!(e, Effect::Promote { .. }));
     let alerts_before = d
         .outbox
@@ -1544,7 +1544,7 @@ fn a_promotion_given_up_on_after_success_is_alerted() {
         "deployment.follow_up_failed"
     );
     assert_eq!(
-        after.status,
+        after.status(),
         Status::Succeeded,
         "the deployment's own outcome stands"
     );

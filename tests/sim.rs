@@ -260,7 +260,11 @@ mod checker {
     fn a_deployment_left_in_flight_is_late_unterminated_and_unannounced() {
         let (mut w, plan) = prepared(0);
         let mut d = deployment(&plan, w.now);
-        d.status = Status::Deploying;
+        d.state = flightdeck::deployment::State::Deploying(flightdeck::deployment::Progress {
+            progress_deadline: w.now + Duration::minutes(10),
+            settled_at: None,
+            bake_until: None,
+        });
         d.rollout.started_at = Some(w.now);
         d.events.push(flightdeck::deployment::AuditEvent {
             at: w.now,

@@ -3,7 +3,9 @@
 #![no_main]
 
 use flightdeck::api::deployment_json;
-use flightdeck::deployment::{Colour, Deployment, short_digest, short_task, short_task_definition};
+use flightdeck::deployment::{
+    Colour, Deployment, Status, short_digest, short_task, short_task_definition,
+};
 use flightdeck_fuzz::assert_round_trip;
 use libfuzzer_sys::fuzz_target;
 
@@ -14,19 +16,32 @@ fuzz_target!(|data: &[u8]| {
     assert_round_trip(&d);
 
     assert_eq!(
-        serde_json::to_value(d.status).unwrap().as_str(),
-        Some(d.status.as_str()),
+        serde_json::to_value(d.status()).unwrap().as_str(),
+        Some(d.status().as_str()),
         "a status is stored as its name"
     );
-    assert_eq!(d.status.to_string(), d.status.as_str());
+    assert_eq!(d.status().to_string(), d.status().as_str());
     if d.in_flight() {
-        assert!(d.status.is_active());
+        assert!(d.status().is_active());
     }
     if d.waiting() {
-        assert!(d.status.is_active() && !d.in_flight());
+        assert!(d.status().is_active() && !d.in_flight());
     }
-    if d.status.is_active() {
+    if d.status().is_active() {
         assert!(d.needs_reconcile());
+    }
+    // The phase carries its own data: an end time exactly when it ended, a rollout's progress
+    // only while it runs, a queue position only while pending.
+    assert_eq!(d.finished_at().is_some(), !d.status().is_active());
+    assert_eq!(
+        d.progress().is_some(),
+        matches!(d.status(), Status::Deploying | Status::Shifting)
+    );
+    if d.queued_behind().is_some() {
+        assert!(d.waiting() && d.status() == Status::Pending);
+    }
+    if matches!(d.status(), Status::RollingBack | Status::RolledBack) {
+        assert!(d.rollback().is_some());
     }
     // Whatever a stored record says, the audit bookkeeping never claims more saved than exist,
     // and a save keeps the recent events only.
@@ -39,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
 
     let view = deployment_json(&d);
     assert_eq!(view["id"].as_str(), Some(d.id.as_str()));
-    assert_eq!(view["status"].as_str(), Some(d.status.as_str()));
+    assert_eq!(view["status"].as_str(), Some(d.status().as_str()));
 
     assert!(d.digest.starts_with(short_digest(&d.digest)));
     for failed in &d.failed_tasks {

@@ -54,7 +54,6 @@ fn differences(a: &Deployment, b: &Deployment) -> Vec<String> {
         .collect()
 }
 
-
 fn twice(
     handler: &str,
     id: &str,

@@ -99,7 +99,7 @@ impl Store {
         let store = Store::default();
         *store.registrations.lock().unwrap() = registrations.clone();
         for d in deployments {
-            if d.status.is_active() && d.queued_behind.is_none() {
+            if d.status().is_active() && d.queued_behind().is_none() {
                 let stage = Stage {
                     holder: Some(d.id.clone()),
                     version: 1,
@@ -212,7 +212,13 @@ impl DeploymentStore for Store {
     }
 
     async fn audit_trail(&self, id: &str) -> PortResult<Vec<AuditEvent>> {
-        Ok(self.audit.lock().unwrap().get(id).cloned().unwrap_or_default())
+        Ok(self
+            .audit
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn get(&self, id: &str) -> PortResult<Option<Deployment>> {
@@ -326,7 +332,7 @@ impl DeploymentStore for Store {
             .of(service, environment)
             .into_iter()
             .rev()
-            .filter(|d| status.is_none_or(|s| d.status.as_str() == s))
+            .filter(|d| status.is_none_or(|s| d.status().as_str() == s))
             .collect();
         let end = start.saturating_add(limit as usize).min(all.len());
         let next = (end < all.len()).then(|| end.to_string());

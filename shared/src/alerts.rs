@@ -97,8 +97,8 @@ impl Alert {
     /// deployment's own status and reason stay as they are.
     pub fn follow_up_failed(d: &Deployment, why: &str, at: DateTime<Utc>) -> Alert {
         let reason = match &d.reason {
-            Some(own) => format!("{why} (the deployment itself ended {}: {own})", d.status),
-            None => format!("{why} (the deployment itself ended {})", d.status),
+            Some(own) => format!("{why} (the deployment itself ended {}: {own})", d.status()),
+            None => format!("{why} (the deployment itself ended {})", d.status()),
         };
         Alert::about_deployment(EventType::FollowUpFailed, d, Some(reason), at)
     }
@@ -132,7 +132,7 @@ impl Alert {
             d.image,
             short_digest(&d.digest),
             d.id,
-            d.status,
+            d.status(),
             d.traffic_percent
         ));
         match event_type {
@@ -164,7 +164,7 @@ impl Alert {
                 service: d.service.clone(),
                 environment: d.environment.clone(),
                 deployment_id: Some(d.id.clone()),
-                status: Some(d.status.as_str().to_string()),
+                status: Some(d.status().as_str().to_string()),
                 reason,
                 digest: Some(d.digest.clone()),
                 tag: d.tag.clone(),
@@ -189,13 +189,13 @@ impl Alert {
         truncate_chars(&mut subject, SUBJECT_LIMIT);
         let suspect_text = match suspect {
             Some(d) => {
-                let when = d.finished_at.unwrap_or(d.updated_at);
+                let when = d.finished_at().unwrap_or(d.updated_at);
                 format!(
                     "the most recent deployment, {} of {} ({}), {} {} ago",
                     d.id,
                     d.tag.as_deref().unwrap_or("an untagged image"),
                     short_digest(&d.digest),
-                    d.status,
+                    d.status(),
                     ago(at - when)
                 )
             }
@@ -217,7 +217,7 @@ impl Alert {
                 service: service.to_string(),
                 environment: environment.to_string(),
                 deployment_id: suspect.map(|d| d.id.clone()),
-                status: suspect.map(|d| d.status.as_str().to_string()),
+                status: suspect.map(|d| d.status().as_str().to_string()),
                 reason: Some(full_reason),
                 digest: suspect.map(|d| d.digest.clone()),
                 tag: suspect.and_then(|d| d.tag.clone()),

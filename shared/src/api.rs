@@ -120,12 +120,12 @@ pub fn deployment_json(d: &Deployment) -> Value {
         digest: &d.digest,
         tag: d.tag.as_deref(),
         trigger: d.trigger,
-        status: d.status,
+        status: d.status(),
         traffic_percent: d.traffic_percent,
         started_by: d.started_by.as_deref(),
         created_at: d.created_at,
         updated_at: d.updated_at,
-        finished_at: d.finished_at,
+        finished_at: d.finished_at(),
         reason: d.reason.as_deref(),
         events: &d.events,
     })
@@ -629,26 +629,26 @@ async fn metrics<P: Adapters>(ports: &P, request: &ApiRequest) -> Answer {
 /// change failure rate (rolled back or failed among finished rollouts), time to restore (median
 /// seconds from the bad revision's start to ROLLED_BACK).
 pub fn dora(service: &str, environment: &str, days: u32, deployments: &[Deployment]) -> Value {
-    let count = |s: Status| deployments.iter().filter(|d| d.status == s).count();
+    let count = |s: Status| deployments.iter().filter(|d| d.status() == s).count();
     let succeeded = count(Status::Succeeded);
     let failed = count(Status::RolledBack) + count(Status::Failed);
     let lead: Vec<i64> = deployments
         .iter()
-        .filter(|d| d.status == Status::Succeeded)
-        .filter_map(|d| d.finished_at.map(|f| (f - d.created_at).num_seconds()))
+        .filter(|d| d.status() == Status::Succeeded)
+        .filter_map(|d| d.finished_at().map(|f| (f - d.created_at).num_seconds()))
         .collect();
     let restore: Vec<i64> = deployments
         .iter()
-        .filter(|d| d.status == Status::RolledBack)
+        .filter(|d| d.status() == Status::RolledBack)
         .filter_map(|d| {
             let from = d.rollout.started_at.unwrap_or(d.created_at);
-            d.finished_at.map(|f| (f - from).num_seconds())
+            d.finished_at().map(|f| (f - from).num_seconds())
         })
         .collect();
     let finished = succeeded + failed;
     let mut by_status = BTreeMap::new();
     for d in deployments {
-        *by_status.entry(d.status.as_str()).or_insert(0u32) += 1;
+        *by_status.entry(d.status().as_str()).or_insert(0u32) += 1;
     }
     json!({
         "service": service,

@@ -122,12 +122,6 @@ pub struct Rollout {
     pub ecs_deployment_id: Option<String>,
     pub desired_count: Option<u32>,
     pub started_at: Option<DateTime<Utc>>,
-    /// When ECS reported the new revision settled (deployment completed or steady state).
-    pub settled_at: Option<DateTime<Utc>>,
-    pub bake_until: Option<DateTime<Utc>>,
-    /// DEPLOYING must become ready by then, or it is rolled back.
-    #[serde(default)]
-    pub progress_deadline: Option<DateTime<Utc>>,
     #[serde(default)]
     pub observed: Option<Observed>,
 }
@@ -274,6 +268,74 @@ pub struct Rollback {
     pub deadline: Option<DateTime<Utc>>,
 }
 
+/// Where a deployment is, with the data only that phase has: a queue position only while
+/// pending, a progress deadline only while the rollout runs, a rollback only once one was
+/// decided, an end time only once it ended. Stored flattened into the record, `status` naming
+/// the variant, so the record reads as before: `"status": "ROLLING_BACK", "rollback": {…}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Pending {
+        /// Waiting for this in-flight deployment of the same service and environment to end.
+        #[serde(default)]
+        queued_behind: Option<String>,
+    },
+    AwaitingApproval,
+    Deploying(Progress),
+    /// Traffic on the new revision (alb-weights: a weight step; rolling: all of it) and baking.
+    Shifting(Progress),
+    RollingBack {
+        rollback: Rollback,
+    },
+    Succeeded {
+        finished_at: DateTime<Utc>,
+    },
+    RolledBack {
+        finished_at: DateTime<Utc>,
+        rollback: Rollback,
+    },
+    Failed {
+        finished_at: DateTime<Utc>,
+        /// The rollback that did not complete, when the deployment failed rolling back.
+        #[serde(default)]
+        rollback: Option<Rollback>,
+    },
+    Superseded {
+        finished_at: DateTime<Utc>,
+    },
+    Aborted {
+        finished_at: DateTime<Utc>,
+    },
+}
+
+/// A rollout under way: it must become ready by `progress_deadline`; ECS's word that it settled
+/// and the end of the current bake, once known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub progress_deadline: DateTime<Utc>,
+    #[serde(default)]
+    pub settled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub bake_until: Option<DateTime<Utc>>,
+}
+
+impl State {
+    pub fn status(&self) -> Status {
+        match self {
+            State::Pending { .. } => Status::Pending,
+            State::AwaitingApproval => Status::AwaitingApproval,
+            State::Deploying(_) => Status::Deploying,
+            State::Shifting(_) => Status::Shifting,
+            State::RollingBack { .. } => Status::RollingBack,
+            State::Succeeded { .. } => Status::Succeeded,
+            State::RolledBack { .. } => Status::RolledBack,
+            State::Failed { .. } => Status::Failed,
+            State::Superseded { .. } => Status::Superseded,
+            State::Aborted { .. } => Status::Aborted,
+        }
+    }
+}
+
 /// Side effects decided together with a state change: every call that changes AWS, and every
 /// alert. They are saved with the record first and removed once carried out, so a crash between
 /// the two repeats them instead of losing them (see `handlers::carry_out`).
@@ -402,12 +464,12 @@ pub struct Deployment {
     pub digest: String,
     pub tag: Option<String>,
     pub trigger: Trigger,
-    pub status: Status,
+    #[serde(flatten)]
+    pub state: State,
     pub traffic_percent: u8,
     pub started_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     /// The most recent audit events (at most `RECENT_EVENTS` once saved).
     pub events: Vec<AuditEvent>,
@@ -439,7 +501,6 @@ pub struct Deployment {
     pub failed_tasks: Vec<FailedTask>,
     #[serde(default)]
     pub failure_reasons: Vec<FailureTally>,
-    pub rollback: Option<Rollback>,
     /// alb-weights only.
     #[serde(default)]
     pub traffic: Option<Traffic>,
@@ -458,9 +519,6 @@ pub struct Deployment {
     /// The deployment whose success created this one (promotions).
     #[serde(default)]
     pub promoted_from: Option<String>,
-    /// Waiting for this in-flight deployment of the same service and environment to end.
-    #[serde(default)]
-    pub queued_behind: Option<String>,
     #[serde(default)]
     pub outbox: Vec<PendingEffect>,
     #[serde(default)]
@@ -644,12 +702,13 @@ impl Deployment {
             digest,
             tag,
             trigger,
-            status: Status::Pending,
+            state: State::Pending {
+                queued_behind: None,
+            },
             traffic_percent: 0,
             started_by: None,
             created_at: now,
             updated_at: now,
-            finished_at: None,
             reason: None,
             events: Vec::new(),
             events_total: 0,
@@ -665,9 +724,6 @@ impl Deployment {
                 ecs_deployment_id: None,
                 desired_count: None,
                 started_at: None,
-                settled_at: None,
-                bake_until: None,
-                progress_deadline: None,
                 observed: None,
             },
             max_failed_tasks: registration.spec.gates.max_failed_tasks,
@@ -677,7 +733,6 @@ impl Deployment {
             failed_task_ids: Vec::new(),
             failed_tasks: Vec::new(),
             failure_reasons: Vec::new(),
-            rollback: None,
             traffic,
             alarms: registration.spec.gates.alarms.clone(),
             approval_required: registration.spec.gates.approval,
@@ -685,17 +740,72 @@ impl Deployment {
             approved_at: None,
             promote_to: registration.spec.promote_to.clone(),
             promoted_from: None,
-            queued_behind: None,
             outbox: Vec::new(),
             next_effect_seq: 0,
             record_version: 0,
         }
     }
 
+    pub fn status(&self) -> Status {
+        self.state.status()
+    }
+
+    /// When it ended, once it has.
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        match &self.state {
+            State::Succeeded { finished_at }
+            | State::RolledBack { finished_at, .. }
+            | State::Failed { finished_at, .. }
+            | State::Superseded { finished_at }
+            | State::Aborted { finished_at } => Some(*finished_at),
+            _ => None,
+        }
+    }
+
+    /// The rollback decided, from ROLLING_BACK on.
+    pub fn rollback(&self) -> Option<&Rollback> {
+        match &self.state {
+            State::RollingBack { rollback } | State::RolledBack { rollback, .. } => Some(rollback),
+            State::Failed { rollback, .. } => rollback.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The rollback in progress (ROLLING_BACK).
+    pub fn rollback_mut(&mut self) -> Option<&mut Rollback> {
+        match &mut self.state {
+            State::RollingBack { rollback } => Some(rollback),
+            _ => None,
+        }
+    }
+
+    /// The rollout under way (DEPLOYING, SHIFTING).
+    pub fn progress(&self) -> Option<&Progress> {
+        match &self.state {
+            State::Deploying(p) | State::Shifting(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn progress_mut(&mut self) -> Option<&mut Progress> {
+        match &mut self.state {
+            State::Deploying(p) | State::Shifting(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The in-flight deployment a PENDING one waits for.
+    pub fn queued_behind(&self) -> Option<&str> {
+        match &self.state {
+            State::Pending { queued_behind } => queued_behind.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether the reconcile loop still has work on it: an active status, or the old colour
     /// still to scale down after success.
     pub fn needs_reconcile(&self) -> bool {
-        self.status.is_active()
+        self.status().is_active()
             || !self.outbox.is_empty()
             || self
                 .traffic
@@ -706,8 +816,8 @@ impl Deployment {
     /// In flight: ECS or the listener already carries (or is getting) the new revision.
     pub fn in_flight(&self) -> bool {
         matches!(
-            self.status,
-            Status::Deploying | Status::Shifting | Status::RollingBack
+            self.state,
+            State::Deploying(_) | State::Shifting(_) | State::RollingBack { .. }
         )
     }
 
@@ -715,9 +825,9 @@ impl Deployment {
     /// and a newer push may replace it. A PENDING deployment that is not queued is being started
     /// right now and is left alone.
     pub fn waiting(&self) -> bool {
-        match self.status {
-            Status::AwaitingApproval => true,
-            Status::Pending => self.queued_behind.is_some(),
+        match &self.state {
+            State::AwaitingApproval => true,
+            State::Pending { queued_behind } => queued_behind.is_some(),
             _ => false,
         }
     }
@@ -749,13 +859,16 @@ impl Deployment {
     /// Whether the deployment's start has been decided (the slot is held and the outbox carries
     /// it), so another start attempt has nothing to do.
     pub fn starting(&self) -> bool {
-        self.status == Status::Pending
-            && self.queued_behind.is_none()
-            && (self.rollout.new_task_definition.is_some()
-                || self
-                    .outbox
-                    .iter()
-                    .any(|e| matches!(e.effect, Effect::RegisterRevision | Effect::Deploy { .. })))
+        matches!(
+            self.state,
+            State::Pending {
+                queued_behind: None
+            }
+        ) && (self.rollout.new_task_definition.is_some()
+            || self
+                .outbox
+                .iter()
+                .any(|e| matches!(e.effect, Effect::RegisterRevision | Effect::Deploy { .. })))
     }
 }
 
@@ -784,6 +897,68 @@ pub fn short_task(arn: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(state: State) -> serde_json::Value {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let json =
+            include_str!("../../fuzz/seeds/deployment_record/checkout-api.staging.1-pending.json");
+        let mut d: Deployment = serde_json::from_str(json).unwrap();
+        d.updated_at = at;
+        d.state = state;
+        serde_json::to_value(&d).unwrap()
+    }
+
+    #[test]
+    fn a_stored_record_names_its_status_and_keeps_only_its_phases_data() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let rollback = Rollback {
+            to_task_definition: "arn:aws:ecs:eu-west-1:123456789012:task-definition/app:6".into(),
+            requested_at: at,
+            issued_at: None,
+            ecs_deployment_id: None,
+            deadline: Some(at),
+        };
+        let v = stored(State::RollingBack {
+            rollback: rollback.clone(),
+        });
+        assert_eq!(v["status"], "ROLLING_BACK");
+        assert_eq!(
+            v["rollback"]["to_task_definition"],
+            rollback.to_task_definition
+        );
+        assert!(v.get("finished_at").is_none() && v.get("progress_deadline").is_none());
+        let back: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(back.rollback(), Some(&rollback));
+        assert_eq!(back.finished_at(), None);
+
+        let v = stored(State::Succeeded { finished_at: at });
+        assert_eq!(v["status"], "SUCCEEDED");
+        assert!(v.get("rollback").is_none());
+        let back: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(back.finished_at(), Some(at));
+    }
+
+    #[test]
+    fn a_record_in_a_phase_without_its_data_is_refused() {
+        let mut v = stored(State::Pending {
+            queued_behind: None,
+        });
+        v["status"] = "DEPLOYING".into();
+        assert!(
+            serde_json::from_value::<Deployment>(v.clone()).is_err(),
+            "no progress deadline"
+        );
+        v["status"] = "ROLLED_BACK".into();
+        v["finished_at"] = "2026-11-20T10:05:00Z".into();
+        assert!(
+            serde_json::from_value::<Deployment>(v).is_err(),
+            "no rollback"
+        );
+    }
 
     #[test]
     fn push_ids_are_stable_per_service_environment_and_event() {

@@ -25,7 +25,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
     AuditEvent, Colour, Deployment, Effect, FailedTask, FailureTally, Observed, PendingEffect,
-    RECENT_FAILURES, Rollback, Status, short_task, short_task_definition,
+    Progress, RECENT_FAILURES, Rollback, State, Status, short_task, short_task_definition,
 };
 use crate::outbox;
 use crate::principal::same_principal;
@@ -233,11 +233,13 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
     let mut d = current.clone();
     match fact {
         Fact::Queued { behind } => {
-            if d.status == Status::Pending
+            if d.status() == Status::Pending
                 && !d.starting()
-                && d.queued_behind.as_deref() != Some(behind.as_str())
+                && d.queued_behind() != Some(behind.as_str())
             {
-                d.queued_behind = Some(behind.clone());
+                d.state = State::Pending {
+                    queued_behind: Some(behind.clone()),
+                };
                 let reason = format!(
                     "queued: deployment {behind} of {} is in flight",
                     d.environment
@@ -246,26 +248,29 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Unblocked => {
-            if let Some(behind) = d.queued_behind.take() {
+            if let State::Pending { queued_behind } = &mut d.state
+                && let Some(behind) = queued_behind.take()
+            {
                 let reason = format!("deployment {behind} ended; starting");
                 note(&mut d, reason, "flightdeck", now);
             }
         }
         Fact::ApprovalNeeded => {
-            if d.status == Status::Pending && d.approval_required && d.approved_by.is_none() {
+            if d.status() == Status::Pending && d.approval_required && d.approved_by.is_none() {
                 let reason = format!(
                     "{} requires approval before the rollout starts",
                     d.environment
                 );
-                transition(&mut d, Status::AwaitingApproval, reason, "flightdeck", now);
+                transition(&mut d, State::AwaitingApproval, reason, "flightdeck", now);
                 alert(&mut d, EventType::ApprovalRequired, now);
             }
         }
         Fact::Approved { by } => {
-            let refusal = if d.status != Status::AwaitingApproval {
+            let refusal = if d.status() != Status::AwaitingApproval {
                 Some(Refusal::WrongState(format!(
                     "deployment {} is {}, not awaiting approval",
-                    d.id, d.status
+                    d.id,
+                    d.status()
                 )))
             } else if let Some(starter) = d.starters.iter().find(|s| same_principal(s, by)) {
                 let chain = if d.promoted_from.is_some() {
@@ -288,7 +293,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             d.approved_at = Some(now);
             transition(
                 &mut d,
-                Status::Pending,
+                State::Pending {
+                    queued_behind: None,
+                },
                 format!("approved by {by}"),
                 by,
                 now,
@@ -296,8 +303,10 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::SlotTaken => {
             let approved = !d.approval_required || d.approved_by.is_some();
-            if d.status == Status::Pending && approved && !d.starting() {
-                d.queued_behind = None;
+            if d.status() == Status::Pending && approved && !d.starting() {
+                d.state = State::Pending {
+                    queued_behind: None,
+                };
                 d.updated_at = now;
                 push_effect(&mut d, Effect::RegisterRevision);
             }
@@ -309,7 +318,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             stable,
             stable_owner,
         } => {
-            if d.status == Status::Pending && d.rollout.new_task_definition.is_none() {
+            if d.status() == Status::Pending && d.rollout.new_task_definition.is_none() {
                 d.rollout.previous_task_definition = Some(previous_task_definition.clone());
                 d.rollout.new_task_definition = Some(new_task_definition.clone());
                 d.rollout.desired_count = Some(*desired_count);
@@ -324,7 +333,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::RolloutStarted { ecs_deployment_id } => {
-            if d.status == Status::Pending
+            if d.status() == Status::Pending
                 && let (Some(new), Some(previous)) = (
                     d.rollout.new_task_definition.clone(),
                     d.rollout.previous_task_definition.clone(),
@@ -332,21 +341,32 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             {
                 d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
                 d.rollout.started_at = Some(now);
-                d.rollout.progress_deadline = Some(now + deadline(&d));
                 let on = engine(&d).put_on(&d);
                 let reason = format!(
                     "registered {} (was {}) and put it on {on}",
                     short_task_definition(&new),
                     short_task_definition(&previous),
                 );
-                transition(&mut d, Status::Deploying, reason, "flightdeck", now);
+                let progress = Progress {
+                    progress_deadline: now + deadline(&d),
+                    settled_at: None,
+                    bake_until: None,
+                };
+                transition(
+                    &mut d,
+                    State::Deploying(progress),
+                    reason,
+                    "flightdeck",
+                    now,
+                );
                 alert(&mut d, EventType::Started, now);
             }
         }
         Fact::Superseded { by } => {
-            if d.waiting() || (d.status == Status::Pending && !d.starting()) {
+            if d.waiting() || (d.status() == Status::Pending && !d.starting()) {
                 let reason = format!("superseded by deployment {by}");
-                finish(&mut d, Status::Superseded, reason, "flightdeck", now);
+                let ended = State::Superseded { finished_at: now };
+                finish(&mut d, ended, reason, "flightdeck", now);
             }
         }
         Fact::Task(task) => observe_task(&mut d, task, now),
@@ -371,14 +391,14 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         } => {
             if event_name == "SERVICE_STEADY_STATE" {
                 settled(&mut d, *at, None, now);
-            } else if d.status.is_active() && event_type != "INFO" {
+            } else if d.status().is_active() && event_type != "INFO" {
                 let why = reason.as_deref().unwrap_or("no reason given");
                 let text = format!("ECS reported {event_name}: {why}");
                 note_once(&mut d, text, "aws.ecs", *at, now);
             }
         }
         Fact::RollbackIssued { ecs_deployment_id } => {
-            if let Some(rollback) = d.rollback.as_mut().filter(|r| r.issued_at.is_none()) {
+            if let Some(rollback) = d.rollback_mut().filter(|r| r.issued_at.is_none()) {
                 rollback.issued_at = Some(now);
                 rollback.ecs_deployment_id = ecs_deployment_id.clone();
                 let to = rollback.to_task_definition.clone();
@@ -401,7 +421,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             healthy,
             needed,
         } => {
-            if d.status == Status::Shifting {
+            if d.status() == Status::Shifting {
                 let reason = format!(
                     "the new colour has {healthy} of {needed} targets healthy; traffic was not \
                      moved to {percent}%"
@@ -416,37 +436,39 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             gating,
         } => {
             let gates = *gating || d.alarms.contains(alarm);
-            if d.in_flight() && d.status != Status::RollingBack && gates {
+            if d.in_flight() && d.status() != Status::RollingBack && gates {
                 let why = format!("alarm `{alarm}` is in ALARM: {reason}");
                 roll_back(&mut d, why, "aws.cloudwatch", now);
             }
         }
         Fact::AlarmCleared { alarm, state, at } => {
-            if d.status.is_active() && d.alarms.contains(alarm) {
+            if d.status().is_active() && d.alarms.contains(alarm) {
                 let text = format!("alarm `{alarm}` is {state}");
                 note_once(&mut d, text, "aws.cloudwatch", at.unwrap_or(now), now);
             }
         }
         Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
         Fact::BakeSkipped { by } => {
-            if d.status != Status::Shifting {
-                let why = format!("deployment {} is {}, not shifting", d.id, d.status);
+            let State::Shifting(progress) = &mut d.state else {
+                let why = format!("deployment {} is {}, not shifting", d.id, d.status());
                 return refused(current, Refusal::WrongState(why));
-            }
-            d.rollout.bake_until = Some(now);
+            };
+            progress.bake_until = Some(now);
             note(&mut d, "rest of the bake skipped".to_string(), by, now);
         }
         Fact::Stopped { by, abort } => {
             let verb = if *abort { "aborted" } else { "rolled back" };
-            if *abort && (d.waiting() || (d.status == Status::Pending && !d.starting())) {
-                finish(&mut d, Status::Aborted, format!("aborted by {by}"), by, now);
-            } else if (d.in_flight() || d.starting()) && d.status != Status::RollingBack {
+            if *abort && (d.waiting() || (d.status() == Status::Pending && !d.starting())) {
+                let ended = State::Aborted { finished_at: now };
+                finish(&mut d, ended, format!("aborted by {by}"), by, now);
+            } else if (d.in_flight() || d.starting()) && d.status() != Status::RollingBack {
                 roll_back(&mut d, format!("{verb} by {by}"), by, now);
             } else {
                 let what = if *abort { "abort" } else { "roll back" };
                 let why = format!(
                     "deployment {} is {}; there is nothing to {what}",
-                    d.id, d.status
+                    d.id,
+                    d.status()
                 );
                 return refused(current, Refusal::WrongState(why));
             }
@@ -477,14 +499,14 @@ fn deadline(d: &Deployment) -> Duration {
 /// The reconcile loop's heartbeat: bakes that passed, progress deadlines, the old colour's
 /// scale-down after success.
 fn tick(d: &mut Deployment, now: DateTime<Utc>) {
-    match d.status {
-        Status::Shifting
-            if d.rollout.bake_until.is_some_and(|until| now >= until)
+    match &d.state {
+        State::Shifting(progress)
+            if progress.bake_until.is_some_and(|until| now >= until)
                 && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) =>
         {
             engine(d).bake_passed(d, now);
         }
-        Status::Deploying if d.rollout.progress_deadline.is_some_and(|at| now >= at) => {
+        State::Deploying(progress) if now >= progress.progress_deadline => {
             let reason = format!(
                 "progress deadline: the new revision did not become ready within {} min ({})",
                 d.progress_deadline_minutes,
@@ -492,12 +514,8 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             );
             roll_back(d, reason, "flightdeck", now);
         }
-        Status::RollingBack
-            if d.rollback
-                .as_ref()
-                .and_then(|r| r.deadline)
-                .is_some_and(|at| now >= at) =>
-        {
+        State::RollingBack { rollback } if rollback.deadline.is_some_and(|at| now >= at) => {
+            let rollback = Some(rollback.clone());
             let pending = d
                 .outbox
                 .iter()
@@ -517,10 +535,14 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
                 d.progress_deadline_minutes,
                 observed_text(d)
             );
-            finish(d, Status::Failed, reason, "flightdeck", now);
+            let ended = State::Failed {
+                finished_at: now,
+                rollback,
+            };
+            finish(d, ended, reason, "flightdeck", now);
             alert(d, EventType::Failed, now);
         }
-        Status::Succeeded => engine(d).tick_succeeded(d, now),
+        State::Succeeded { .. } => engine(d).tick_succeeded(d, now),
         _ => {}
     }
 }
@@ -561,7 +583,7 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
         d.outbox[index].effect.describe(),
         d.outbox[index].attempts
     );
-    if d.status == Status::RollingBack && !matches!(d.outbox[index].effect, Effect::Alert(_)) {
+    if d.status() == Status::RollingBack && !matches!(d.outbox[index].effect, Effect::Alert(_)) {
         if d.outbox[index].attempts == outbox::MAX_ATTEMPTS {
             let text = format!(
                 "{} failed {} times ({error}); retried until the rollback deadline",
@@ -575,7 +597,7 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
     let effect = d.outbox.remove(index);
     if matches!(effect.effect, Effect::Alert(_)) {
         note(d, why, "flightdeck", now);
-    } else if !d.status.is_active() {
+    } else if !d.status().is_active() {
         // The deployment's outcome stands; what was to follow it (the promotion, the old
         // colour's scale-down) did not happen, and someone has to hear of it.
         if matches!(effect.effect, Effect::Scale { .. }) {
@@ -585,7 +607,11 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
         note(d, why, "flightdeck", now);
         push_effect(d, Effect::Alert(Box::new(alert)));
     } else if effect.effect == Effect::RegisterRevision {
-        finish(d, Status::Failed, why, "flightdeck", now);
+        let ended = State::Failed {
+            finished_at: now,
+            rollback: None,
+        };
+        finish(d, ended, why, "flightdeck", now);
         alert(d, EventType::Failed, now);
     } else {
         let why = format!("{why}; rolling back, as it may have taken effect");
@@ -600,7 +626,7 @@ pub fn pending_effects(d: &Deployment) -> &[PendingEffect] {
 
 /// A failed task of the new revision counts once (by task ARN), however often its event comes.
 fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) {
-    if !matches!(d.status, Status::Deploying | Status::Shifting) {
+    if !matches!(d.status(), Status::Deploying | Status::Shifting) {
         return;
     }
     // Only the new revision's tasks say anything about the new revision.
@@ -664,7 +690,7 @@ fn observe_ecs_deployment(
     match event_name {
         "SERVICE_DEPLOYMENT_COMPLETED" => settled(d, at, Some(ecs_deployment_id), now),
         "SERVICE_DEPLOYMENT_FAILED" => {
-            let ours = matches!(d.status, Status::Deploying | Status::Shifting)
+            let ours = matches!(d.status(), Status::Deploying | Status::Shifting)
                 && concerns(
                     d.rollout.ecs_deployment_id.as_deref(),
                     d.rollout.started_at,
@@ -709,7 +735,7 @@ fn settled(
 /// The new revision is ready: the engine takes it from there (the first weight step, or the
 /// bake).
 fn ready(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
-    if d.status == Status::Deploying {
+    if d.status() == Status::Deploying {
         engine(d).ready(d, why, actor, now);
     }
 }
@@ -762,7 +788,13 @@ fn record_observed(d: &mut Deployment, observed: Observed) {
 fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
     let reason = engine(d).succeeded(d, now);
     d.traffic_percent = 100;
-    finish(d, Status::Succeeded, reason, "flightdeck", now);
+    finish(
+        d,
+        State::Succeeded { finished_at: now },
+        reason,
+        "flightdeck",
+        now,
+    );
     alert(d, EventType::Succeeded, now);
     if let Some(environment) = d.promote_to.clone() {
         push_effect(d, Effect::Promote { environment });
@@ -770,9 +802,16 @@ fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
 }
 
 fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
+    let State::RollingBack { rollback } = &d.state else {
+        return;
+    };
+    let ended = State::RolledBack {
+        finished_at: now,
+        rollback: rollback.clone(),
+    };
     // The record keeps the classified reason of the rollback; the entry says what ended it.
     let reason = d.reason.clone();
-    finish(d, Status::RolledBack, why, actor, now);
+    finish(d, ended, why, actor, now);
     d.reason = reason;
     d.traffic_percent = 0;
     alert(d, EventType::RolledBack, now);
@@ -796,26 +835,30 @@ fn roll_back(d: &mut Deployment, reason: String, actor: &str, now: DateTime<Utc>
     let Some(previous) = d.rollout.previous_task_definition.clone() else {
         // Stopped before a revision was registered: nothing of it reached ECS. The pending
         // start is cancelled by the transition.
-        let status = if d.status == Status::Pending {
-            Status::Aborted
+        let pending = d.status() == Status::Pending;
+        let ended = if pending {
+            State::Aborted { finished_at: now }
         } else {
-            Status::Failed
+            State::Failed {
+                finished_at: now,
+                rollback: None,
+            }
         };
         let why = format!("{reason}; nothing had been put on ECS yet");
-        finish(d, status, why, actor, now);
-        if status == Status::Failed {
+        finish(d, ended, why, actor, now);
+        if !pending {
             alert(d, EventType::Failed, now);
         }
         return;
     };
-    d.rollback = Some(Rollback {
+    let rollback = Rollback {
         to_task_definition: previous.clone(),
         requested_at: now,
         issued_at: None,
         ecs_deployment_id: None,
         deadline: Some(now + deadline(d)),
-    });
-    transition(d, Status::RollingBack, reason, actor, now);
+    };
+    transition(d, State::RollingBack { rollback }, reason, actor, now);
     let effect = engine(d).roll_back(d, previous);
     push_effect(d, effect);
 }
@@ -849,9 +892,10 @@ fn bounded(mut text: String) -> String {
     text
 }
 
-fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
+fn transition(d: &mut Deployment, state: State, reason: String, actor: &str, now: DateTime<Utc>) {
     let reason = bounded(reason);
-    d.status = status;
+    let status = state.status();
+    d.state = state;
     d.phase += 1;
     outbox::cancel_stale(d);
     d.reason = Some(reason.clone());
@@ -864,9 +908,9 @@ fn transition(d: &mut Deployment, status: Status, reason: String, actor: &str, n
     });
 }
 
-fn finish(d: &mut Deployment, status: Status, reason: String, actor: &str, now: DateTime<Utc>) {
-    transition(d, status, reason, actor, now);
-    d.finished_at = Some(now);
+/// An ending: `ended` carries its time.
+fn finish(d: &mut Deployment, ended: State, reason: String, actor: &str, now: DateTime<Utc>) {
+    transition(d, ended, reason, actor, now);
 }
 
 /// An audit entry stamped with the time its source gave (ECS, CloudWatch), added only once: a
@@ -1040,7 +1084,7 @@ mod tests {
     #[test]
     fn starting_the_rollout_records_both_revisions_and_announces_it() {
         let d = deploying(0, 2);
-        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.status(), Status::Deploying);
         assert_eq!(d.rollout.previous_task_definition.as_deref(), Some(OLD_TD));
         assert_eq!(alerts(&d), vec![EventType::Started]);
         assert_eq!(d.events.len(), 2);
@@ -1100,9 +1144,9 @@ mod tests {
                 task(2, NEW_TD, "RUNNING", 2, None),
             ],
         );
-        assert_eq!(d.status, Status::Succeeded);
+        assert_eq!(d.status(), Status::Succeeded);
         assert_eq!(d.traffic_percent, 100);
-        assert!(d.finished_at.is_some());
+        assert!(d.finished_at().is_some());
         assert_eq!(alerts(&d), vec![EventType::Started, EventType::Succeeded]);
     }
 
@@ -1115,7 +1159,7 @@ mod tests {
                 completed("ecs-svc/1", 12),
             ],
         );
-        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.status(), Status::Deploying);
     }
 
     #[test]
@@ -1129,7 +1173,7 @@ mod tests {
                 completed("ecs-svc/x", -100),
             ],
         );
-        assert_eq!(early.status, Status::Deploying);
+        assert_eq!(early.status(), Status::Deploying);
         let late = run(
             d,
             &[
@@ -1137,7 +1181,7 @@ mod tests {
                 completed("ecs-svc/x", 30),
             ],
         );
-        assert_eq!(late.status, Status::Succeeded);
+        assert_eq!(late.status(), Status::Succeeded);
     }
 
     #[test]
@@ -1149,11 +1193,11 @@ mod tests {
                 completed("ecs-svc/2", 11),
             ],
         );
-        assert_eq!(d.status, Status::Shifting);
-        let until = d.rollout.bake_until.unwrap();
+        assert_eq!(d.status(), Status::Shifting);
+        let until = d.progress().and_then(|p| p.bake_until).unwrap();
         assert!(!decide(&d, &Fact::Tick, until - Duration::seconds(1)).changed);
         let done = decide(&d, &Fact::Tick, until).deployment;
-        assert_eq!(done.status, Status::Succeeded);
+        assert_eq!(done.status(), Status::Succeeded);
     }
 
     #[test]
@@ -1166,7 +1210,7 @@ mod tests {
                 task(3, NEW_TD, "STOPPED", 3, exec_format()),
             ],
         );
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         let reason = d.reason.clone().unwrap();
         assert!(reason.contains("exec format error ×3"), "{reason}");
         assert!(d.outbox.iter().any(|e| e.effect
@@ -1185,7 +1229,7 @@ mod tests {
         )
         .deployment;
         let back = decide(&issued, &completed("ecs-svc/3", 30), t(30)).deployment;
-        assert_eq!(back.status, Status::RolledBack);
+        assert_eq!(back.status(), Status::RolledBack);
         assert!(back.reason.clone().unwrap().contains("exec format error"));
         assert_eq!(
             alerts(&back),
@@ -1212,7 +1256,7 @@ mod tests {
             at: t(40),
         };
         assert_eq!(
-            decide(&d, &steady, t(40)).deployment.status,
+            decide(&d, &steady, t(40)).deployment.status(),
             Status::RollingBack
         );
     }
@@ -1233,7 +1277,7 @@ mod tests {
                 task(6, NEW_TD, "STOPPED", 5, scaled_in),
             ],
         );
-        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.status(), Status::Deploying);
         assert_eq!(d.failed_count, 0);
     }
 
@@ -1242,7 +1286,7 @@ mod tests {
         let stop = task(1, NEW_TD, "STOPPED", 4, exec_format());
         let d = run(deploying(0, 1), &[stop.clone(), stop.clone(), stop]);
         assert_eq!(d.failed_count, 1);
-        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.status(), Status::Deploying);
         // RUNNING with an older version arriving after STOPPED changes nothing.
         let late = decide(&d, &task(1, NEW_TD, "RUNNING", 2, None), t(50));
         assert!(!late.changed);
@@ -1269,7 +1313,7 @@ mod tests {
             d.events_written();
             largest = largest.max(serde_json::to_vec(&d).unwrap().len());
         }
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         assert_eq!(
             d.failed_count, 100,
             "failures are counted up to the limit only"
@@ -1296,7 +1340,7 @@ mod tests {
     fn ecs_reporting_our_deployment_failed_rolls_back_truthfully() {
         let fact = ecs_reports_failed("ECS deployment circuit breaker: task failed to start.");
         let d = decide(&deploying(0, 1), &fact, t(20)).deployment;
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         assert!(d.reason.unwrap().contains("circuit breaker"));
         assert_eq!(d.events.last().unwrap().actor.as_deref(), Some("aws.ecs"));
     }
@@ -1319,7 +1363,7 @@ mod tests {
             error: "ThrottlingException".into(),
         };
         let failed = decide(&d, &fact, t(9)).deployment;
-        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(failed.status(), Status::Failed);
         let reason = failed.reason.clone().unwrap();
         assert!(
             reason.contains("registering the new revision") && reason.contains("Throttling"),
@@ -1345,7 +1389,7 @@ mod tests {
         let d = registered(pending(0), 2, None);
         let deploy = start_effect(&d, |e| matches!(e, Effect::Deploy { .. }));
         let d = give_up(d, deploy);
-        assert_eq!(d.status, Status::RollingBack, "{:?}", d.reason);
+        assert_eq!(d.status(), Status::RollingBack, "{:?}", d.reason);
         let reason = d.reason.clone().unwrap();
         assert!(
             reason.contains("UpdateService") && reason.contains("rolling back"),
@@ -1367,7 +1411,7 @@ mod tests {
         assert_eq!(d.traffic_percent, 10);
         let step = start_effect(&d, |e| matches!(e, Effect::SetWeights { percent: 50 }));
         let d = give_up(d, step);
-        assert_eq!(d.status, Status::RollingBack, "{:?}", d.reason);
+        assert_eq!(d.status(), Status::RollingBack, "{:?}", d.reason);
         assert_eq!(weights_asked(&d), vec![0]);
     }
 
@@ -1382,7 +1426,7 @@ mod tests {
         let back = start_effect(&d, |e| matches!(e, Effect::RollBack { .. }));
         let d = give_up(d, back);
         assert_eq!(
-            d.status,
+            d.status(),
             Status::RollingBack,
             "it may have landed: kept and retried"
         );
@@ -1390,9 +1434,9 @@ mod tests {
             start_effect(&d, |e| matches!(e, Effect::RollBack { .. })),
             back
         );
-        let deadline = d.rollback.as_ref().and_then(|r| r.deadline).unwrap();
+        let deadline = d.rollback().and_then(|r| r.deadline).unwrap();
         let d = decide(&d, &Fact::Tick, deadline).deployment;
-        assert_eq!(d.status, Status::Failed);
+        assert_eq!(d.status(), Status::Failed);
         assert!(alerts(&d).contains(&EventType::Failed));
         let reason = d.reason.clone().unwrap();
         assert!(reason.contains("UpdateService back to"), "{reason}");
@@ -1403,7 +1447,7 @@ mod tests {
         let d = deploying(0, 1);
         let started = start_effect(&d, |e| matches!(e, Effect::Alert(_)));
         let d = give_up(d, started);
-        assert_eq!(d.status, Status::Deploying);
+        assert_eq!(d.status(), Status::Deploying);
         let last = d.events.last().unwrap().reason.clone().unwrap();
         assert!(last.contains("gave up on"), "{last}");
     }
@@ -1419,12 +1463,12 @@ mod tests {
         )
         .deployment;
         let waiting = decide(&queued, &Fact::Superseded { by: "d-new".into() }, t(3)).deployment;
-        assert_eq!(waiting.status, Status::Superseded);
+        assert_eq!(waiting.status(), Status::Superseded);
         // A PENDING deployment whose start is not decided yet never starts after a newer one;
         // once its start is decided (the slot taken, the revision being registered), it is left
         // alone.
         let not_started = decide(&pending(0), &Fact::Superseded { by: "d-new".into() }, t(3));
-        assert_eq!(not_started.deployment.status, Status::Superseded);
+        assert_eq!(not_started.deployment.status(), Status::Superseded);
         let starting = decide(&pending(0), &Fact::SlotTaken, t(2)).deployment;
         assert!(!decide(&starting, &Fact::Superseded { by: "d-new".into() }, t(3)).changed);
         assert!(
@@ -1436,7 +1480,15 @@ mod tests {
             .changed
         );
         let mut rolling_back = deploying(0, 1);
-        rolling_back.status = Status::RollingBack;
+        rolling_back.state = State::RollingBack {
+            rollback: Rollback {
+                to_task_definition: OLD_TD.into(),
+                requested_at: t(2),
+                issued_at: None,
+                ecs_deployment_id: None,
+                deadline: Some(t(600)),
+            },
+        };
         assert!(
             !decide(
                 &rolling_back,
@@ -1536,7 +1588,7 @@ mod tests {
             }
         });
         assert_eq!(
-            decide(&d, &not_yet, t(2)).deployment.status,
+            decide(&d, &not_yet, t(2)).deployment.status(),
             Status::Deploying
         );
         let empty = Fact::ServiceObserved(ServiceObservation {
@@ -1547,7 +1599,7 @@ mod tests {
             }
         });
         assert_eq!(
-            decide(&d, &empty, t(2)).deployment.status,
+            decide(&d, &empty, t(2)).deployment.status(),
             Status::Deploying,
             "an empty target group is not ready"
         );
@@ -1559,7 +1611,7 @@ mod tests {
                 task(2, NEW_TD, "RUNNING", 2, None),
             ],
         );
-        assert_eq!(running.status, Status::Deploying);
+        assert_eq!(running.status(), Status::Deploying);
         let unhealthy = Fact::ServiceObserved(ServiceObservation {
             healthy_targets: Some(1),
             ..match green_ready() {
@@ -1568,11 +1620,11 @@ mod tests {
             }
         });
         assert_eq!(
-            decide(&d, &unhealthy, t(2)).deployment.status,
+            decide(&d, &unhealthy, t(2)).deployment.status(),
             Status::Deploying
         );
         let ready = decide(&d, &green_ready(), t(2)).deployment;
-        assert_eq!(ready.status, Status::Shifting);
+        assert_eq!(ready.status(), Status::Shifting);
         assert_eq!(weights_asked(&ready), vec![10]);
     }
 
@@ -1591,9 +1643,9 @@ mod tests {
         assert!(!decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).changed);
         let d = settle_effects(d, t(400));
         assert_eq!(d.traffic_percent, 100);
-        assert_eq!(d.status, Status::Shifting);
+        assert_eq!(d.status(), Status::Shifting);
         let done = decide(&d, &Fact::Tick, t(400) + Duration::minutes(5)).deployment;
-        assert_eq!(done.status, Status::Succeeded);
+        assert_eq!(done.status(), Status::Succeeded);
         assert!(done.outbox.iter().any(|e| e.effect
             == Effect::Promote {
                 environment: "production".into()
@@ -1629,10 +1681,10 @@ mod tests {
             gating: false,
         };
         let d = decide(&d, &fired, t(60)).deployment;
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         assert_eq!(weights_asked(&d), vec![0]);
         let d = settle_effects(d, t(61));
-        assert_eq!(d.status, Status::RolledBack);
+        assert_eq!(d.status(), Status::RolledBack);
         assert_eq!(d.traffic_percent, 0);
         assert!(d.reason.clone().unwrap().contains("web-5xx"));
         assert_eq!(alerts(&d), vec![EventType::Started, EventType::RolledBack]);
@@ -1668,7 +1720,7 @@ mod tests {
         d.started_by = Some("arn:aws:iam::1:role/ci".into());
         d.starters = vec!["arn:aws:iam::1:role/ci".into()];
         let waiting = decide(&d, &Fact::ApprovalNeeded, t(1)).deployment;
-        assert_eq!(waiting.status, Status::AwaitingApproval);
+        assert_eq!(waiting.status(), Status::AwaitingApproval);
         assert_eq!(alerts(&waiting), vec![EventType::ApprovalRequired]);
         let own = decide(
             &waiting,
@@ -1688,7 +1740,7 @@ mod tests {
             t(2),
         )
         .deployment;
-        assert_eq!(approved.status, Status::Pending);
+        assert_eq!(approved.status(), Status::Pending);
         assert_eq!(
             approved.approved_by.as_deref(),
             Some("arn:aws:iam::1:role/approver")
@@ -1717,7 +1769,7 @@ mod tests {
         .deployment;
         assert!(!decide(&d, &Fact::Tick, t(1) + Duration::days(3)).changed);
         let d = decide(&d, &Fact::Unblocked, t(2)).deployment;
-        assert!(d.queued_behind.is_none());
+        assert!(d.queued_behind().is_none());
     }
 
     #[test]
@@ -1764,7 +1816,7 @@ mod tests {
             "the 50% step is gone, only the rollback's 0%"
         );
         let d = settle_effects(d, t(411));
-        assert_eq!(d.status, Status::RolledBack);
+        assert_eq!(d.status(), Status::RolledBack);
         // Long after the claim lease nothing is left that could shift traffic again.
         assert!(
             d.outbox
@@ -1793,7 +1845,7 @@ mod tests {
             gating: false,
         };
         let mut d = decide(&d, &fired, t(401)).deployment;
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         // The 50% call is still in flight: the rollback's 0% waits behind it, never before it.
         let next_aws = outbox::next(&d, "inv-2", t(402))
             .and_then(|seq| d.outbox.iter().find(|e| e.seq == seq))
@@ -1892,7 +1944,7 @@ mod tests {
         let d = decide(&d, &seen, t(60)).deployment;
         assert!(!decide(&d, &Fact::Tick, t(1) + Duration::minutes(9)).changed);
         let late = decide(&d, &Fact::Tick, t(1) + Duration::minutes(10)).deployment;
-        assert_eq!(late.status, Status::RollingBack);
+        assert_eq!(late.status(), Status::RollingBack);
         let reason = late.reason.clone().unwrap();
         assert!(
             reason.contains("progress deadline") && reason.contains("2 of 3"),
@@ -1900,7 +1952,7 @@ mod tests {
         );
         // A rollback that does not complete in time ends FAILED with an urgent alert.
         let stuck = decide(&late, &Fact::Tick, t(1) + Duration::minutes(21)).deployment;
-        assert_eq!(stuck.status, Status::Failed);
+        assert_eq!(stuck.status(), Status::Failed);
         assert!(
             stuck
                 .reason
@@ -1923,7 +1975,7 @@ mod tests {
             healthy_targets: None,
         });
         assert_eq!(
-            decide(&d, &steady, t(30)).deployment.status,
+            decide(&d, &steady, t(30)).deployment.status(),
             Status::Succeeded
         );
     }
@@ -1950,7 +2002,7 @@ mod tests {
             gating: true,
         };
         assert_eq!(
-            decide(&d, &fired, t(30)).deployment.status,
+            decide(&d, &fired, t(30)).deployment.status(),
             Status::RollingBack
         );
     }
@@ -1970,15 +2022,15 @@ mod tests {
             steady: true,
             healthy_targets: None,
         });
+        let deadline = d.progress().map(|p| p.progress_deadline).unwrap();
         let d = decide(&d, &seen, t(30)).deployment;
-        let deadline = d.rollout.progress_deadline.unwrap();
         let later = decide(&d, &Fact::Tick, deadline).deployment;
         assert_eq!(
-            later.status,
+            later.status(),
             Status::Succeeded,
             "ECS reported the new revision steady at the service's desired count (2 of 2), yet \
              the deployment is {} at its progress deadline: {:?}",
-            later.status,
+            later.status(),
             later.reason
         );
     }
@@ -2018,7 +2070,7 @@ mod tests {
             d.events_written();
             largest = largest.max(serde_json::to_vec(&d).unwrap().len());
         }
-        assert_eq!(d.status, Status::RollingBack);
+        assert_eq!(d.status(), Status::RollingBack);
         assert!(
             largest < 16 * 1024,
             "the record grew to {largest} bytes of JSON (bound 16384)"

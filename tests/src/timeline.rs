@@ -14,7 +14,7 @@ pub fn describe(d: &Deployment) -> String {
         d.environment,
         d.tag.as_deref().unwrap_or("untagged"),
         d.image,
-        d.status,
+        d.status(),
         d.traffic_percent,
         d.reason.as_deref().unwrap_or("-")
     );

@@ -1038,7 +1038,9 @@ mod tests {
             .then_output(|| TransactWriteItemsOutput::builder().build());
         let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
         let mut d = deployment();
-        d.status = crate::deployment::Status::Succeeded;
+        d.state = crate::deployment::State::Succeeded {
+            finished_at: d.created_at,
+        };
         store.save(&mut d).await.unwrap();
         assert_eq!(rule.num_calls(), 1);
     }

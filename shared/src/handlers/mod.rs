@@ -303,7 +303,7 @@ async fn effect<P: Adapters>(
             // Traffic only ever goes to a colour whose targets are healthy at its desired count,
             // read right before the step.
             if *percent > 0
-                && d.status == Status::Shifting
+                && d.status() == Status::Shifting
                 && let Some(canary) = traffic.canary()
             {
                 let needed = d.rollout.desired_count.unwrap_or(1);
@@ -560,7 +560,7 @@ pub fn start<'a, P: Adapters>(
             .get(id)
             .await?
             .ok_or_else(|| HandlerError::NotFound(id.to_string()))?;
-        if d.status != Status::Pending || d.starting() {
+        if d.status() != Status::Pending || d.starting() {
             // Finish whatever is owed (a start in the outbox, alerts).
             return Ok(apply(ports, id, &Fact::Tick).await?.unwrap_or(d));
         }
@@ -575,7 +575,7 @@ pub fn start<'a, P: Adapters>(
             let Some(o) = ports.store().get(&other).await? else {
                 continue;
             };
-            if o.created_at > d.created_at && o.status.is_active() {
+            if o.created_at > d.created_at && o.status().is_active() {
                 let fact = Fact::Superseded { by: o.id };
                 return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
             }
@@ -588,13 +588,13 @@ pub fn start<'a, P: Adapters>(
             // The holder blocks while it starts or is in flight.
             if let Some(h) = stage.holder.as_deref().filter(|h| *h != id)
                 && let Some(o) = ports.store().get(h).await?
-                && o.status.is_active()
+                && o.status().is_active()
                 && !o.waiting()
             {
                 let fact = Fact::Queued { behind: o.id };
                 return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
             }
-            if d.queued_behind.is_some() {
+            if d.queued_behind().is_some() {
                 apply(ports, id, &Fact::Unblocked).await?;
             }
             if d.approval_required && d.approved_by.is_none() {
@@ -751,7 +751,10 @@ async fn promote<P: Adapters>(
     let promoted_id = promoted.id.clone();
     let d = create_and_start(ports, promoted).await?;
     Ok(Fact::Noted {
-        reason: format!("promoted to {environment} as {promoted_id} ({})", d.status),
+        reason: format!(
+            "promoted to {environment} as {promoted_id} ({})",
+            d.status()
+        ),
         actor: "flightdeck".to_string(),
     })
 }

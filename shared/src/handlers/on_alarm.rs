@@ -50,11 +50,11 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
                 continue;
             }
             if let Some(d) = apply(ports, &id, &fact).await? {
-                info!(event_id, deployment_id = %d.id, status = %d.status, alarm = %change.alarm, "alarm applied");
+                info!(event_id, deployment_id = %d.id, status = %d.status(), alarm = %change.alarm, "alarm applied");
                 // Only a rollback this alarm caused (now or on an earlier delivery) stands in for
                 // `alarm.fired`; anything else is forwarded below.
                 rolled_back |= change.state == "ALARM"
-                    && d.rollback.is_some()
+                    && d.rollback().is_some()
                     && d.reason
                         .as_deref()
                         .is_some_and(|r| r.contains(&format!("`{}`", change.alarm)));

@@ -70,7 +70,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             // before ECS is told to run it), so the event is not about it.
             if current.rollout.ecs_service != parsed.service
                 || !matches!(
-                    current.status,
+                    current.status(),
                     Status::Deploying | Status::Shifting | Status::RollingBack
                 )
             {
@@ -94,7 +94,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             // than at the next tick.
             if let Fact::Task(task) = &parsed.fact
                 && task.last_status == "RUNNING"
-                && d.status == Status::Deploying
+                && d.status() == Status::Deploying
                 && d.rollout.new_task_definition.as_deref()
                     == Some(task.task_definition_arn.as_str())
                 && let Some(seen) = observe(ports, &d).await?
@@ -102,7 +102,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             {
                 d = after;
             }
-            info!(event_id, deployment_id = %d.id, status = %d.status, "ECS event applied");
+            info!(event_id, deployment_id = %d.id, status = %d.status(), "ECS event applied");
             outcome.deployments.push(d);
         }
     }
@@ -127,9 +127,7 @@ fn settles_by_word(d: &Deployment, fact: &Fact) -> bool {
         } => {
             let known = [
                 d.rollout.ecs_deployment_id.as_deref(),
-                d.rollback
-                    .as_ref()
-                    .and_then(|r| r.ecs_deployment_id.as_deref()),
+                d.rollback().and_then(|r| r.ecs_deployment_id.as_deref()),
             ];
             event_name == "SERVICE_DEPLOYMENT_COMPLETED"
                 && !known.contains(&Some(ecs_deployment_id.as_str()))
@@ -140,10 +138,9 @@ fn settles_by_word(d: &Deployment, fact: &Fact) -> bool {
 
 /// Whether `task_definition` is the revision the deployment waits to see running.
 fn awaits(d: &Deployment, task_definition: &str) -> bool {
-    match d.status {
+    match d.status() {
         Status::RollingBack => d
-            .rollback
-            .as_ref()
+            .rollback()
             .is_some_and(|r| r.to_task_definition == task_definition),
         _ => d.rollout.new_task_definition.as_deref() == Some(task_definition),
     }

@@ -78,7 +78,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
         let deployment = Deployment::from_push(registration, &push, ports.clock().now());
         match create_and_start(ports, deployment).await {
             Ok(d) => {
-                info!(event_id, deployment_id = %d.id, status = %d.status, service = %d.service,
+                info!(event_id, deployment_id = %d.id, status = %d.status(), service = %d.service,
                       environment = %d.environment, "deployment handled");
                 outcome.deployments.push(d);
             }

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use tracing::{info, warn};
 
 use super::{HandlerError, Outcome, apply, start};
-use crate::deployment::{Deployment, Status};
+use crate::deployment::{Deployment, State, Status};
 use crate::lifecycle::{Fact, ServiceObservation, TaskObservation};
 use crate::ports::{
     Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, TrafficControl,
@@ -75,8 +75,8 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
         let gating = gates.get(&d.id).map(Vec::as_slice).unwrap_or_default();
         match reconcile(ports, &d, gating, &firing).await {
             Ok(after) => {
-                if after.status != d.status || after.traffic_percent != d.traffic_percent {
-                    info!(deployment_id = %d.id, from = %d.status, to = %after.status,
+                if after.status() != d.status() || after.traffic_percent != d.traffic_percent {
+                    info!(deployment_id = %d.id, from = %d.status(), to = %after.status(),
                           traffic = after.traffic_percent, "reconciled");
                 }
                 outcome.deployments.push(after);
@@ -102,7 +102,7 @@ async fn reconcile<P: Adapters>(
 ) -> Result<Deployment, HandlerError> {
     let id = d.id.as_str();
     let applied = |fact: Fact| async move { apply(ports, id, &fact).await };
-    match d.status {
+    match d.status() {
         Status::Pending => start(ports, id).await,
         Status::Deploying | Status::Shifting => {
             if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
@@ -116,8 +116,8 @@ async fn reconcile<P: Adapters>(
             // DEPLOYING waits for readiness; SHIFTING needs a look only when a bake ends (its
             // gate: the new colour healthy at its desired count), so holding a step reads nothing.
             let now = ports.clock().now();
-            let bake_over = d.rollout.bake_until.is_some_and(|until| now >= until);
-            if (d.status == Status::Deploying || bake_over)
+            let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
+            if (d.status() == Status::Deploying || bake_over)
                 && let Some(seen) = observe(ports, d).await?
             {
                 applied(Fact::ServiceObserved(seen)).await?;
@@ -126,7 +126,7 @@ async fn reconcile<P: Adapters>(
             // task events cannot hide one. Failures already counted are not applied again.
             for task in stopped_failures(ports, d).await? {
                 if let Some(after) = applied(Fact::Task(task)).await?
-                    && !matches!(after.status, Status::Deploying | Status::Shifting)
+                    && !matches!(after.status(), Status::Deploying | Status::Shifting)
                 {
                     return Ok(after);
                 }
@@ -181,12 +181,11 @@ pub(crate) async fn observe<P: Adapters>(
     ports: &P,
     d: &Deployment,
 ) -> Result<Option<ServiceObservation>, HandlerError> {
-    let intended = match d.status {
+    let intended = match d.status() {
         Status::Deploying => d.rollout.new_task_definition.as_deref(),
         Status::Shifting if d.traffic.is_some() => d.rollout.new_task_definition.as_deref(),
         Status::RollingBack if d.traffic.is_none() => d
-            .rollback
-            .as_ref()
+            .rollback()
             .filter(|r| r.issued_at.is_some())
             .map(|r| r.to_task_definition.as_str()),
         _ => None,
@@ -199,7 +198,7 @@ pub(crate) async fn observe<P: Adapters>(
         .service(&d.rollout.cluster, &d.rollout.ecs_service)
         .await?;
     let healthy_targets = match d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c))) {
-        Some((traffic, canary)) if matches!(d.status, Status::Deploying | Status::Shifting) => {
+        Some((traffic, canary)) if matches!(d.status(), Status::Deploying | Status::Shifting) => {
             Some(
                 ports
                     .traffic()

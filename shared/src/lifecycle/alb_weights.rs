@@ -11,7 +11,7 @@ use super::{
     Engine, Registered, ServiceObservation, colour_name, has_pending, note, note_or_ready,
     observed_text, push_effect, record_observed, roll_back, rolled_back, succeed, transition,
 };
-use crate::deployment::{Deployment, Effect, Observed, Status};
+use crate::deployment::{Deployment, Effect, Observed, State, Status};
 
 pub(super) struct AlbWeights;
 
@@ -49,7 +49,7 @@ impl Engine for AlbWeights {
     fn observe(&self, d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
         // The count the colour was scaled to (or more, if it was scaled up since).
         let desired = d.rollout.desired_count.unwrap_or(1).max(seen.desired);
-        match d.status {
+        match d.status() {
             // Ready means that many healthy targets (an empty target group, or one whose targets
             // are still starting, is not ready); the count covers whatever revision is
             // registered, so ECS must also report the colour's rollout done.
@@ -75,6 +75,9 @@ impl Engine for AlbWeights {
 
     /// The first weight step.
     fn ready(&self, d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {
+        let Some(progress) = d.progress().cloned() else {
+            return;
+        };
         let Some(traffic) = d.traffic.as_mut() else {
             return;
         };
@@ -82,7 +85,7 @@ impl Engine for AlbWeights {
         let first = traffic.steps.first().copied().unwrap_or(100);
         let colour = traffic.canary().map(colour_name).unwrap_or("new");
         let reason = format!("{why}; shifting {first}% of traffic to the {colour} colour");
-        transition(d, Status::Shifting, reason, actor, now);
+        transition(d, State::Shifting(progress), reason, actor, now);
         push_effect(d, Effect::SetWeights { percent: first });
     }
 
@@ -114,7 +117,9 @@ impl Engine for AlbWeights {
         }
         traffic.step += 1;
         let percent = traffic.steps[traffic.step];
-        d.rollout.bake_until = None;
+        if let Some(progress) = d.progress_mut() {
+            progress.bake_until = None;
+        }
         let reason = format!(
             "bake of {} min passed with every gate green; shifting to {percent}%",
             d.bake_minutes
@@ -174,19 +179,18 @@ impl Engine for AlbWeights {
             colour_name(canary),
             percent.min(100)
         );
-        match d.status {
-            Status::Shifting => {
+        let bake = Duration::minutes(i64::from(d.bake_minutes));
+        match &mut d.state {
+            State::Shifting(progress) => {
+                progress.bake_until = Some(now + bake);
                 d.traffic_percent = percent;
                 d.updated_at = now;
-                d.rollout.bake_until = Some(now + Duration::minutes(i64::from(d.bake_minutes)));
                 let reason = format!("weights set: {split}; holding for {} min", d.bake_minutes);
                 note(d, reason, "flightdeck", now);
             }
-            Status::RollingBack if percent == 0 => {
+            State::RollingBack { rollback } if percent == 0 => {
+                rollback.issued_at = Some(now);
                 d.traffic_percent = 0;
-                if let Some(rollback) = d.rollback.as_mut() {
-                    rollback.issued_at = Some(now);
-                }
                 let why = format!(
                     "weights back to 100% on the stable {} colour ({split})",
                     colour_name(stable)
@@ -226,7 +230,7 @@ impl Engine for AlbWeights {
         if d.traffic.as_ref().is_none_or(|t| t.scaled_down) {
             return;
         }
-        if matches!(d.status, Status::Succeeded | Status::RolledBack) {
+        if matches!(d.status(), Status::Succeeded | Status::RolledBack) {
             self.scale_abandoned(d);
         }
         let reason = if done {

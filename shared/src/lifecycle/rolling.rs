@@ -8,7 +8,7 @@ use super::{
     Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back, succeed,
     transition,
 };
-use crate::deployment::{Deployment, Effect, Observed, Status, short_task_definition};
+use crate::deployment::{Deployment, Effect, Observed, State, Status, short_task_definition};
 
 pub(super) struct Rolling;
 
@@ -26,18 +26,20 @@ impl Engine for Rolling {
     }
 
     fn observe(&self, d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
-        match d.status {
+        match d.status() {
             // The service's own desired count now (autoscaling may have changed it since the
             // start); ready when ECS reports the rollout of the new revision done.
             Status::Deploying => {
                 let ready = note_or_ready(d, seen, seen.desired.max(1), seen.steady, now);
                 if let Some(why) = ready {
-                    d.rollout.settled_at.get_or_insert(now);
+                    if let Some(progress) = d.progress_mut() {
+                        progress.settled_at.get_or_insert(now);
+                    }
                     super::ready(d, why, "aws.ecs", now);
                 }
             }
             Status::RollingBack => {
-                let Some(rollback) = d.rollback.clone() else {
+                let Some(rollback) = d.rollback().cloned() else {
                     return;
                 };
                 // The service itself says it: whether our call's answer came back or not (it
@@ -77,7 +79,7 @@ impl Engine for Rolling {
         ecs_deployment_id: Option<&str>,
         now: DateTime<Utc>,
     ) {
-        match d.status {
+        match d.status() {
             Status::Deploying => {
                 let ours = match ecs_deployment_id {
                     Some(id) => concerns(
@@ -88,8 +90,9 @@ impl Engine for Rolling {
                     ),
                     None => d.rollout.started_at.is_some_and(|since| at >= since),
                 };
-                if ours && d.rollout.settled_at.is_none() {
-                    d.rollout.settled_at = Some(at);
+                let unsettled = d.progress_mut().filter(|p| p.settled_at.is_none());
+                if ours && let Some(progress) = unsettled {
+                    progress.settled_at = Some(at);
                     d.updated_at = now;
                     let desired = d.rollout.desired_count.unwrap_or(1);
                     let why = format!(
@@ -104,7 +107,7 @@ impl Engine for Rolling {
                 }
             }
             Status::RollingBack => {
-                let Some(rollback) = d.rollback.clone() else {
+                let Some(rollback) = d.rollback().cloned() else {
                     return;
                 };
                 let Some(issued_at) = rollback.issued_at else {
@@ -137,10 +140,12 @@ impl Engine for Rolling {
         if d.bake_minutes == 0 {
             succeed(d, now);
         } else {
-            let until = now + Duration::minutes(i64::from(d.bake_minutes));
-            d.rollout.bake_until = Some(until);
+            let Some(mut progress) = d.progress().cloned() else {
+                return;
+            };
+            progress.bake_until = Some(now + Duration::minutes(i64::from(d.bake_minutes)));
             let reason = format!("{why}; baking for {} min", d.bake_minutes);
-            transition(d, Status::Shifting, reason, actor, now);
+            transition(d, State::Shifting(progress), reason, actor, now);
         }
     }
 

@@ -99,7 +99,7 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
                 clock: SystemClock,
             };
             let d = handlers::approve(&ports, id, principal).await?;
-            println!("approved {id} as {principal}: now {}", d.status);
+            println!("approved {id} as {principal}: now {}", d.status());
             Ok(())
         }
         _ => Err(format!("unknown command `{}`\n{USAGE}", command.join(" ")).into()),

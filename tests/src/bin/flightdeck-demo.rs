@@ -72,7 +72,7 @@ async fn run() -> Result<()> {
     println!(
         "  deployment {} {}; ECS service now on {}",
         good.id,
-        good.status,
+        good.status(),
         stack.service_task_definition().await?
     );
 
@@ -91,7 +91,7 @@ async fn run() -> Result<()> {
     }
     on_ecs_event::handle(&ports, ecs.deployment_completed("ecs-svc/1")?).await?;
     let good = stack.deployment(&good.id).await?;
-    println!("  deployment {} {}", good.id, good.status);
+    println!("  deployment {} {}", good.id, good.status());
 
     step("CI pushes checkout-api:v1.2.0, built for arm64 by mistake");
     let outcome = on_image_push::handle(&ports, image_push("checkout-api", "v1.2.0")?).await?;
@@ -108,7 +108,7 @@ async fn run() -> Result<()> {
     println!(
         "  deployment {} {}; ECS service now on {}",
         bad.id,
-        bad.status,
+        bad.status(),
         stack.service_task_definition().await?
     );
 
@@ -121,7 +121,7 @@ async fn run() -> Result<()> {
     println!(
         "  deployment {} {}; ECS service now on {serving}",
         bad.id,
-        stack.deployment(&bad.id).await?.status
+        stack.deployment(&bad.id).await?.status()
     );
 
     step("ECS reports the service steady on the previous revision");
@@ -139,11 +139,17 @@ async fn run() -> Result<()> {
     }
 
     let mut problems = Vec::new();
-    if good.status != Status::Succeeded {
-        problems.push(format!("v1.1.0 ended {}, expected SUCCEEDED", good.status));
+    if good.status() != Status::Succeeded {
+        problems.push(format!(
+            "v1.1.0 ended {}, expected SUCCEEDED",
+            good.status()
+        ));
     }
-    if bad.status != Status::RolledBack {
-        problems.push(format!("v1.2.0 ended {}, expected ROLLED_BACK", bad.status));
+    if bad.status() != Status::RolledBack {
+        problems.push(format!(
+            "v1.2.0 ended {}, expected ROLLED_BACK",
+            bad.status()
+        ));
     }
     if serving != good_td {
         problems.push(format!("ECS service is on {serving}, expected {good_td}"));
@@ -214,7 +220,7 @@ async fn canary() -> Result<()> {
     let (green_desired, _) = stack.service_state("checkout-web-green").await?;
     println!(
         "  deployment {id} {}; green scaled to {green_desired} tasks of the new revision",
-        stack.deployment(&id).await?.status
+        stack.deployment(&id).await?.status()
     );
     show_weights("before", stack.rule_weights(&alb).await?);
 
@@ -249,7 +255,7 @@ async fn canary() -> Result<()> {
     let d = stack.deployment(&id).await?;
     println!(
         "  deployment {id} {}; green scaled to {}",
-        d.status,
+        d.status(),
         stack.service_state("checkout-web-green").await?.0
     );
 
@@ -261,13 +267,13 @@ async fn canary() -> Result<()> {
         print!("{}", timeline::alert(a));
     }
     let types: Vec<&str> = alerts.iter().map(|a| a.event_type.as_str()).collect();
-    if d.status != Status::RolledBack
+    if d.status() != Status::RolledBack
         || weights != (100, 0)
         || types != ["deployment.started", "deployment.rolled_back"]
     {
         return Err(format!(
             "canary ended {} with weights {weights:?} and alerts {types:?}",
-            d.status
+            d.status()
         )
         .into());
     }

@@ -169,7 +169,9 @@ async fn simulate_ecs(
             let Some(td) = d.rollout.new_task_definition.clone() else {
                 continue;
             };
-            if d.status != Status::Deploying || d.traffic.is_some() || !reported.insert(id.clone())
+            if d.status() != Status::Deploying
+                || d.traffic.is_some()
+                || !reported.insert(id.clone())
             {
                 continue;
             }

@@ -235,7 +235,7 @@ impl Checker {
                     .store
                     .deployments
                     .get(by)
-                    .map(|d| d.status.as_str())
+                    .map(|d| d.status().as_str())
                     .unwrap_or("?");
                 self.violate(
                     Invariant::OneAtATime,
@@ -243,7 +243,9 @@ impl Checker {
                     w.now,
                     format!(
                         "deployment {by} ({status}) made {:?} while deployment {} is {}",
-                        m.what, other.id, other.status
+                        m.what,
+                        other.id,
+                        other.status()
                     ),
                 );
             }
@@ -323,7 +325,7 @@ impl Checker {
                 // only while one of this service's deployments is active.
                 let (service, environment) = reg.key();
                 let watched = w.store.deployments.values().any(|d| {
-                    d.service == service && d.environment == environment && d.status.is_active()
+                    d.service == service && d.environment == environment && d.status().is_active()
                 });
                 if !watched {
                     // The clock runs only while a deployment is there to answer it.
@@ -360,7 +362,7 @@ impl Checker {
             let Some(d) = owner.and_then(|id| w.store.deployments.get(&id)) else {
                 continue;
             };
-            let claim = match d.status {
+            let claim = match d.status() {
                 Status::Succeeded | Status::RolledBack => serving_claim(w, reg, d),
                 Status::Failed if d.rollout.new_task_definition.is_none() => {
                     started_unknowingly(w, reg, d)
@@ -374,7 +376,7 @@ impl Checker {
             // post-deployment watch window's to catch (`gates.watch_minutes`), not a record that
             // lied. Flightdeck's own calls after that are judged by traffic-health and
             // one-deployment-at-a-time.
-            let claim = match (claim, d.status, d.finished_at) {
+            let claim = match (claim, d.status(), d.finished_at()) {
                 (Some(Err(_)), Status::Succeeded | Status::RolledBack, Some(done))
                     if !self.untrue_since.contains_key(&key) && w.now > done =>
                 {
@@ -400,7 +402,7 @@ impl Checker {
                             format!(
                                 "deployment {} is {} but {why} (for {} s)",
                                 d.id,
-                                d.status,
+                                d.status(),
                                 (w.now - since).num_seconds()
                             ),
                         );
@@ -514,7 +516,7 @@ impl Checker {
             if in_flight.len() > 1 {
                 let list: Vec<String> = in_flight
                     .iter()
-                    .map(|d| format!("{} {}", d.id, d.status))
+                    .map(|d| format!("{} {}", d.id, d.status()))
                     .collect();
                 self.violate(
                     Invariant::OneAtATime,
@@ -552,7 +554,7 @@ impl Checker {
                     format!(
                         "deployment {} has been {} since it started at {} ({} min; budget {} min): {}",
                         d.id,
-                        d.status,
+                        d.status(),
                         minutes_since_start(started),
                         (w.now - started).num_minutes(),
                         reg.budget.num_minutes(),
@@ -603,7 +605,7 @@ impl Checker {
     pub fn at_end(&mut self, w: &World, step: u64) {
         for d in w.store.deployments.values() {
             self.checks += 1;
-            if d.status.is_active() || !d.outbox.is_empty() {
+            if d.status().is_active() || !d.outbox.is_empty() {
                 self.violate(
                     Invariant::Terminal,
                     step,
@@ -611,7 +613,7 @@ impl Checker {
                     format!(
                         "deployment {} is {} with {} effects pending after the quiet phase: {}",
                         d.id,
-                        d.status,
+                        d.status(),
                         d.outbox.len(),
                         d.reason.as_deref().unwrap_or("-")
                     ),
@@ -681,7 +683,7 @@ fn started_unknowingly(w: &World, reg: &RegPlan, d: &Deployment) -> Option<Resul
 fn serving_claim(w: &World, reg: &RegPlan, d: &Deployment) -> Option<Result<(), String>> {
     let previous = d.rollout.previous_task_definition.as_deref()?;
     let new = d.rollout.new_task_definition.as_deref()?;
-    let succeeded = d.status == Status::Succeeded;
+    let succeeded = d.status() == Status::Succeeded;
     match &reg.alb {
         None => {
             let service = w.ecs.services.get(&reg.services[0])?;

@@ -151,7 +151,7 @@ fn summary(result: Result<Outcome, HandlerError>) -> Result<String, String> {
             _ => o
                 .deployments
                 .iter()
-                .map(|d| format!("{} {}", &d.id[..8.min(d.id.len())], d.status))
+                .map(|d| format!("{} {}", &d.id[..8.min(d.id.len())], d.status()))
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
@@ -229,10 +229,10 @@ impl Driver {
         let mut waiting = Vec::new();
         let mut succeeded = Vec::new();
         for d in w.store.deployments.values() {
-            if d.status == Status::AwaitingApproval && !self.approvals.contains(&d.id) {
+            if d.status() == Status::AwaitingApproval && !self.approvals.contains(&d.id) {
                 waiting.push(d.id.clone());
             }
-            if d.status == Status::Succeeded && !self.succeeded.contains(&d.id) {
+            if d.status() == Status::Succeeded && !self.succeeded.contains(&d.id) {
                 succeeded.push((d.id.clone(), d.service.clone(), d.environment.clone()));
             }
         }
@@ -288,7 +288,7 @@ impl Driver {
     fn quiet_start(&mut self, w: &World) {
         self.quiet = true;
         for d in w.store.deployments.values() {
-            if d.status == Status::AwaitingApproval {
+            if d.status() == Status::AwaitingApproval {
                 self.calls.push((
                     w.now + Duration::seconds(10),
                     action_request(&d.id, "approve", APPROVER),
@@ -495,7 +495,7 @@ fn settled(w: &World) -> bool {
     w.store
         .deployments
         .values()
-        .all(|d| !d.status.is_active() && !d.needs_reconcile())
+        .all(|d| !d.status().is_active() && !d.needs_reconcile())
 }
 
 /// Runs one seed to the end of its quiet phase.
@@ -696,7 +696,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
             .store
             .deployments
             .values()
-            .map(|d| (d.id.clone(), d.status.to_string()))
+            .map(|d| (d.id.clone(), d.status().to_string()))
             .collect(),
     }
 }
@@ -793,7 +793,7 @@ fn release(
             .store
             .by_service(&service, &environment)
             .into_iter()
-            .find(|d| d.status.is_active())
+            .find(|d| d.status().is_active())
             .map(|d| d.id.clone());
         let Some(id) = target else { continue };
         let verb = match action {

@@ -155,7 +155,7 @@ impl Brief for Stage {
 
 impl Brief for Deployment {
     fn brief(&self) -> String {
-        format!("v{} {}", self.record_version, self.status)
+        format!("v{} {}", self.record_version, self.status())
     }
 }
 
@@ -205,7 +205,7 @@ impl Brief for Option<(String, String)> {
 impl Brief for Option<Deployment> {
     fn brief(&self) -> String {
         match self {
-            Some(d) => format!("v{} {}", d.record_version, d.status),
+            Some(d) => format!("v{} {}", d.record_version, d.status()),
             None => "none".into(),
         }
     }
@@ -406,7 +406,7 @@ impl DeploymentStore for Store {
             "{} v{} {} out={}",
             short(&copy.id),
             copy.record_version,
-            copy.status,
+            copy.status(),
             copy.outbox.len()
         );
         let stored = self
@@ -595,7 +595,7 @@ impl DeploymentStore for Store {
                         .store
                         .by_service(service, environment)
                         .into_iter()
-                        .filter(|d| status.is_none_or(|s| d.status.as_str() == s))
+                        .filter(|d| status.is_none_or(|s| d.status().as_str() == s))
                         .cloned()
                         .collect();
                     let end = (start + limit as usize).min(all.len());
