@@ -1687,7 +1687,7 @@ fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails(
     let (push, id) = h.push_event("api", "api", "v2", 'c');
     h.handle_push(push);
     let d = h.get(&id);
-    assert_eq!(d.status, Status::Deploying, "harness: {:?}", d.reason);
+    assert_eq!(d.status(), Status::Deploying, "harness: {:?}", d.reason);
     let previous = d.rollout.previous_task_definition.clone().unwrap();
     h.advance(20, false, false);
     let mut faults = vec!["lost"];
@@ -1699,10 +1699,10 @@ fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails(
         alarm_event("evt-alarm-3a", now, "ALARM", "api"),
     ))
     .expect("alarm handled");
-    assert_eq!(h.get(&id).status, Status::RollingBack, "harness");
-    let ended = h.until(10, 1800, true, |h| !h.get(&id).status.is_active());
+    assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
+    let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
-    assert!(ended, "harness: still {} after 30 min", d.status);
+    assert!(ended, "harness: still {} after 30 min", d.status());
     let (serving, running, steady) = {
         let w = h.w();
         let s = w.ecs.describe("api").unwrap();
@@ -1714,12 +1714,12 @@ fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails(
     };
     assert_eq!(serving, previous, "harness: the first call landed");
     assert_eq!(
-        d.status,
+        d.status(),
         Status::RolledBack,
         "ECS service api has been steady on the previous revision {} ({running} running, steady \
          {steady}) since the first rollback call landed, yet the deployment ended {}: {:?}",
         ecs::short_td(&previous),
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -1743,7 +1743,7 @@ fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_ever
     assert!(
         h.until(5, 900, true, |h| {
             let d = h.get(&id);
-            d.status == Status::Shifting && d.traffic_percent == 10
+            d.status() == Status::Shifting && d.traffic_percent == 10
         }),
         "harness: the deployment never got to its first step:\n{}",
         h.trace_tail(40)
@@ -1757,17 +1757,17 @@ fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_ever
         alarm_event("evt-alarm-3b", now, "ALARM", "web-green"),
     ))
     .expect("alarm handled");
-    assert_eq!(h.get(&id).status, Status::RollingBack, "harness");
-    let ended = h.until(10, 1800, true, |h| !h.get(&id).status.is_active());
+    assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
+    let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
-    assert!(ended, "harness: still {} after 30 min", d.status);
+    assert!(ended, "harness: still {} after 30 min", d.status());
     assert_eq!(h.percent_to(TG_GREEN), 0, "harness: the first call landed");
     assert_eq!(
-        d.status,
+        d.status(),
         Status::RolledBack,
         "all traffic has been back on the stable blue colour since the first rollback call \
          landed, yet the deployment ended {}: {:?}",
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -1805,7 +1805,7 @@ fn a_start_aborted_during_its_registration_does_not_keep_the_old_colour_running(
         abort: true,
     };
     block_on(flightdeck::handlers::apply(&h.ports, &b, &stop)).expect("abort");
-    assert_eq!(h.get(&b).status, Status::Aborted, "harness");
+    assert_eq!(h.get(&b).status(), Status::Aborted, "harness");
     // The registration in flight goes on.
     lock(&h.script).register_release = true;
     while poll_once(&mut handle_b).is_none() {}
@@ -1866,20 +1866,20 @@ fn an_alarm_event_from_before_the_deployment_does_not_roll_it_back() {
     h.w().now += Duration::seconds(60);
     let (push, id) = h.push_event("api", "api", "v2", 'd');
     h.handle_push(push);
-    assert_eq!(h.get(&id).status, Status::Deploying, "harness");
+    assert_eq!(h.get(&id).status(), Status::Deploying, "harness");
     h.advance(20, false, false);
     // The ALARM event of two minutes ago comes again.
     let _ = block_on(on_alarm::handle(&h.ports, fired));
     let d = h.get(&id);
     assert!(
         matches!(
-            d.status,
+            d.status(),
             Status::Deploying | Status::Shifting | Status::Succeeded
         ),
         "alarm api-5xx fired at {fired_at} and cleared at {cleared_at}, before deployment {} was \
          created; its redelivered ALARM event left the deployment {}: {:?}",
         d.id,
-        d.status,
+        d.status(),
         d.reason
     );
 }
@@ -1905,7 +1905,7 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
     assert!(
         h.until(5, 1200, true, |h| {
             let d = h.get(&a);
-            d.status == Status::Shifting && d.traffic_percent == 100
+            d.status() == Status::Shifting && d.traffic_percent == 100
         }),
         "harness: A never got to 100%:\n{}",
         h.trace_tail(40)
@@ -1917,12 +1917,7 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
         alarm_event("evt-alarm-3f", now, "ALARM", "web-green"),
     ))
     .expect("alarm handled");
-    let deadline = h
-        .get(&a)
-        .rollback
-        .as_ref()
-        .and_then(|r| r.deadline)
-        .unwrap();
+    let deadline = h.get(&a).rollback().and_then(|r| r.deadline).unwrap();
     // Retries are throttled until shortly before the deadline; the last one before it is due
     // at most 30 s before the deadline (a tick of the reconcile loop runs it).
     let due = |h: &H| {
@@ -1945,7 +1940,7 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
             break;
         }
     }
-    assert_eq!(h.get(&a).status, Status::RollingBack, "harness");
+    assert_eq!(h.get(&a).status(), Status::RollingBack, "harness");
     lock(&h.script).set_weights_faults.clear();
     {
         let mut s = lock(&h.script);
@@ -1973,11 +1968,11 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
         }
     }
     h.shifter();
-    assert_eq!(h.get(&a).status, Status::Failed, "harness");
+    assert_eq!(h.get(&a).status(), Status::Failed, "harness");
     // B is pushed and started right then.
     h.handle_push(push_b);
     let db = h.get(&b);
-    assert_eq!(db.status, Status::Deploying, "harness: {:?}", db.reason);
+    assert_eq!(db.status(), Status::Deploying, "harness: {:?}", db.reason);
     let b_colour_tg = if db.rollout.ecs_service == "web-blue" {
         TG_BLUE
     } else {
@@ -1990,10 +1985,12 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
     let on_b = h.percent_to(b_colour_tg);
     let db = h.get(&b);
     assert_eq!(
-        on_b, 0,
+        on_b,
+        0,
         "{on_b}% of the traffic is on {}, where B (still {}) is rolling out its untested \
          revision: A's rollback call, in flight when A ended FAILED, landed after B started",
-        db.rollout.ecs_service, db.status
+        db.rollout.ecs_service,
+        db.status()
     );
 }
 
@@ -2018,14 +2015,14 @@ fn a_tick_from_a_redelivered_push_does_not_pass_a_bake_on_a_stale_observation() 
     assert!(
         h.until(5, 1200, true, |h| {
             let d = h.get(&a);
-            d.status == Status::Shifting
+            d.status() == Status::Shifting
                 && d.traffic_percent == 100
-                && d.rollout.bake_until.is_some()
+                && d.progress().is_some_and(|p| p.bake_until.is_some())
         }),
         "harness: A never got to 100%:\n{}",
         h.trace_tail(40)
     );
-    let bake_until = h.get(&a).rollout.bake_until.unwrap();
+    let bake_until = h.get(&a).progress().and_then(|p| p.bake_until).unwrap();
     // Green's targets start failing their health checks (the tasks keep running).
     {
         let mut w = h.w();
@@ -2046,7 +2043,7 @@ fn a_tick_from_a_redelivered_push_does_not_pass_a_bake_on_a_stale_observation() 
     h.handle_push(push);
     let d = h.get(&a);
     assert_ne!(
-        d.status,
+        d.status(),
         Status::Succeeded,
         "A ended SUCCEEDED ({:?}) with {healthy} healthy targets of 2 behind {}% of the traffic",
         d.reason,
