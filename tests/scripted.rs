@@ -1681,7 +1681,6 @@ fn alarm_event(
 /// and `rolling::settled` ignores ECS's own word for the same reason. The deployment ends
 /// FAILED with the urgent alert ("the previous revision may not be serving").
 #[test]
-#[ignore = "review 3 #1: a rolling rollback is observed only once its call answered"]
 fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails() {
     let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
     let (push, id) = h.push_event("api", "api", "v2", 'c');
@@ -1731,7 +1730,6 @@ fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails(
 /// previous revision may not be serving", while all traffic has been on the stable colour for
 /// ten minutes; and the rolled-back colour is never scaled in.
 #[test]
-#[ignore = "review 3 #2: nothing reads the listener while an alb-weights rollback is pending"]
 fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_every_retry_fails() {
     let mut h = H::alb(
         2,
@@ -1782,7 +1780,6 @@ fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_ever
 /// colour, yet A's scale-down is found moot: the idle colour runs A's retired revision at full
 /// count for ever, and A's audit trail says a newer deployment put its revision on it.
 #[test]
-#[ignore = "review 3 #3: register_revision takes the idle colour for a deployment already ended"]
 fn a_start_aborted_during_its_registration_does_not_keep_the_old_colour_running() {
     use flightdeck::lifecycle::Fact;
     let (mut h, a) = alb_after_one_success();
@@ -1840,7 +1837,6 @@ fn a_start_aborted_during_its_registration_does_not_keep_the_old_colour_running(
 /// alarm's state is not read: B, healthy with its alarm OK, is rolled back, its record saying
 /// "alarm `api-5xx` is in ALARM".
 #[test]
-#[ignore = "review 3 #4: AlarmFired carries no time; a late ALARM event rolls back a later deployment"]
 fn an_alarm_event_from_before_the_deployment_does_not_roll_it_back() {
     let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
     let fired_at = h.w().now;
@@ -1893,7 +1889,6 @@ fn an_alarm_event_from_before_the_deployment_does_not_roll_it_back() {
 /// and puts its new revision on blue. A's call in flight then lands: 100% of the traffic goes to
 /// blue, the colour B is rolling its untested revision onto, while B is DEPLOYING.
 #[test]
-#[ignore = "review 3 #5: the slot is free while an ended deployment's cancelled call is in flight"]
 fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traffic() {
     let mut h = H::alb(
         2,
@@ -1969,21 +1964,31 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
     }
     h.shifter();
     assert_eq!(h.get(&a).status(), Status::Failed, "harness");
-    // B is pushed and started right then.
+    // B is pushed right then: it waits while A's call may still land.
     h.handle_push(push_b);
+    let queued = h.get(&b);
+    assert_eq!(
+        queued.status(),
+        Status::Pending,
+        "B started while A's rollback call was still in flight: {:?}",
+        queued.reason
+    );
+    // A's call lands; B goes ahead from what the listener says after it.
+    lock(&h.script).release = true;
+    while poll_once(&mut x).is_none() {}
+    drop(x);
+    assert!(
+        h.until(5, 600, true, |h| h.get(&b).status() != Status::Pending),
+        "B never started after A's call ended"
+    );
     let db = h.get(&b);
-    assert_eq!(db.status(), Status::Deploying, "harness: {:?}", db.reason);
+    assert_eq!(db.status(), Status::Deploying, "{:?}", db.reason);
     let b_colour_tg = if db.rollout.ecs_service == "web-blue" {
         TG_BLUE
     } else {
         TG_GREEN
     };
-    // A's call lands.
-    lock(&h.script).release = true;
-    while poll_once(&mut x).is_none() {}
-    drop(x);
     let on_b = h.percent_to(b_colour_tg);
-    let db = h.get(&b);
     assert_eq!(
         on_b,
         0,
@@ -2003,7 +2008,6 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
 /// the bake ends: the deployment ends SUCCEEDED ("every gate green") on the observation from the
 /// previous step, with no healthy target behind 100% of the traffic.
 #[test]
-#[ignore = "review 3 #6: the end-of-bake health gate is read only by the shifter"]
 fn a_tick_from_a_redelivered_push_does_not_pass_a_bake_on_a_stale_observation() {
     let mut h = H::alb(
         2,

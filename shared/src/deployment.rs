@@ -802,6 +802,14 @@ impl Deployment {
         }
     }
 
+    /// A call decided in a phase the deployment has left is still in flight: cancelled, its
+    /// result will be ignored, but it may yet change ECS or the listener.
+    pub fn stale_call_in_flight(&self) -> bool {
+        self.outbox
+            .iter()
+            .any(|e| e.cancelled && e.effect.lane() == Lane::Aws)
+    }
+
     /// Whether the reconcile loop still has work on it: an active status, or the old colour
     /// still to scale down after success.
     pub fn needs_reconcile(&self) -> bool {

@@ -58,14 +58,18 @@ trait Engine {
     }
     /// The new revision is ready (the deployment is DEPLOYING).
     fn ready(&self, d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>);
-    /// The current bake passed with the shared gates green: the next step, or success.
-    fn bake_passed(&self, d: &mut Deployment, now: DateTime<Utc>);
+    /// The reconcile loop's Tick finds the current bake's time up, the shared gates (alarms,
+    /// the crash count, read before the Tick) green: the next step or success, or — where the
+    /// engine has a gate of its own to read at the end of the bake — nothing until that read.
+    fn bake_over(&self, d: &mut Deployment, now: DateTime<Utc>);
     /// Why the deployment succeeded, in words; records what success leaves owed.
     fn succeeded(&self, d: &mut Deployment, now: DateTime<Utc>) -> String;
     /// The call that puts the previous revision back.
     fn roll_back(&self, d: &mut Deployment, previous: String) -> Effect;
     /// What is owed once the previous revision serves again.
     fn rolled_back(&self, _d: &mut Deployment) {}
+    /// The reconcile loop read the listener: `percent` of the traffic is on the new revision.
+    fn traffic_observed(&self, _d: &mut Deployment, _percent: u8, _now: DateTime<Utc>) {}
     /// The traffic weights were set to `percent` on the new revision.
     fn weights_set(&self, _d: &mut Deployment, _percent: u8, _now: DateTime<Utc>) {}
     /// The reconcile loop's tick on a deployment that succeeded.
@@ -142,6 +146,13 @@ pub enum Fact {
     ServiceObserved(ServiceObservation),
     /// The listener's weights now put `percent` on the new colour.
     WeightsSet { percent: u8 },
+    /// The reconcile loop read the listener while rolling back: `percent` is on the new colour
+    /// (our weights call may have landed with its answer lost).
+    TrafficObserved { percent: u8 },
+    /// Nothing new: only what the outbox owes is carried out. Bakes and deadlines are the
+    /// reconcile loop's `Tick`, which looks at the service first; a redelivered push, say, must
+    /// not pass a bake on what was seen before it ended.
+    Resume,
     /// A weight step was not made: right before it, the new colour had fewer healthy targets
     /// than it needs.
     NotHealthy {
@@ -158,6 +169,10 @@ pub enum Fact {
         alarm: String,
         reason: String,
         gating: bool,
+        /// When the alarm went into ALARM, as its state-change event says; `None` for the
+        /// state read now (DescribeAlarms). A late or redelivered event from before the rollout
+        /// started says nothing about it: the reconcile loop's reading decides then.
+        since: Option<DateTime<Utc>>,
     },
     /// A CloudWatch alarm left ALARM.
     AlarmCleared {
@@ -416,6 +431,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
         Fact::WeightsSet { percent } => engine(&d).weights_set(&mut d, *percent, now),
+        Fact::TrafficObserved { percent } => engine(&d).traffic_observed(&mut d, *percent, now),
         Fact::NotHealthy {
             percent,
             healthy,
@@ -434,9 +450,19 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             alarm,
             reason,
             gating,
+            since,
         } => {
             let gates = *gating || d.alarms.contains(alarm);
-            if d.in_flight() && d.status() != Status::RollingBack && gates {
+            let before = since.filter(|at| d.rollout.started_at.is_some_and(|s| *at < s));
+            if let Some(at) = before
+                && d.in_flight()
+                && gates
+            {
+                let text = format!(
+                    "alarm `{alarm}` went into ALARM before this rollout started; its state now                      decides (reconcile loop)"
+                );
+                note_once(&mut d, text, "aws.cloudwatch", at, now);
+            } else if d.in_flight() && d.status() != Status::RollingBack && gates {
                 let why = format!("alarm `{alarm}` is in ALARM: {reason}");
                 roll_back(&mut d, why, "aws.cloudwatch", now);
             }
@@ -475,6 +501,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::EffectGaveUp { seq, error } => gave_up(&mut d, *seq, error, now),
         Fact::Tick => tick(&mut d, now),
+        Fact::Resume => {}
     }
     let changed = d != *current;
     Decision {
@@ -504,7 +531,7 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             if progress.bake_until.is_some_and(|until| now >= until)
                 && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) =>
         {
-            engine(d).bake_passed(d, now);
+            engine(d).bake_over(d, now);
         }
         State::Deploying(progress) if now >= progress.progress_deadline => {
             let reason = format!(
@@ -816,6 +843,12 @@ fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>)
     d.traffic_percent = 0;
     alert(d, EventType::RolledBack, now);
     engine(d).rolled_back(d);
+}
+
+/// A call of a phase left behind is still in flight (cancelled, but it may yet land): what is
+/// observed now may not last, so nothing is concluded from it.
+fn stale_call_in_flight(d: &Deployment) -> bool {
+    d.stale_call_in_flight()
 }
 
 fn has_pending(d: &Deployment, what: impl Fn(&Effect) -> bool) -> bool {
@@ -1407,7 +1440,7 @@ mod tests {
     fn a_weight_step_given_up_mid_shift_puts_all_traffic_back() {
         let d = alb_deploying(r#"{"type":"canary","steps":[10,50,100],"bake_minutes":5}"#);
         let d = settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2));
-        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        let d = decide(&d, &green_ready(), t(2) + Duration::minutes(5)).deployment;
         assert_eq!(d.traffic_percent, 10);
         let step = start_effect(&d, |e| matches!(e, Effect::SetWeights { percent: 50 }));
         let d = give_up(d, step);
@@ -1637,14 +1670,16 @@ mod tests {
             !decide(&d, &Fact::Tick, t(2) + Duration::minutes(4)).changed,
             "still baking"
         );
-        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
-        assert_eq!(weights_asked(&d), vec![100]);
-        // A second tick before the weights are set asks for nothing more.
+        // A Tick alone passes no bake: the reconcile loop's look at the new colour after it does.
         assert!(!decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).changed);
+        let d = decide(&d, &green_ready(), t(2) + Duration::minutes(5)).deployment;
+        assert_eq!(weights_asked(&d), vec![100]);
+        // A second look before the weights are set asks for nothing more.
+        assert!(!decide(&d, &green_ready(), t(2) + Duration::minutes(5)).changed);
         let d = settle_effects(d, t(400));
         assert_eq!(d.traffic_percent, 100);
         assert_eq!(d.status(), Status::Shifting);
-        let done = decide(&d, &Fact::Tick, t(400) + Duration::minutes(5)).deployment;
+        let done = decide(&d, &green_ready(), t(400) + Duration::minutes(5)).deployment;
         assert_eq!(done.status(), Status::Succeeded);
         assert!(done.outbox.iter().any(|e| e.effect
             == Effect::Promote {
@@ -1679,6 +1714,7 @@ mod tests {
             alarm: "web-5xx".into(),
             reason: "Threshold Crossed: 7 > 5".into(),
             gating: false,
+            since: None,
         };
         let d = decide(&d, &fired, t(60)).deployment;
         assert_eq!(d.status(), Status::RollingBack);
@@ -1699,6 +1735,7 @@ mod tests {
             alarm: "someone-elses".into(),
             reason: "x".into(),
             gating: false,
+            since: None,
         };
         assert!(!decide(&d, &other, t(5)).changed);
     }
@@ -1792,7 +1829,7 @@ mod tests {
     #[test]
     fn a_rollback_cancels_a_weight_step_decided_before_it() {
         let d = shifting_at_10();
-        let d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        let d = decide(&d, &green_ready(), t(2) + Duration::minutes(5)).deployment;
         assert_eq!(weights_asked(&d), vec![50]);
         // The step's ModifyRule is throttled: its claim is released and it backs off.
         let mut d = d;
@@ -1808,6 +1845,7 @@ mod tests {
             alarm: "web-5xx".into(),
             reason: "Threshold Crossed".into(),
             gating: false,
+            since: None,
         };
         let d = decide(&d, &fired, t(410)).deployment;
         assert_eq!(
@@ -1831,7 +1869,7 @@ mod tests {
     #[test]
     fn a_weight_step_in_flight_during_a_rollback_is_stale_and_holds_the_lane() {
         let d = shifting_at_10();
-        let mut d = decide(&d, &Fact::Tick, t(2) + Duration::minutes(5)).deployment;
+        let mut d = decide(&d, &green_ready(), t(2) + Duration::minutes(5)).deployment;
         let step = d
             .outbox
             .iter()
@@ -1843,6 +1881,7 @@ mod tests {
             alarm: "web-5xx".into(),
             reason: "Threshold Crossed".into(),
             gating: false,
+            since: None,
         };
         let mut d = decide(&d, &fired, t(401)).deployment;
         assert_eq!(d.status(), Status::RollingBack);
@@ -2000,6 +2039,7 @@ mod tests {
             alarm: "added-later".into(),
             reason: "Threshold Crossed".into(),
             gating: true,
+            since: None,
         };
         assert_eq!(
             decide(&d, &fired, t(30)).deployment.status(),

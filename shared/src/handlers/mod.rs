@@ -273,6 +273,7 @@ async fn effect<P: Adapters>(
             task_definition,
             desired_count,
         } => {
+            take_idle_colour(ports, d).await?;
             let ecs_deployment_id = ports
                 .ecs()
                 .update_service(&d.rollout.cluster, service, task_definition, *desired_count)
@@ -562,7 +563,7 @@ pub fn start<'a, P: Adapters>(
             .ok_or_else(|| HandlerError::NotFound(id.to_string()))?;
         if d.status() != Status::Pending || d.starting() {
             // Finish whatever is owed (a start in the outbox, alerts).
-            return Ok(apply(ports, id, &Fact::Tick).await?.unwrap_or(d));
+            return Ok(apply(ports, id, &Fact::Resume).await?.unwrap_or(d));
         }
         let (service, environment) = (d.service.as_str(), d.environment.as_str());
         // One deployment per service and environment goes ahead, the newest: an older push
@@ -585,11 +586,11 @@ pub fn start<'a, P: Adapters>(
         }
         for _ in 0..MAX_ATTEMPTS {
             let mut stage = ports.store().stage(service, environment).await?;
-            // The holder blocks while it starts or is in flight.
+            // The holder blocks while it starts or is in flight, and after it ended while a
+            // call of a phase it left is still in flight (it may yet move ECS or the listener).
             if let Some(h) = stage.holder.as_deref().filter(|h| *h != id)
                 && let Some(o) = ports.store().get(h).await?
-                && o.status().is_active()
-                && !o.waiting()
+                && ((o.status().is_active() && !o.waiting()) || o.stale_call_in_flight())
             {
                 let fact = Fact::Queued { behind: o.id };
                 return Ok(apply(ports, id, &fact).await?.unwrap_or(d));
@@ -694,16 +695,37 @@ async fn register_revision<P: Adapters>(
             retry,
         )
         .await?;
-    let idle = stable.other();
-    // Only now, with the revision registered, take the idle colour on the stage item: a
-    // scale-down of it still owed to an earlier deployment becomes moot, and one in flight right
-    // now is waited for (the registration is found again on the next try). A start that fails
-    // before this point leaves the earlier deployment's scale-down owed.
+    // Who put the revision on the stable colour: the one whose delayed scale-down of it this
+    // deployment will owe after success. Only one deployment of the service and environment
+    // starts at a time, so it cannot change before the Deploy effect takes the idle colour.
+    let stable_owner = ports
+        .store()
+        .stage(&d.service, &d.environment)
+        .await?
+        .owner(stable)
+        .map(str::to_string);
+    Ok(Fact::RevisionRegistered {
+        previous_task_definition: live.task_definition,
+        new_task_definition,
+        desired_count: live.desired_count.max(1),
+        stable: Some(stable),
+        stable_owner,
+    })
+}
+
+/// alb-weights: right before its UpdateService, the deployment takes the idle colour on the
+/// stage item: a scale-down of it still owed to an earlier deployment becomes moot, and one in
+/// flight right now is waited for. Taken by the Deploy effect itself, which is fenced by the
+/// deployment's phase, so a start stopped before it (failed, aborted, superseded) never takes
+/// the colour and leaves the earlier deployment's scale-down owed.
+async fn take_idle_colour<P: Adapters>(ports: &P, d: &Deployment) -> Result<(), HandlerError> {
+    let Some((traffic, idle)) = d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c))) else {
+        return Ok(());
+    };
     let (svc, env) = (d.service.as_str(), d.environment.as_str());
-    let stable_owner = update_stage(ports, svc, env, |stage, now| {
-        let stable_owner = stage.owner(stable).map(str::to_string);
+    update_stage(ports, svc, env, |stage, now| {
         if stage.owner(idle) == Some(d.id.as_str()) {
-            return Ok(StageEdit::Keep(stable_owner));
+            return Ok(StageEdit::Keep(()));
         }
         if let Some(lock) = &stage.scaling
             && lock.colour == idle
@@ -715,16 +737,9 @@ async fn register_revision<P: Adapters>(
             )));
         }
         stage.set_owner(idle, &d.id);
-        Ok(StageEdit::Save(stable_owner))
+        Ok(StageEdit::Save(()))
     })
-    .await?;
-    Ok(Fact::RevisionRegistered {
-        previous_task_definition: live.task_definition,
-        new_task_definition,
-        desired_count: live.desired_count.max(1),
-        stable: Some(stable),
-        stable_owner,
-    })
+    .await
 }
 
 /// Success in one environment starts the same digest in the next.

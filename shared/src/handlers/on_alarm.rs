@@ -28,6 +28,7 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             alarm: change.alarm.clone(),
             reason: change.reason.clone(),
             gating: true,
+            since: change.at,
         }
     } else {
         Fact::AlarmCleared {

@@ -110,6 +110,7 @@ async fn reconcile<P: Adapters>(
                     alarm: alarm.name.clone(),
                     reason: alarm.reason.clone(),
                     gating: true,
+                    since: None,
                 };
                 return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
             }
@@ -136,11 +137,35 @@ async fn reconcile<P: Adapters>(
         Status::RollingBack => {
             if let Some(seen) = observe(ports, d).await? {
                 applied(Fact::ServiceObserved(seen)).await?;
+            } else if let Some(percent) = canary_weight(ports, d).await? {
+                applied(Fact::TrafficObserved { percent }).await?;
             }
             Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
         }
         _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
     }
+}
+
+/// alb-weights: the share of the listener's traffic on the new colour, as the listener says now.
+async fn canary_weight<P: Adapters>(ports: &P, d: &Deployment) -> Result<Option<u8>, HandlerError> {
+    let Some((traffic, canary)) = d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c)))
+    else {
+        return Ok(None);
+    };
+    let weights = ports.traffic().weights(&traffic.listener).await?;
+    let of = |tg: &str| -> u64 {
+        weights
+            .iter()
+            .filter(|(arn, _)| arn == tg)
+            .map(|(_, w)| u64::from(*w))
+            .sum()
+    };
+    let on_canary = of(&traffic.target(canary).target_group_arn);
+    let total = on_canary + of(&traffic.target(canary.other()).target_group_arn);
+    if total == 0 {
+        return Ok(None);
+    }
+    Ok(u8::try_from(on_canary * 100 / total).ok())
 }
 
 /// Failed tasks of the new revision that ECS still lists as stopped and the record has not
@@ -184,10 +209,10 @@ pub(crate) async fn observe<P: Adapters>(
     let intended = match d.status() {
         Status::Deploying => d.rollout.new_task_definition.as_deref(),
         Status::Shifting if d.traffic.is_some() => d.rollout.new_task_definition.as_deref(),
-        Status::RollingBack if d.traffic.is_none() => d
-            .rollback()
-            .filter(|r| r.issued_at.is_some())
-            .map(|r| r.to_task_definition.as_str()),
+        // Whether our call's answer came back or not: the service itself says where it is.
+        Status::RollingBack if d.traffic.is_none() => {
+            d.rollback().map(|r| r.to_task_definition.as_str())
+        }
         _ => None,
     };
     let Some(intended) = intended else {

@@ -9,7 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{
     Engine, Registered, ServiceObservation, colour_name, has_pending, note, note_or_ready,
-    observed_text, push_effect, record_observed, roll_back, rolled_back, succeed, transition,
+    observed_text, push_effect, record_observed, roll_back, rolled_back, stale_call_in_flight,
+    succeed, transition,
 };
 use crate::deployment::{Deployment, Effect, Observed, State, Status};
 
@@ -59,16 +60,24 @@ impl Engine for AlbWeights {
                     super::ready(d, why, "aws.ecs", now);
                 }
             }
-            // Kept for the end-of-bake health gate (`bake_passed`).
-            Status::Shifting => record_observed(
-                d,
-                Observed {
+            // The end-of-bake health gate: judged on this look, taken once the bake is over,
+            // never on one from before the step.
+            Status::Shifting => {
+                let observed = Observed {
                     running: seen.running,
                     desired,
                     healthy: seen.healthy_targets,
                     at: now,
-                },
-            ),
+                };
+                record_observed(d, observed);
+                let over = d
+                    .progress()
+                    .and_then(|p| p.bake_until)
+                    .is_some_and(|until| now >= until);
+                if over && !has_pending(d, |e| matches!(e, Effect::SetWeights { .. })) {
+                    bake_passed(d, seen.healthy_targets, now);
+                }
+            }
             _ => {}
         }
     }
@@ -89,44 +98,9 @@ impl Engine for AlbWeights {
         push_effect(d, Effect::SetWeights { percent: first });
     }
 
-    /// The step's gates include the new colour staying healthy at its desired count through the
-    /// bake (the reconcile loop observes it every tick); then the next step, or success.
-    fn bake_passed(&self, d: &mut Deployment, now: DateTime<Utc>) {
-        let desired = d.rollout.desired_count.unwrap_or(1);
-        let unhealthy = d
-            .rollout
-            .observed
-            .as_ref()
-            .and_then(|o| o.healthy)
-            .is_some_and(|h| h < desired);
-        if unhealthy {
-            let reason = format!(
-                "the new colour dropped below its desired count during the bake ({})",
-                observed_text(d)
-            );
-            roll_back(d, reason, "flightdeck", now);
-            return;
-        }
-        let Some(traffic) = d.traffic.as_mut() else {
-            succeed(d, now);
-            return;
-        };
-        if d.traffic_percent >= 100 || traffic.step + 1 >= traffic.steps.len() {
-            succeed(d, now);
-            return;
-        }
-        traffic.step += 1;
-        let percent = traffic.steps[traffic.step];
-        if let Some(progress) = d.progress_mut() {
-            progress.bake_until = None;
-        }
-        let reason = format!(
-            "bake of {} min passed with every gate green; shifting to {percent}%",
-            d.bake_minutes
-        );
-        note(d, reason, "flightdeck", now);
-        push_effect(d, Effect::SetWeights { percent });
-    }
+    /// The step's own gate is read when its bake is over (`observe`); a Tick alone decides
+    /// nothing.
+    fn bake_over(&self, _d: &mut Deployment, _now: DateTime<Utc>) {}
 
     /// Success owes the old colour's scale-down after `scale_down_after_minutes`.
     fn succeeded(&self, d: &mut Deployment, now: DateTime<Utc>) -> String {
@@ -203,6 +177,28 @@ impl Engine for AlbWeights {
         }
     }
 
+    /// Rolling back, the listener is seen with no traffic on the new colour: the rollback's
+    /// weights call landed (its answer may have been lost), unless an older call still in flight
+    /// can yet move traffic.
+    fn traffic_observed(&self, d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
+        if percent != 0 || stale_call_in_flight(d) {
+            return;
+        }
+        let Some(stable) = d.traffic.as_ref().and_then(|t| t.stable) else {
+            return;
+        };
+        let State::RollingBack { rollback } = &mut d.state else {
+            return;
+        };
+        rollback.issued_at.get_or_insert(now);
+        d.traffic_percent = 0;
+        let why = format!(
+            "the listener sends all traffic to the stable {} colour (read back)",
+            colour_name(stable)
+        );
+        rolled_back(d, why, "aws.elasticloadbalancing", now);
+    }
+
     /// After success, the old colour is scaled to zero once `scale_down_after_minutes` passed,
     /// and only while it still holds what this deployment retired (see `Effect::Scale`).
     fn tick_succeeded(&self, d: &mut Deployment, now: DateTime<Utc>) {
@@ -248,4 +244,38 @@ impl Engine for AlbWeights {
             traffic.scaled_down = true;
         }
     }
+}
+
+/// The end of a step's bake, judged on the look at the new colour taken after it: healthy at
+/// its desired count, the next step or success; else the rollback.
+fn bake_passed(d: &mut Deployment, healthy: Option<u32>, now: DateTime<Utc>) {
+    let desired = d.rollout.desired_count.unwrap_or(1);
+    let unhealthy = healthy.is_some_and(|h| h < desired);
+    if unhealthy {
+        let reason = format!(
+            "the new colour dropped below its desired count during the bake ({})",
+            observed_text(d)
+        );
+        roll_back(d, reason, "flightdeck", now);
+        return;
+    }
+    let Some(traffic) = d.traffic.as_mut() else {
+        succeed(d, now);
+        return;
+    };
+    if d.traffic_percent >= 100 || traffic.step + 1 >= traffic.steps.len() {
+        succeed(d, now);
+        return;
+    }
+    traffic.step += 1;
+    let percent = traffic.steps[traffic.step];
+    if let Some(progress) = d.progress_mut() {
+        progress.bake_until = None;
+    }
+    let reason = format!(
+        "bake of {} min passed with every gate green; shifting to {percent}%",
+        d.bake_minutes
+    );
+    note(d, reason, "flightdeck", now);
+    push_effect(d, Effect::SetWeights { percent });
 }

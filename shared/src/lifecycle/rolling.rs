@@ -5,8 +5,8 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back, succeed,
-    transition,
+    Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back,
+    stale_call_in_flight, succeed, transition,
 };
 use crate::deployment::{Deployment, Effect, Observed, State, Status, short_task_definition};
 
@@ -47,6 +47,7 @@ impl Engine for Rolling {
                 if rollback.to_task_definition == seen.task_definition
                     && seen.running >= seen.desired
                     && seen.steady
+                    && !stale_call_in_flight(d)
                 {
                     let why = format!(
                         "ECS service {} runs the previous revision {} at its desired count ({} \
@@ -149,7 +150,7 @@ impl Engine for Rolling {
         }
     }
 
-    fn bake_passed(&self, d: &mut Deployment, now: DateTime<Utc>) {
+    fn bake_over(&self, d: &mut Deployment, now: DateTime<Utc>) {
         succeed(d, now);
     }
 
