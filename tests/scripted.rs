@@ -2099,7 +2099,6 @@ fn published(h: &H, id: &str, event_type: &str) -> usize {
 /// stays ROLLING_BACK for ever, with traffic still on the rolled-back colour, and no
 /// `deployment.failed` is ever sent. (Before 2557a36 nothing was read: the deadline fired.)
 #[test]
-#[ignore = "review 4 #1: a failing listener read (shifter::canary_weight) skips the Tick: an alb rollback never reaches its deadline, no deployment.failed"]
 fn an_alb_rollback_whose_listener_cannot_be_read_still_fails_at_its_deadline() {
     let mut h = H::alb(
         2,
@@ -2152,7 +2151,6 @@ fn an_alb_rollback_whose_listener_cannot_be_read_still_fails_at_its_deadline() {
 /// before the Tick. An ECS API outage (UpdateService and DescribeServices throttled) during
 /// the rollback: ROLLING_BACK for ever, the new revision serving, no urgent alert.
 #[test]
-#[ignore = "review 4 #1: a failing DescribeServices during a rolling rollback skips the Tick: no deadline, no deployment.failed"]
 fn a_rolling_rollback_whose_service_cannot_be_read_still_fails_at_its_deadline() {
     let mut h = H::rolling(2, r#","alarms":["api-5xx"]"#);
     let (push, id) = h.push_event("api", "api", "v2", 'c');
@@ -2194,7 +2192,6 @@ fn a_rolling_rollback_whose_service_cannot_be_read_still_fails_at_its_deadline()
 /// its partial traffic split in SHIFTING for ever: no rollback, no alert, and the service and
 /// environment's slot is never given up (every later push queues behind it).
 #[test]
-#[ignore = "review 4 #2: an alb bake ends only on a successful look; SHIFTING has no deadline: stuck at a partial split for ever, no alert"]
 fn an_alb_bake_whose_end_cannot_be_read_does_not_hold_the_deployment_for_ever() {
     let mut h = H::alb(
         2,
@@ -2249,7 +2246,6 @@ fn an_alb_bake_whose_end_cannot_be_read_does_not_hold_the_deployment_for_ever() 
 /// environment fails in `start` reading it. The fuzz seeds were rewritten to the new shape
 /// instead of kept as the stored format of the version before.
 #[test]
-#[ignore = "review 4 #3: a DEPLOYING/SHIFTING record stored before 854ecfb is refused (missing progress_deadline) after an upgrade"]
 fn a_deployment_stored_in_flight_by_the_previous_version_is_still_read_after_an_upgrade() {
     let current: serde_json::Value = serde_json::from_str(include_str!(
         "../fuzz/seeds/deployment_record/checkout-api.staging.4-after-2.json"

@@ -124,6 +124,22 @@ pub struct Rollout {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub observed: Option<Observed>,
+    /// Where records stored before the phase-typed state kept the rollout's progress; read
+    /// once (see `Deployment::upgrade`), never written.
+    #[serde(flatten, skip_serializing)]
+    pub legacy: LegacyProgress,
+}
+
+/// `rollout.progress_deadline`, `rollout.settled_at`, `rollout.bake_until` of a record stored
+/// before the phase carried its own data.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct LegacyProgress {
+    #[serde(default)]
+    pub progress_deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub settled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub bake_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +328,9 @@ pub enum State {
 /// and the end of the current bake, once known.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
+    /// Missing only in a record stored before the phase-typed state: `Deployment::upgrade`
+    /// takes it from where that record kept it.
+    #[serde(default = "unknown_deadline")]
     pub progress_deadline: DateTime<Utc>,
     #[serde(default)]
     pub settled_at: Option<DateTime<Utc>>,
@@ -455,6 +474,7 @@ pub struct PendingEffect {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Deployment {
     pub id: String,
     pub service: String,
@@ -725,6 +745,7 @@ impl Deployment {
                 desired_count: None,
                 started_at: None,
                 observed: None,
+                legacy: LegacyProgress::default(),
             },
             max_failed_tasks: registration.spec.gates.max_failed_tasks,
             bake_minutes: registration.bake_minutes(),
@@ -880,6 +901,45 @@ impl Deployment {
     }
 }
 
+/// Stored and read as its fields; a record stored by an earlier version is upgraded as it is
+/// read, so that a deployment in flight across an upgrade of Flightdeck goes on.
+impl Serialize for Deployment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Deployment::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Deployment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut d = Deployment::deserialize(deserializer)?;
+        d.upgrade();
+        Ok(d)
+    }
+}
+
+fn unknown_deadline() -> DateTime<Utc> {
+    DateTime::<Utc>::MIN_UTC
+}
+
+impl Deployment {
+    /// A record stored before the phase-typed state kept its rollout's progress under
+    /// `rollout`: it moves into the phase (a missing deadline counts from the rollout's start).
+    fn upgrade(&mut self) {
+        let legacy = std::mem::take(&mut self.rollout.legacy);
+        let minutes = i64::from(self.progress_deadline_minutes.max(1));
+        let since = self.rollout.started_at.unwrap_or(self.updated_at);
+        if let State::Deploying(p) | State::Shifting(p) = &mut self.state {
+            if p.progress_deadline == unknown_deadline() {
+                p.progress_deadline = legacy
+                    .progress_deadline
+                    .unwrap_or(since + chrono::Duration::minutes(minutes));
+            }
+            p.settled_at = p.settled_at.or(legacy.settled_at);
+            p.bake_until = p.bake_until.or(legacy.bake_until);
+        }
+    }
+}
+
 fn default_progress_deadline() -> u32 {
     crate::registration::DEFAULT_PROGRESS_DEADLINE_MINUTES
 }
@@ -955,16 +1015,57 @@ mod tests {
         let mut v = stored(State::Pending {
             queued_behind: None,
         });
-        v["status"] = "DEPLOYING".into();
-        assert!(
-            serde_json::from_value::<Deployment>(v.clone()).is_err(),
-            "no progress deadline"
-        );
         v["status"] = "ROLLED_BACK".into();
         v["finished_at"] = "2026-11-20T10:05:00Z".into();
         assert!(
             serde_json::from_value::<Deployment>(v).is_err(),
             "no rollback"
+        );
+    }
+
+    /// A deployment in flight across an upgrade: the version before the phase-typed state kept
+    /// the rollout's progress under `rollout`; it is read into the phase, and written the new
+    /// way.
+    #[test]
+    fn a_rollout_stored_by_the_previous_version_is_read_into_its_phase() {
+        let mut v = stored(State::Pending {
+            queued_behind: None,
+        });
+        v["status"] = "SHIFTING".into();
+        v["finished_at"] = serde_json::Value::Null;
+        v["rollback"] = serde_json::Value::Null;
+        v["rollout"]["started_at"] = "2026-11-20T10:00:30Z".into();
+        v["rollout"]["progress_deadline"] = "2026-11-20T10:10:30Z".into();
+        v["rollout"]["settled_at"] = "2026-11-20T10:02:00Z".into();
+        v["rollout"]["bake_until"] = "2026-11-20T10:07:00Z".into();
+        let d: Deployment = serde_json::from_value(v).unwrap();
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            d.progress(),
+            Some(&Progress {
+                progress_deadline: at("2026-11-20T10:10:30Z"),
+                settled_at: Some(at("2026-11-20T10:02:00Z")),
+                bake_until: Some(at("2026-11-20T10:07:00Z")),
+            })
+        );
+        let again = serde_json::to_value(&d).unwrap();
+        assert!(
+            again["rollout"].get("bake_until").is_none(),
+            "written the new way"
+        );
+        assert_eq!(serde_json::from_value::<Deployment>(again).unwrap(), d);
+
+        // Without a deadline stored anywhere, it counts from the rollout's start.
+        let mut v = serde_json::to_value(&d).unwrap();
+        v.as_object_mut().unwrap().remove("progress_deadline");
+        let d: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            d.progress().map(|p| p.progress_deadline),
+            Some(at("2026-11-20T10:00:30Z") + chrono::Duration::minutes(10))
         );
     }
 

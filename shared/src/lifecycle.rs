@@ -459,7 +459,8 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 && gates
             {
                 let text = format!(
-                    "alarm `{alarm}` went into ALARM before this rollout started; its state now                      decides (reconcile loop)"
+                    "alarm `{alarm}` went into ALARM before this rollout started; its state now \
+                     decides (reconcile loop)"
                 );
                 note_once(&mut d, text, "aws.cloudwatch", at, now);
             } else if d.in_flight() && d.status() != Status::RollingBack && gates {

@@ -118,32 +118,56 @@ async fn reconcile<P: Adapters>(
             // gate: the new colour healthy at its desired count), so holding a step reads nothing.
             let now = ports.clock().now();
             let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
-            if (d.status() == Status::Deploying || bake_over)
-                && let Some(seen) = observe(ports, d).await?
-            {
-                applied(Fact::ServiceObserved(seen)).await?;
-            }
-            // Crash loops are counted from what ECS keeps of stopped tasks too, so that lost
-            // task events cannot hide one. Failures already counted are not applied again.
-            for task in stopped_failures(ports, d).await? {
-                if let Some(after) = applied(Fact::Task(task)).await?
-                    && !matches!(after.status(), Status::Deploying | Status::Shifting)
+            let looked = async {
+                if (d.status() == Status::Deploying || bake_over)
+                    && let Some(seen) = observe(ports, d).await?
                 {
-                    return Ok(after);
+                    applied(Fact::ServiceObserved(seen)).await?;
                 }
+                // Crash loops are counted from what ECS keeps of stopped tasks too, so that
+                // lost task events cannot hide one. Failures already counted are not applied
+                // again.
+                for task in stopped_failures(ports, d).await? {
+                    if let Some(after) = applied(Fact::Task(task)).await?
+                        && !matches!(after.status(), Status::Deploying | Status::Shifting)
+                    {
+                        return Ok(Some(after));
+                    }
+                }
+                Ok::<_, HandlerError>(None)
             }
-            Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
+            .await;
+            if let Ok(Some(ended)) = looked {
+                return Ok(ended);
+            }
+            tick_after(applied(Fact::Tick).await?, d, looked.map(|_| ()))
         }
         Status::RollingBack => {
-            if let Some(seen) = observe(ports, d).await? {
-                applied(Fact::ServiceObserved(seen)).await?;
-            } else if let Some(percent) = canary_weight(ports, d).await? {
-                applied(Fact::TrafficObserved { percent }).await?;
+            let looked = async {
+                if let Some(seen) = observe(ports, d).await? {
+                    applied(Fact::ServiceObserved(seen)).await?;
+                } else if let Some(percent) = canary_weight(ports, d).await? {
+                    applied(Fact::TrafficObserved { percent }).await?;
+                }
+                Ok::<_, HandlerError>(())
             }
-            Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone()))
+            .await;
+            tick_after(applied(Fact::Tick).await?, d, looked)
         }
         _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
     }
+}
+
+/// The Tick runs whether or not the reads before it worked: deadlines (the progress deadline,
+/// the rollback deadline, an unreadable end of a bake) must not wait for AWS reads to recover.
+/// A read that failed is still reported, after the Tick.
+fn tick_after(
+    ticked: Option<Deployment>,
+    d: &Deployment,
+    looked: Result<(), HandlerError>,
+) -> Result<Deployment, HandlerError> {
+    looked?;
+    Ok(ticked.unwrap_or_else(|| d.clone()))
 }
 
 /// alb-weights: the share of the listener's traffic on the new colour, as the listener says now.

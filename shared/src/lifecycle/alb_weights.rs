@@ -98,9 +98,24 @@ impl Engine for AlbWeights {
         push_effect(d, Effect::SetWeights { percent: first });
     }
 
-    /// The step's own gate is read when its bake is over (`observe`); a Tick alone decides
-    /// nothing.
-    fn bake_over(&self, _d: &mut Deployment, _now: DateTime<Utc>) {}
+    /// The step's own gate is read when its bake is over (`observe`); a Tick alone passes
+    /// nothing. A bake whose end cannot be judged for the progress deadline (the new colour's
+    /// service or target health unreadable all along) is rolled back, never held for ever.
+    fn bake_over(&self, d: &mut Deployment, now: DateTime<Utc>) {
+        let Some(until) = d.progress().and_then(|p| p.bake_until) else {
+            return;
+        };
+        if now >= until + super::deadline(d) {
+            let reason = format!(
+                "the end of the {}% step's bake could not be judged within {} min: the new \
+                 colour's health could not be read ({})",
+                d.traffic_percent,
+                d.progress_deadline_minutes,
+                observed_text(d)
+            );
+            roll_back(d, reason, "flightdeck", now);
+        }
+    }
 
     /// Success owes the old colour's scale-down after `scale_down_after_minutes`.
     fn succeeded(&self, d: &mut Deployment, now: DateTime<Utc>) -> String {
