@@ -2272,3 +2272,81 @@ fn a_deployment_stored_in_flight_by_the_previous_version_is_still_read_after_an_
         read.err().map(|e| e.to_string()).unwrap_or_default()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Promotions whose start fails.
+
+/// A promotion is done once the next environment's record exists: the reconcile loop starts a
+/// PENDING deployment too. When starting it right away fails (here the active-deployments
+/// query of DynamoDB is throttled for ten minutes), the staging deployment must not give the
+/// promotion up with `deployment.follow_up_failed` while the production deployment exists and
+/// goes on to deploy: the alert would say the image was never promoted.
+#[test]
+fn a_promotion_whose_start_fails_is_not_reported_given_up_while_it_deploys() {
+    let h = H::rolling(2, "");
+    {
+        let mut w = h.w();
+        let key = ("api".to_string(), "staging".to_string());
+        if let Some(reg) = w.store.registrations.get_mut(&key) {
+            reg.spec.promote_to = Some("production".into());
+        }
+        let json = format!(
+            r#"{{"cluster":"{CLUSTER}","repository":"api","container":"app",
+                "engine":{{"type":"rolling","service":"api-prod"}},
+                "strategy":{{"type":"all-at-once","bake_minutes":0}},
+                "gates":{{"max_failed_tasks":3}},
+                "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"]}}"#
+        );
+        let reg = Registration::parse("api", "production", &json).expect("registration");
+        w.store
+            .registrations
+            .insert(("api".into(), "production".into()), reg);
+        let td = w
+            .ecs
+            .register("api", "app", &image("api", &digest('0')), None);
+        w.ecs.create_service(CLUSTER, "api-prod", &td, 2, None);
+        let now = w.now;
+        w.ecs.settle_initial(now);
+    }
+    let mut h = h;
+    let (push, staging) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert_eq!(h.get(&staging).status(), Status::Deploying, "harness");
+    // From now on, for ten minutes, every query of a service's active deployments fails.
+    h.w().failing.push("DynamoDB Query active");
+    let promoted = |h: &H| {
+        h.w()
+            .store
+            .deployments
+            .values()
+            .find(|d| d.environment == "production")
+            .cloned()
+    };
+    assert!(
+        h.until(10, 600, true, |h| promoted(h).is_some()),
+        "harness: staging never promoted ({})",
+        h.get(&staging).status()
+    );
+    h.until(10, 600, true, |_| false);
+    h.w().failing.clear();
+    assert!(
+        h.until(10, 600, true, |h| promoted(h)
+            .is_some_and(|p| p.status() != Status::Pending)),
+        "the promoted deployment never started once DynamoDB answered again"
+    );
+    let given_up: Vec<String> = h
+        .w()
+        .sns
+        .iter()
+        .filter(|p| p.event_type == "deployment.follow_up_failed")
+        .map(|p| format!("{:?}", p.deployment_id))
+        .collect();
+    assert!(
+        given_up.is_empty(),
+        "the promotion was reported given up ({given_up:?}) while production deployment {} is {}",
+        promoted(&h).map(|p| p.id).unwrap_or_default(),
+        promoted(&h)
+            .map(|p| p.status().to_string())
+            .unwrap_or_default()
+    );
+}

@@ -764,12 +764,25 @@ async fn promote<P: Adapters>(
     };
     let promoted = Deployment::promotion_of(from, &next, ports.clock().now());
     let promoted_id = promoted.id.clone();
-    let d = create_and_start(ports, promoted).await?;
-    Ok(Fact::Noted {
-        reason: format!(
+    // The promotion is done once the record exists (a retry finds it); starting it is the
+    // reconcile loop's too, so a start that fails now does not make the promotion fail.
+    ports.store().create(&promoted).await?;
+    let reason = match start(ports, &promoted_id).await {
+        Ok(d) => format!(
             "promoted to {environment} as {promoted_id} ({})",
             d.status()
         ),
+        Err(e) => {
+            warn!(deployment_id = %from.id, promoted = %promoted_id, error = %e,
+                  "promoted; its start is left to the reconcile loop");
+            format!(
+                "promoted to {environment} as {promoted_id} (PENDING; its start is retried by \
+                 the reconcile loop: {e})"
+            )
+        }
+    };
+    Ok(Fact::Noted {
+        reason,
         actor: "flightdeck".to_string(),
     })
 }

@@ -47,7 +47,11 @@ impl Sim {
         YieldOnce(false).await;
         let mut w = self.lock();
         w.port_calls += 1;
-        let fault = w.pick_fault(kind);
+        let fault = if w.failing.contains(&op) {
+            Fault::Before
+        } else {
+            w.pick_fault(kind)
+        };
         if fault != Fault::None {
             w.faults_injected += 1;
         }

@@ -421,6 +421,9 @@ pub struct World {
     pub rng: fastrand::Rng,
     pub faults: Faults,
     pub quiet: bool,
+    /// Port operations (by name, e.g. "DynamoDB Query active") that fail before taking effect
+    /// while listed: scripted outages for tests; the seeded runs never set it.
+    pub failing: Vec<&'static str>,
     pub store: Store,
     pub ecs: Ecs,
     pub elb: Elb,
@@ -466,6 +469,7 @@ impl World {
             rng: fastrand::Rng::with_seed(seed),
             faults: Faults::default(),
             quiet: false,
+            failing: Vec::new(),
             store: Store::default(),
             ecs: Ecs::default(),
             elb: Elb::default(),
