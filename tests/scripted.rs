@@ -537,6 +537,24 @@ impl H {
         done(self)
     }
 
+    /// Pushes `tag` of `web` (alb-weights) and runs until its deployment is SHIFTING with
+    /// `percent` on the new colour; its id.
+    fn pushed_to_step(&mut self, tag: &str, percent: u8, limit: i64) -> String {
+        let (push, id) = self.push_event("web", "web", tag, 'a');
+        self.handle_push(push);
+        assert!(
+            self.until(5, limit, true, |h| {
+                let d = h.get(&id);
+                d.status() == Status::Shifting
+                    && d.traffic_percent == percent
+                    && d.progress().is_some_and(|p| p.bake_until.is_some())
+            }),
+            "harness: the deployment never got to {percent}%:\n{}",
+            self.trace_tail(40)
+        );
+        id
+    }
+
     fn trace_tail(&self, n: usize) -> String {
         let w = self.w();
         let lines: Vec<&String> = w
@@ -565,18 +583,7 @@ fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
         0,
         r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
     );
-    let (push, id) = h.push_event("web", "web", "v2", 'a');
-    h.handle_push(push);
-    assert!(
-        h.until(5, 900, true, |h| {
-            let d = h.get(&id);
-            d.status() == Status::Shifting
-                && d.traffic_percent == 10
-                && d.progress().is_some_and(|p| p.bake_until.is_some())
-        }),
-        "harness: the deployment never got to its first step:\n{}",
-        h.trace_tail(40)
-    );
+    let id = h.pushed_to_step("v2", 10, 900);
     // The bake ends; the shifter decides the step to 100% and its ModifyRule hangs in flight.
     let bake_until = h.get(&id).progress().and_then(|p| p.bake_until).unwrap();
     {
@@ -1760,16 +1767,7 @@ fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_ever
         0,
         r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#,
     );
-    let (push, id) = h.push_event("web", "web", "v2", 'a');
-    h.handle_push(push);
-    assert!(
-        h.until(5, 900, true, |h| {
-            let d = h.get(&id);
-            d.status() == Status::Shifting && d.traffic_percent == 10
-        }),
-        "harness: the deployment never got to its first step:\n{}",
-        h.trace_tail(40)
-    );
+    let id = h.pushed_to_step("v2", 10, 900);
     let mut faults = vec!["lost"];
     faults.extend(std::iter::repeat_n("before", 200));
     lock(&h.script).set_weights_faults = VecDeque::from(faults);
@@ -1919,16 +1917,7 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
         0,
         r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
     );
-    let (push, a) = h.push_event("web", "web", "v2", 'a');
-    h.handle_push(push);
-    assert!(
-        h.until(5, 1200, true, |h| {
-            let d = h.get(&a);
-            d.status() == Status::Shifting && d.traffic_percent == 100
-        }),
-        "harness: A never got to 100%:\n{}",
-        h.trace_tail(40)
-    );
+    let a = h.pushed_to_step("v2", 100, 1200);
     lock(&h.script).set_weights_faults = VecDeque::from(vec!["before"; 500]);
     let now = h.w().now;
     block_on(on_alarm::handle(
@@ -2105,16 +2094,7 @@ fn an_alb_rollback_whose_listener_cannot_be_read_still_fails_at_its_deadline() {
         0,
         r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#,
     );
-    let (push, id) = h.push_event("web", "web", "v2", 'a');
-    h.handle_push(push);
-    assert!(
-        h.until(5, 900, true, |h| {
-            let d = h.get(&id);
-            d.status() == Status::Shifting && d.traffic_percent == 10
-        }),
-        "harness: the deployment never got to its first step:\n{}",
-        h.trace_tail(40)
-    );
+    let id = h.pushed_to_step("v2", 10, 900);
     // ELBv2 is down: writes and reads are throttled.
     {
         let mut s = lock(&h.script);
@@ -2198,18 +2178,7 @@ fn an_alb_bake_whose_end_cannot_be_read_does_not_hold_the_deployment_for_ever() 
         0,
         r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
     );
-    let (push, id) = h.push_event("web", "web", "v2", 'a');
-    h.handle_push(push);
-    assert!(
-        h.until(5, 900, true, |h| {
-            let d = h.get(&id);
-            d.status() == Status::Shifting
-                && d.traffic_percent == 10
-                && d.progress().is_some_and(|p| p.bake_until.is_some())
-        }),
-        "harness: the deployment never got to its first step:\n{}",
-        h.trace_tail(40)
-    );
+    let id = h.pushed_to_step("v2", 10, 900);
     let bake_until = h.get(&id).progress().and_then(|p| p.bake_until).unwrap();
     lock(&h.script).target_health_fails = true;
     // An hour.
