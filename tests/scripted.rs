@@ -1642,9 +1642,12 @@ fn seeds_keep_the_invariants(seeds: &[u64], options: &flightdeck_local::sim::Opt
 /// while it is in flight, the call's answer is lost, and the failure is not recorded because
 /// the effect is cancelled — the claim stays until its lease (the root cause of
 /// `a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once`).
+/// The 200,000-seed run finds seed 126675 (claim-released): the shifter's claim write on a
+/// weight step lands with its answer lost, an abort cancels the step before the shifter
+/// reloads, and the shifter leaves its own claim on the cancelled step it never started.
 #[test]
 fn seeds_found_in_review_keep_the_invariants() {
-    seeds_keep_the_invariants(&[22070], &flightdeck_local::sim::Options::default());
+    seeds_keep_the_invariants(&[22070, 126675], &flightdeck_local::sim::Options::default());
 }
 
 /// With every ECS event lost, seeds 0..5000 (the test command runs only 0..300) include

@@ -56,12 +56,19 @@ fn head(d: &Deployment, lane: Lane) -> Option<&PendingEffect> {
         .min_by_key(|e| e.seq)
 }
 
-/// Drops cancelled effects whose claimant is gone (lease passed): they no longer hold their
-/// lane. Returns whether anything was dropped.
-pub fn drop_abandoned(d: &mut Deployment, now: DateTime<Utc>) -> bool {
+/// Drops cancelled effects whose claimant is gone (lease passed), and those claimed by the
+/// invocation `token` itself, which carries out one effect at a time and has none in flight
+/// when it looks (its claim write landed, its answer was lost, and the effect was cancelled
+/// before it could start the call): they no longer hold their lane. Returns whether anything
+/// was dropped.
+pub fn drop_abandoned(d: &mut Deployment, token: &str, now: DateTime<Utc>) -> bool {
     let before = d.outbox.len();
-    d.outbox
-        .retain(|e| !(e.cancelled && e.claim.as_ref().is_none_or(|c| now - c.at >= CLAIM_LEASE)));
+    d.outbox.retain(|e| {
+        !(e.cancelled
+            && e.claim
+                .as_ref()
+                .is_none_or(|c| c.token == token || now - c.at >= CLAIM_LEASE))
+    });
     d.outbox.len() != before
 }
 
@@ -250,6 +257,26 @@ mod tests {
             Some(0),
             "taken over after the lease"
         );
+    }
+
+    /// Seed 126675 of the 200,000-seed run: an invocation's claim write lands with its answer
+    /// lost; before it reloads, an abort cancels the effect (claimed, so it is kept, holding
+    /// its lane). The invocation then finds its own claim on a cancelled effect it never
+    /// started: it must let go of it, or the rollback's call waits behind it for the lease.
+    #[test]
+    fn our_own_claim_on_an_effect_cancelled_before_we_started_it_is_dropped() {
+        let mut d = with_effects(vec![Effect::SetWeights { percent: 100 }]);
+        assert!(claim(&mut d, 0, "inv-1", t(1)));
+        d.outbox[0].cancelled = true;
+        assert!(
+            !drop_abandoned(&mut d, "inv-2", t(2)),
+            "another's: in flight, kept"
+        );
+        assert!(
+            drop_abandoned(&mut d, "inv-1", t(2)),
+            "ours and not started: dropped"
+        );
+        assert!(d.outbox.is_empty());
     }
 
     #[test]

@@ -209,7 +209,7 @@ async fn carry_out<P: Adapters>(
 ) -> Result<Deployment, HandlerError> {
     for _ in 0..MAX_ATTEMPTS * 4 {
         let now = ports.clock().now();
-        if outbox::drop_abandoned(&mut d, now) {
+        if outbox::drop_abandoned(&mut d, token, now) {
             d = save_or_reload(ports, d).await?.0;
             continue;
         }

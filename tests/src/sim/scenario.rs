@@ -221,7 +221,13 @@ fn alb(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> RegPlan {
         }),
         alarm: alarm.then(|| "web-5xx".to_string()),
         services: vec![blue.service, green.service],
-        budget: Duration::minutes(2 * PROGRESS_DEADLINE_MINUTES + steps as i64 * (bake + 1) + 3),
+        // The deadlines Flightdeck keeps: the rollout's progress deadline; each step's bake and
+        // then, for the look at the new colour that judges it (a minute per try; under the
+        // noisy phase's faults tries fail), at most the progress deadline before it rolls back;
+        // the rollback deadline; three ticks.
+        budget: Duration::minutes(
+            2 * PROGRESS_DEADLINE_MINUTES + steps as i64 * (bake + PROGRESS_DEADLINE_MINUTES) + 3,
+        ),
         steps,
     }
 }
