@@ -9,6 +9,7 @@ pub mod config;
 pub mod deployment;
 pub mod events;
 pub mod lifecycle;
+pub mod native;
 pub mod outbox;
 pub mod ports;
 pub mod principal;
