@@ -19,7 +19,7 @@ use flightdeck::registration::Registration;
 use flightdeck_local::sim::ecs::{self, Quality, Task, TaskStatus};
 use flightdeck_local::sim::events;
 use flightdeck_local::sim::ports::{
-    Alarms, Ecs as SimEcs, Images, Sim, SimClock, Sns, Store, Traffic as SimTraffic,
+    Alarms, Ecs as SimEcs, Images, Sim, SimClock, Sns, Store, Traffic as SimTraffic, YieldOnce,
 };
 use flightdeck_local::sim::world::{ACCOUNT, Alarm, REGION, RuleAction, Target, World};
 
@@ -75,23 +75,6 @@ fn lock(s: &Shared) -> MutexGuard<'_, Script> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Pending once, waking itself: an await point.
-#[derive(Default)]
-struct Yield(bool);
-
-impl Future for Yield {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
-
 struct ScriptedEcs {
     inner: SimEcs,
     script: Shared,
@@ -126,18 +109,18 @@ impl EcsControl for ScriptedEcs {
     ) -> PortResult<String> {
         if lock(&self.script).register_hangs {
             loop {
-                Yield::default().await;
+                YieldOnce::default().await;
             }
         }
         let hold = std::mem::take(&mut lock(&self.script).hold_next_register);
         if hold {
             lock(&self.script).register_held = true;
             while !lock(&self.script).register_release {
-                Yield::default().await;
+                YieldOnce::default().await;
             }
         }
         if lock(&self.script).register_fails {
-            Yield::default().await;
+            YieldOnce::default().await;
             return Err(PortError::remote(
                 "ECS RegisterTaskDefinition",
                 "ClientException: Role is not valid (simulated)",
@@ -197,7 +180,7 @@ impl EcsControl for ScriptedEcs {
         let hang = std::mem::take(&mut lock(&self.script).scale_hangs);
         if hang {
             loop {
-                Yield::default().await;
+                YieldOnce::default().await;
             }
         }
         self.inner.scale(cluster, service, desired_count).await
@@ -231,7 +214,7 @@ impl TrafficControl for ScriptedTraffic {
                 if lock(&self.script).release {
                     break;
                 }
-                Yield::default().await;
+                YieldOnce::default().await;
             }
             if lock(&self.script).held_set_weights_lands {
                 return self.inner.set_weights(listener, weights).await;
@@ -498,6 +481,17 @@ impl H {
         }
     }
 
+    /// The gating alarm of `service` (`api-5xx` for api, `web-5xx` otherwise) goes to ALARM
+    /// now, delivered to `on-alarm` as event `id`.
+    fn fire_alarm(&self, id: &str, service: &str) {
+        let now = self.w().now;
+        block_on(on_alarm::handle(
+            &self.ports,
+            alarm_event(id, now, "ALARM", service),
+        ))
+        .expect("alarm handled");
+    }
+
     /// Drops every event on the bus (lost).
     fn lose_events(&self) {
         self.w().bus.clear();
@@ -606,18 +600,7 @@ fn a_cancelled_weight_step_whose_call_fails_releases_its_lane_at_once() {
         assert!(polls < 10_000, "harness: the step never started");
     }
     // Meanwhile the alarm fires: the deployment rolls back.
-    let now = h.w().now;
-    let alarm = events::alarm_state_change(&events::AlarmEvent {
-        id: "evt-alarm-1".into(),
-        at: now,
-        alarm: "web-5xx",
-        state: "ALARM",
-        previous: "OK",
-        reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)",
-        cluster: CLUSTER,
-        service: "web-green",
-    });
-    block_on(on_alarm::handle(&h.ports, alarm)).expect("alarm handled");
+    h.fire_alarm("evt-alarm-1", "web-green");
     assert_eq!(h.get(&id).status(), Status::RollingBack);
     // The in-flight ModifyRule fails (throttled); the shifter invocation ends.
     lock(&h.script).release = true;
@@ -1456,18 +1439,7 @@ fn a_rollback_whose_update_service_landed_unanswered_ends_rolled_back_not_failed
     lock(&h.script).update_service_faults = VecDeque::from(vec![
         "lost", "before", "before", "before", "before", "before",
     ]);
-    let now = h.w().now;
-    let alarm = events::alarm_state_change(&events::AlarmEvent {
-        id: "evt-alarm-rb".into(),
-        at: now,
-        alarm: "api-5xx",
-        state: "ALARM",
-        previous: "OK",
-        reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)",
-        cluster: CLUSTER,
-        service: "api",
-    });
-    block_on(on_alarm::handle(&h.ports, alarm)).expect("alarm handled");
+    h.fire_alarm("evt-alarm-rb", "api");
     assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
     let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
@@ -1726,12 +1698,7 @@ fn a_rollback_that_landed_unanswered_ends_rolled_back_even_if_every_retry_fails(
     let mut faults = vec!["lost"];
     faults.extend(std::iter::repeat_n("before", 200));
     lock(&h.script).update_service_faults = VecDeque::from(faults);
-    let now = h.w().now;
-    block_on(on_alarm::handle(
-        &h.ports,
-        alarm_event("evt-alarm-3a", now, "ALARM", "api"),
-    ))
-    .expect("alarm handled");
+    h.fire_alarm("evt-alarm-3a", "api");
     assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
     let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
@@ -1774,12 +1741,7 @@ fn an_alb_rollback_whose_weights_landed_unanswered_ends_rolled_back_even_if_ever
     let mut faults = vec!["lost"];
     faults.extend(std::iter::repeat_n("before", 200));
     lock(&h.script).set_weights_faults = VecDeque::from(faults);
-    let now = h.w().now;
-    block_on(on_alarm::handle(
-        &h.ports,
-        alarm_event("evt-alarm-3b", now, "ALARM", "web-green"),
-    ))
-    .expect("alarm handled");
+    h.fire_alarm("evt-alarm-3b", "web-green");
     assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
     let ended = h.until(10, 1800, true, |h| !h.get(&id).status().is_active());
     let d = h.get(&id);
@@ -1922,12 +1884,7 @@ fn a_failed_rollback_call_still_in_flight_never_moves_the_next_deployments_traff
     );
     let a = h.pushed_to_step("v2", 100, 1200);
     lock(&h.script).set_weights_faults = VecDeque::from(vec!["before"; 500]);
-    let now = h.w().now;
-    block_on(on_alarm::handle(
-        &h.ports,
-        alarm_event("evt-alarm-3f", now, "ALARM", "web-green"),
-    ))
-    .expect("alarm handled");
+    h.fire_alarm("evt-alarm-3f", "web-green");
     let deadline = h.get(&a).rollback().and_then(|r| r.deadline).unwrap();
     // Retries are throttled until shortly before the deadline; the last one before it is due
     // at most 30 s before the deadline (a tick of the reconcile loop runs it).
@@ -2105,12 +2062,7 @@ fn an_alb_rollback_whose_listener_cannot_be_read_still_fails_at_its_deadline() {
         s.weights_read_fails = true;
         s.target_health_fails = true;
     }
-    let now = h.w().now;
-    block_on(on_alarm::handle(
-        &h.ports,
-        alarm_event("evt-alarm-4a", now, "ALARM", "web-green"),
-    ))
-    .expect("alarm handled");
+    h.fire_alarm("evt-alarm-4a", "web-green");
     let deadline = h.get(&id).rollback().and_then(|r| r.deadline).unwrap();
     assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
     // Twenty minutes past the rollback deadline.
@@ -2145,12 +2097,7 @@ fn a_rolling_rollback_whose_service_cannot_be_read_still_fails_at_its_deadline()
         s.update_service_faults = VecDeque::from(vec!["before"; 500]);
         s.describe_fails = true;
     }
-    let now = h.w().now;
-    block_on(on_alarm::handle(
-        &h.ports,
-        alarm_event("evt-alarm-4b", now, "ALARM", "api"),
-    ))
-    .expect("alarm handled");
+    h.fire_alarm("evt-alarm-4b", "api");
     assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
     let deadline = h.get(&id).rollback().and_then(|r| r.deadline).unwrap();
     h.until(10, 1800, true, |h| !h.get(&id).status().is_active());

@@ -286,6 +286,7 @@ fn short_error(e: &PortError) -> String {
 }
 
 /// Returns `Pending` once (waking itself), then `Ready`: the executor's interleaving point.
+#[derive(Default)]
 pub struct YieldOnce(bool);
 
 impl Future for YieldOnce {
