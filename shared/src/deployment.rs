@@ -251,6 +251,16 @@ impl Traffic {
         }
     }
 
+    /// The weight the listener's forward action gives `colour`'s target group.
+    pub fn weight_of(&self, weights: &[(String, u32)], colour: Colour) -> u32 {
+        let tg = &self.target(colour).target_group_arn;
+        weights
+            .iter()
+            .filter(|(arn, _)| arn == tg)
+            .map(|(_, w)| *w)
+            .sum()
+    }
+
     /// The colour taking the new revision.
     pub fn canary(&self) -> Option<Colour> {
         self.stable.map(Colour::other)

@@ -846,12 +846,6 @@ fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>)
     engine(d).rolled_back(d);
 }
 
-/// A call of a phase left behind is still in flight (cancelled, but it may yet land): what is
-/// observed now may not last, so nothing is concluded from it.
-fn stale_call_in_flight(d: &Deployment) -> bool {
-    d.stale_call_in_flight()
-}
-
 fn has_pending(d: &Deployment, what: impl Fn(&Effect) -> bool) -> bool {
     d.outbox.iter().any(|e| !e.cancelled && what(&e.effect))
 }
@@ -1565,6 +1559,19 @@ mod tests {
         started(d, 2, Some(Colour::Blue), None)
     }
 
+    /// The reconcile loop's DescribeServices of the rolling service `checkout-api` on the new
+    /// revision.
+    fn rolling_seen(running: u32, desired: u32, steady: bool) -> Fact {
+        Fact::ServiceObserved(ServiceObservation {
+            service: "checkout-api".into(),
+            task_definition: NEW_TD.into(),
+            running,
+            desired,
+            steady,
+            healthy_targets: None,
+        })
+    }
+
     fn green_ready() -> Fact {
         Fact::ServiceObserved(ServiceObservation {
             service: "web-green".into(),
@@ -1973,14 +1980,7 @@ mod tests {
     #[test]
     fn a_rollout_that_never_becomes_ready_is_rolled_back_at_its_progress_deadline() {
         let d = deploying(0, 3);
-        let seen = Fact::ServiceObserved(ServiceObservation {
-            service: "checkout-api".into(),
-            task_definition: NEW_TD.into(),
-            running: 2,
-            desired: 3,
-            steady: false,
-            healthy_targets: None,
-        });
+        let seen = rolling_seen(2, 3, false);
         let d = decide(&d, &seen, t(60)).deployment;
         assert!(!decide(&d, &Fact::Tick, t(1) + Duration::minutes(9)).changed);
         let late = decide(&d, &Fact::Tick, t(1) + Duration::minutes(10)).deployment;
@@ -2006,14 +2006,7 @@ mod tests {
     #[test]
     fn a_rolling_rollout_is_confirmed_by_describe_services_alone() {
         let d = deploying(0, 2);
-        let steady = Fact::ServiceObserved(ServiceObservation {
-            service: "checkout-api".into(),
-            task_definition: NEW_TD.into(),
-            running: 2,
-            desired: 2,
-            steady: true,
-            healthy_targets: None,
-        });
+        let steady = rolling_seen(2, 2, true);
         assert_eq!(
             decide(&d, &steady, t(30)).deployment.status(),
             Status::Succeeded
@@ -2055,14 +2048,7 @@ mod tests {
     #[test]
     fn a_rolling_rollout_scaled_in_while_deploying_is_ready_at_the_services_desired_count() {
         let d = deploying(0, 4);
-        let seen = Fact::ServiceObserved(ServiceObservation {
-            service: "checkout-api".into(),
-            task_definition: NEW_TD.into(),
-            running: 2,
-            desired: 2,
-            steady: true,
-            healthy_targets: None,
-        });
+        let seen = rolling_seen(2, 2, true);
         let deadline = d.progress().map(|p| p.progress_deadline).unwrap();
         let d = decide(&d, &seen, t(30)).deployment;
         let later = decide(&d, &Fact::Tick, deadline).deployment;

@@ -656,16 +656,9 @@ async fn register_revision<P: Adapters>(
     };
     // alb-weights: the live colour is the one the listener sends traffic to.
     let weights = ports.traffic().weights(&traffic.listener).await?;
-    let weight_of = |tg: &str| {
-        weights
-            .iter()
-            .filter(|(arn, _)| arn == tg)
-            .map(|(_, w)| *w)
-            .sum::<u32>()
-    };
     let (blue, green) = (
-        weight_of(&traffic.blue.target_group_arn),
-        weight_of(&traffic.green.target_group_arn),
+        traffic.weight_of(&weights, Colour::Blue),
+        traffic.weight_of(&weights, Colour::Green),
     );
     let stable = match (blue, green) {
         (b, 0) if b > 0 => Colour::Blue,

@@ -177,15 +177,8 @@ async fn canary_weight<P: Adapters>(ports: &P, d: &Deployment) -> Result<Option<
         return Ok(None);
     };
     let weights = ports.traffic().weights(&traffic.listener).await?;
-    let of = |tg: &str| -> u64 {
-        weights
-            .iter()
-            .filter(|(arn, _)| arn == tg)
-            .map(|(_, w)| u64::from(*w))
-            .sum()
-    };
-    let on_canary = of(&traffic.target(canary).target_group_arn);
-    let total = on_canary + of(&traffic.target(canary.other()).target_group_arn);
+    let on_canary = u64::from(traffic.weight_of(&weights, canary));
+    let total = on_canary + u64::from(traffic.weight_of(&weights, canary.other()));
     if total == 0 {
         return Ok(None);
     }

@@ -9,8 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{
     Engine, Registered, ServiceObservation, colour_name, has_pending, note, note_or_ready,
-    observed_text, push_effect, record_observed, roll_back, rolled_back, stale_call_in_flight,
-    succeed, transition,
+    observed_text, push_effect, record_observed, roll_back, rolled_back, succeed, transition,
 };
 use crate::deployment::{Deployment, Effect, Observed, State, Status};
 
@@ -196,7 +195,7 @@ impl Engine for AlbWeights {
     /// weights call landed (its answer may have been lost), unless an older call still in flight
     /// can yet move traffic.
     fn traffic_observed(&self, d: &mut Deployment, percent: u8, now: DateTime<Utc>) {
-        if percent != 0 || stale_call_in_flight(d) {
+        if percent != 0 || d.stale_call_in_flight() {
             return;
         }
         let Some(stable) = d.traffic.as_ref().and_then(|t| t.stable) else {

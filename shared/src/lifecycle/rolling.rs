@@ -5,8 +5,8 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back,
-    stale_call_in_flight, succeed, transition,
+    Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back, succeed,
+    transition,
 };
 use crate::deployment::{Deployment, Effect, Observed, State, Status, short_task_definition};
 
@@ -47,7 +47,7 @@ impl Engine for Rolling {
                 if rollback.to_task_definition == seen.task_definition
                     && seen.running >= seen.desired
                     && seen.steady
-                    && !stale_call_in_flight(d)
+                    && !d.stale_call_in_flight()
                 {
                     let why = format!(
                         "ECS service {} runs the previous revision {} at its desired count ({} \
