@@ -410,9 +410,10 @@ async fn bad_input_gets_a_4xx_json_error_never_a_5xx() -> Result<()> {
             "PUT",
             "/services/checkout-api/dev",
             Some(
-                json!({"cluster": "c", "repository": "r", "container": "app", "engine": {"type": "ecs-native", "service": "s"}}),
+                json!({"cluster": "c", "repository": "r", "container": "app", "engine": {"type": "ecs-native", "service": "s"},
+                       "strategy": {"type": "canary", "steps": [5, 25, 100], "bake_minutes": 1}}),
             ),
-            422,
+            400,
         ),
         (
             "GET",

@@ -176,6 +176,40 @@ impl EcsControl for ScriptedEcs {
         }
     }
 
+    async fn update_service_native(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+        strategy: &flightdeck::native::NativeStrategy,
+    ) -> PortResult<Option<String>> {
+        self.inner
+            .update_service_native(cluster, service, task_definition, strategy)
+            .await
+    }
+
+    async fn service_deployment(
+        &self,
+        arn: &str,
+    ) -> PortResult<Option<flightdeck::ports::ServiceDeploymentView>> {
+        self.inner.service_deployment(arn).await
+    }
+
+    async fn revision_task_definitions(
+        &self,
+        revision_arns: &[String],
+    ) -> PortResult<Vec<(String, String)>> {
+        self.inner.revision_task_definitions(revision_arns).await
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> PortResult<()> {
+        self.inner.stop_service_deployment(arn).await
+    }
+
+    async fn image_of(&self, task_definition: &str, container: &str) -> PortResult<Option<String>> {
+        self.inner.image_of(task_definition, container).await
+    }
+
     async fn scale(&self, cluster: &str, service: &str, desired_count: u32) -> PortResult<()> {
         let hang = std::mem::take(&mut lock(&self.script).scale_hangs);
         if hang {

@@ -373,7 +373,46 @@ impl EcsControl for Ecs {
                 running: 2,
                 completed: true,
             }],
+            current_service_deployment: None,
         })
+    }
+
+    async fn update_service_native(
+        &self,
+        _cluster: &str,
+        service: &str,
+        _task_definition: &str,
+        _strategy: &flightdeck::native::NativeStrategy,
+    ) -> PortResult<Option<String>> {
+        Ok(Some(format!(
+            "arn:aws:ecs:eu-west-1:123456789012:service-deployment/prod/{service}/sd1"
+        )))
+    }
+
+    async fn service_deployment(
+        &self,
+        _arn: &str,
+    ) -> PortResult<Option<flightdeck::ports::ServiceDeploymentView>> {
+        Ok(None)
+    }
+
+    async fn revision_task_definitions(
+        &self,
+        _revision_arns: &[String],
+    ) -> PortResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    async fn stop_service_deployment(&self, _arn: &str) -> PortResult<()> {
+        Ok(())
+    }
+
+    async fn image_of(
+        &self,
+        _task_definition: &str,
+        _container: &str,
+    ) -> PortResult<Option<String>> {
+        Ok(None)
     }
 
     async fn register_revision(

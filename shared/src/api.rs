@@ -289,12 +289,8 @@ async fn put_service<P: Adapters>(
         .body
         .as_deref()
         .ok_or_else(|| invalid("body", "a registration document is required"))?;
-    let registration = Registration::parse(service, environment, body).map_err(|e| match e {
-        RegistrationError::UnsupportedEngine(_) => {
-            ApiResponse::error(422, "unsupported", e.to_string())
-        }
-        other => ApiResponse::error(400, "invalid_registration", other.to_string()),
-    })?;
+    let registration = Registration::parse(service, environment, body)
+        .map_err(|e| ApiResponse::error(400, "invalid_registration", e.to_string()))?;
     let stored = ports.store().registrations().await.map_err(upstream)?;
     registration.check_against(&stored).map_err(|e| match e {
         RegistrationError::Conflict(_) => ApiResponse::error(409, "conflict", e.to_string()),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::Alert;
+use crate::native::NativeStrategy;
 use crate::registration::{Engine, Registration};
 use crate::stop_reason::StopReason;
 
@@ -65,6 +66,9 @@ pub enum Trigger {
     EcrPush,
     Api,
     Promotion,
+    /// A rollout ECS ran that Flightdeck did not start (a console or Terraform change of an
+    /// `ecs-native` service), recorded when ECS called the lifecycle hook for it.
+    External,
 }
 
 /// One entry of the audit trail: who or what caused it, why, when.
@@ -140,6 +144,30 @@ pub struct LegacyProgress {
     pub settled_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub bake_until: Option<DateTime<Utc>>,
+}
+
+/// ecs-native: ECS runs the rollout (its own BLUE_GREEN, LINEAR or CANARY strategy) and calls
+/// `ecs-hook` at each lifecycle stage; Flightdeck follows its service deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NativeRollout {
+    #[serde(flatten)]
+    pub strategy: NativeStrategy,
+    /// The service deployment that runs this rollout (`arn:aws:ecs:…:service-deployment/…`),
+    /// once ECS named it: UpdateService's answer, the reconcile loop, or the hook.
+    #[serde(default)]
+    pub service_deployment_arn: Option<String>,
+    /// ECS's status and lifecycle stage of it, as last seen.
+    #[serde(default)]
+    pub ecs_status: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// The last hook answer recorded (`STAGE SUCCEEDED`): ECS asks again every
+    /// `callBackDelay`, and only a change is worth an audit entry.
+    #[serde(default)]
+    pub last_hook: Option<String>,
+    /// `deployment.approval_required` went out (once).
+    #[serde(default)]
+    pub approval_asked: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,9 +409,18 @@ pub enum Effect {
         task_definition: String,
         #[serde(default)]
         desired_count: Option<u32>,
+        /// ecs-native: the deployment configuration ECS rolls out with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strategy: Option<NativeStrategy>,
     },
     /// rolling: UpdateService back to the previous task definition.
     RollBack {
+        to_task_definition: String,
+    },
+    /// ecs-native: StopServiceDeployment(ROLLBACK) of the service deployment ECS is running
+    /// (nothing when ECS is rolling it back already; UpdateService back to the previous task
+    /// definition when it had already completed).
+    StopRollout {
         to_task_definition: String,
     },
     /// alb-weights: set the listener's forward weights, `percent` on the new colour.
@@ -431,6 +468,10 @@ impl Effect {
             ),
             Effect::RollBack { to_task_definition } => format!(
                 "UpdateService back to {}",
+                short_task_definition(to_task_definition)
+            ),
+            Effect::StopRollout { to_task_definition } => format!(
+                "StopServiceDeployment (ROLLBACK to {})",
                 short_task_definition(to_task_definition)
             ),
             Effect::SetWeights { percent } => format!("setting the listener weights to {percent}%"),
@@ -534,6 +575,9 @@ pub struct Deployment {
     /// alb-weights only.
     #[serde(default)]
     pub traffic: Option<Traffic>,
+    /// ecs-native only: ECS's own rollout, as Flightdeck follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeRollout>,
     /// CloudWatch alarms that gate the deployment: any in ALARM rolls it back.
     #[serde(default)]
     pub alarms: Vec<String>,
@@ -684,7 +728,7 @@ impl Deployment {
         d
     }
 
-    fn new(
+    pub(crate) fn new(
         registration: &Registration,
         id: String,
         image: String,
@@ -721,6 +765,22 @@ impl Deployment {
                 scale_down_at: None,
                 scaled_down: false,
                 stable_owner: None,
+            }),
+            _ => None,
+        };
+        let native = match &registration.spec.engine {
+            Engine::EcsNative { .. } => Some(NativeRollout {
+                // Registration refuses a strategy ECS cannot express.
+                strategy: NativeStrategy::of(&registration.spec.strategy).unwrap_or(
+                    NativeStrategy::BlueGreen {
+                        bake_minutes: registration.bake_minutes(),
+                    },
+                ),
+                service_deployment_arn: None,
+                ecs_status: None,
+                stage: None,
+                last_hook: None,
+                approval_asked: false,
             }),
             _ => None,
         };
@@ -765,6 +825,7 @@ impl Deployment {
             failed_tasks: Vec::new(),
             failure_reasons: Vec::new(),
             traffic,
+            native,
             alarms: registration.spec.gates.alarms.clone(),
             approval_required: registration.spec.gates.approval,
             approved_by: None,

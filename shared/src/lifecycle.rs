@@ -32,7 +32,13 @@ use crate::principal::same_principal;
 use crate::stop_reason::StopReason;
 
 mod alb_weights;
+mod ecs_native;
 mod rolling;
+
+pub use ecs_native::{
+    ExternalRollout, external, external_deployment_id, hook_answer, hook_status_name,
+    short_service_deployment,
+};
 
 /// What differs between traffic engines, and nothing else: the lifecycle decides statuses,
 /// gates, deadlines, fencing and alerts the same way for all of them, and asks the engine only
@@ -78,15 +84,51 @@ trait Engine {
     fn scaled_down(&self, _d: &mut Deployment, _service: &str, _done: bool, _now: DateTime<Utc>) {}
     /// A scale-down was given up on: it is owed no more.
     fn scale_abandoned(&self, _d: &mut Deployment) {}
+    /// The rollback call, in words.
+    fn rollback_call(&self, to: &str) -> String {
+        format!("UpdateService back to {}", short_task_definition(to))
+    }
+    /// The rollout call was answered (`d.rollout.ecs_deployment_id` is what ECS named).
+    fn started(&self, _d: &mut Deployment, _now: DateTime<Utc>) {}
+    /// The engine holds the rollout on purpose (an approval asked at the hook): the progress
+    /// deadline waits.
+    fn held(&self, _d: &Deployment) -> bool {
+        false
+    }
+    /// Whether an approval is asked before anything changes (else the engine asks it itself).
+    fn approval_at_start(&self) -> bool {
+        true
+    }
+    /// How long DEPLOYING may show no progress. Where this is `Some` for SHIFTING too (the
+    /// engine has no bake of Flightdeck's own that ends a step), SHIFTING has the deadline too.
+    fn progress_window(&self, d: &Deployment) -> Duration {
+        deadline(d)
+    }
+    /// Why a missed progress deadline rolls back, where the engine says it better.
+    fn deadline_reason(&self, _d: &Deployment) -> Option<String> {
+        None
+    }
+    /// What ECS says of a service deployment (ecs-native).
+    fn native_observed(&self, _d: &mut Deployment, _view: &NativeView, _now: DateTime<Utc>) {}
+    /// ECS called the lifecycle hook (ecs-native).
+    fn hook_invoked(&self, _d: &mut Deployment, _call: &HookCall, _now: DateTime<Utc>) {}
 }
 
 /// The engine of a deployment, from what its registration made of it.
 fn engine(d: &Deployment) -> &'static dyn Engine {
-    if d.traffic.is_some() {
+    if d.native.is_some() {
+        &ecs_native::EcsNative
+    } else if d.traffic.is_some() {
         &alb_weights::AlbWeights
     } else {
         &rolling::Rolling
     }
+}
+
+/// Whether the deployment waits for an approval before anything of it changes ECS (for
+/// `ecs-native` the lifecycle hook asks it instead, at the stage before production traffic).
+pub fn approval_before_start(d: &Deployment) -> bool {
+    d.approval_required && d.approved_by.is_none() && engine(d).approval_at_start()
 }
 
 /// What registering the revision found (see `Fact::RevisionRegistered`).
@@ -190,6 +232,11 @@ pub enum Fact {
     Stopped { by: String, abort: bool },
     /// An effect failed `MAX_ATTEMPTS` times; `error` is the last error.
     EffectGaveUp { seq: u32, error: String },
+    /// What DescribeServiceDeployments says of a service deployment (ecs-native).
+    NativeObserved(NativeView),
+    /// ECS called the lifecycle hook (ecs-native); the answer is `hook_answer` of the record
+    /// this decides.
+    HookInvoked(HookCall),
     /// Time passed (the reconcile loop's heartbeat).
     Tick,
 }
@@ -208,6 +255,38 @@ pub struct ServiceObservation {
     /// Healthy targets of the intended revision in its target group (alb-weights); `None` where
     /// the service has no target group to read.
     pub healthy_targets: Option<u32>,
+}
+
+/// A service deployment as DescribeServiceDeployments reports it (ecs-native).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NativeView {
+    pub arn: String,
+    /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `STOPPED`, `STOP_REQUESTED`, `ROLLBACK_REQUESTED`,
+    /// `ROLLBACK_IN_PROGRESS`, `ROLLBACK_SUCCESSFUL`, `ROLLBACK_FAILED` (by name: ECS adds some).
+    pub status: String,
+    /// The lifecycle stage (`SCALE_UP`, `PRODUCTION_TRAFFIC_SHIFT`, `BAKE_TIME`, …).
+    pub stage: Option<String>,
+    /// The task definition of its target revision, where it was read (how a rollout whose
+    /// service deployment is not known yet recognises it).
+    pub target_task_definition: Option<String>,
+    /// Production traffic on the target revision, in percent.
+    pub production_percent: Option<u8>,
+    pub status_reason: Option<String>,
+    /// ECS's reason for a rollback, when it rolled back.
+    pub rollback_reason: Option<String>,
+}
+
+/// A lifecycle hook invocation, as far as the record is concerned (ecs-native).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookCall {
+    pub service_deployment_arn: String,
+    /// The stage by name (ECS adds stages; an unknown one is answered by the gates that apply
+    /// at every stage).
+    pub stage: String,
+    /// The task definition of the target revision, where it was read.
+    pub target_task_definition: Option<String>,
+    pub test_percent: Option<u8>,
+    pub production_percent: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -271,7 +350,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::ApprovalNeeded => {
-            if d.status() == Status::Pending && d.approval_required && d.approved_by.is_none() {
+            if d.status() == Status::Pending && approval_before_start(&d) {
                 let reason = format!(
                     "{} requires approval before the rollout starts",
                     d.environment
@@ -281,7 +360,13 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Approved { by } => {
-            let refusal = if d.status() != Status::AwaitingApproval {
+            // ecs-native asks at the hook, with the rollout in flight.
+            let held = d.in_flight()
+                && d.status() != Status::RollingBack
+                && d.approval_required
+                && d.approved_by.is_none()
+                && !engine(&d).approval_at_start();
+            let refusal = if d.status() != Status::AwaitingApproval && !held {
                 Some(Refusal::WrongState(format!(
                     "deployment {} is {}, not awaiting approval",
                     d.id,
@@ -306,6 +391,15 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
             d.approved_by = Some(by.clone());
             d.approved_at = Some(now);
+            if held {
+                let text = format!("approved by {by}; the lifecycle hook lets ECS go on");
+                note(&mut d, text, by, now);
+                return Decision {
+                    changed: d != *current,
+                    deployment: d,
+                    refusal: None,
+                };
+            }
             transition(
                 &mut d,
                 State::Pending {
@@ -317,8 +411,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             );
         }
         Fact::SlotTaken => {
-            let approved = !d.approval_required || d.approved_by.is_some();
-            if d.status() == Status::Pending && approved && !d.starting() {
+            if d.status() == Status::Pending && !approval_before_start(&d) && !d.starting() {
                 d.state = State::Pending {
                     queued_behind: None,
                 };
@@ -356,6 +449,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             {
                 d.rollout.ecs_deployment_id = ecs_deployment_id.clone();
                 d.rollout.started_at = Some(now);
+                engine(&d).started(&mut d, now);
                 let on = engine(&d).put_on(&d);
                 let reason = format!(
                     "registered {} (was {}) and put it on {on}",
@@ -363,7 +457,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                     short_task_definition(&previous),
                 );
                 let progress = Progress {
-                    progress_deadline: now + deadline(&d),
+                    progress_deadline: now + engine(&d).progress_window(&d),
                     settled_at: None,
                     bake_until: None,
                 };
@@ -418,15 +512,8 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 rollback.ecs_deployment_id = ecs_deployment_id.clone();
                 let to = rollback.to_task_definition.clone();
                 d.updated_at = now;
-                note(
-                    &mut d,
-                    format!(
-                        "UpdateService back to {} issued",
-                        short_task_definition(&to)
-                    ),
-                    "flightdeck",
-                    now,
-                );
+                let call = engine(&d).rollback_call(&to);
+                note(&mut d, format!("{call} issued"), "flightdeck", now);
             }
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
@@ -501,6 +588,8 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::EffectGaveUp { seq, error } => gave_up(&mut d, *seq, error, now),
+        Fact::NativeObserved(view) => engine(&d).native_observed(&mut d, view, now),
+        Fact::HookInvoked(call) => engine(&d).hook_invoked(&mut d, call, now),
         Fact::Tick => tick(&mut d, now),
         Fact::Resume => {}
     }
@@ -534,12 +623,18 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
         {
             engine(d).bake_over(d, now);
         }
-        State::Deploying(progress) if now >= progress.progress_deadline => {
-            let reason = format!(
-                "progress deadline: the new revision did not become ready within {} min ({})",
-                d.progress_deadline_minutes,
-                observed_text(d)
-            );
+        State::Deploying(progress) | State::Shifting(progress)
+            if now >= progress.progress_deadline
+                && (d.status() == Status::Deploying || engine(d).deadline_reason(d).is_some())
+                && !engine(d).held(d) =>
+        {
+            let reason = engine(d).deadline_reason(d).unwrap_or_else(|| {
+                format!(
+                    "progress deadline: the new revision did not become ready within {} min ({})",
+                    d.progress_deadline_minutes,
+                    observed_text(d)
+                )
+            });
             roll_back(d, reason, "flightdeck", now);
         }
         State::RollingBack { rollback } if rollback.deadline.is_some_and(|at| now >= at) => {
@@ -2102,5 +2197,398 @@ mod tests {
             largest < 16 * 1024,
             "the record grew to {largest} bytes of JSON (bound 16384)"
         );
+    }
+
+    // --- ecs-native ---
+
+    const SD: &str =
+        "arn:aws:ecs:eu-west-1:123456789012:service-deployment/prod/checkout-api/abc123";
+
+    fn native_registration(strategy: &str, approval: bool) -> Registration {
+        let json = format!(
+            r#"{{"cluster":"prod","repository":"checkout-api","container":"app",
+                "engine":{{"type":"ecs-native","service":"checkout-api"}},
+                "strategy":{strategy},
+                "gates":{{"alarms":["checkout-api-5xx"],"max_failed_tasks":2,"approval":{approval}}}}}"#
+        );
+        Registration::parse("checkout-api", "production", &json).unwrap()
+    }
+
+    fn native_pending(approval: bool) -> Deployment {
+        let reg = native_registration(
+            r#"{"type":"canary","steps":[10,100],"bake_minutes":3}"#,
+            approval,
+        );
+        let push = ImagePush {
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository: "checkout-api".into(),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            tag: Some("v2.0.0".into()),
+            event_id: "evt-native".into(),
+        };
+        let mut d = Deployment::from_push(&reg, &push, t(0));
+        d.starters = vec!["arn:aws:sts::123456789012:assumed-role/ci-deployer/build-1".into()];
+        d
+    }
+
+    fn native_deploying(approval: bool, answered: Option<&str>) -> Deployment {
+        started(native_pending(approval), 2, None, answered)
+    }
+
+    fn sd_view(status: &str, stage: &str, percent: Option<u8>) -> Fact {
+        Fact::NativeObserved(NativeView {
+            arn: SD.into(),
+            status: status.into(),
+            stage: Some(stage.into()),
+            target_task_definition: None,
+            production_percent: percent,
+            status_reason: None,
+            rollback_reason: None,
+        })
+    }
+
+    fn hook(stage: &str, percent: Option<u8>) -> Fact {
+        Fact::HookInvoked(HookCall {
+            service_deployment_arn: SD.into(),
+            stage: stage.into(),
+            target_task_definition: None,
+            test_percent: None,
+            production_percent: percent,
+        })
+    }
+
+    fn aws_effects(d: &Deployment) -> Vec<&Effect> {
+        d.outbox
+            .iter()
+            .filter(|e| !e.cancelled && !matches!(e.effect, Effect::Alert(_)))
+            .map(|e| &e.effect)
+            .collect()
+    }
+
+    fn trail(d: &Deployment) -> String {
+        d.events
+            .iter()
+            .filter_map(|e| e.reason.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_native_rollout_is_update_service_with_ecs_own_strategy_bound_to_its_service_deployment() {
+        let d = registered(native_pending(false), 2, None);
+        let deploy = d
+            .outbox
+            .iter()
+            .find_map(|e| match &e.effect {
+                Effect::Deploy { strategy, .. } => Some(strategy.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            deploy,
+            Some(crate::native::NativeStrategy::Canary {
+                canary_percent: 10,
+                canary_bake_minutes: 3
+            })
+        );
+        let d = native_deploying(false, Some(SD));
+        assert_eq!(d.status(), Status::Deploying);
+        assert_eq!(
+            d.native.as_ref().unwrap().service_deployment_arn.as_deref(),
+            Some(SD)
+        );
+    }
+
+    #[test]
+    fn native_stages_and_weights_go_on_the_audit_trail_and_ecs_success_is_success() {
+        let d = native_deploying(false, Some(SD));
+        let d = run(
+            d,
+            &[
+                sd_view("IN_PROGRESS", "SCALE_UP", Some(0)),
+                sd_view("IN_PROGRESS", "SCALE_UP", Some(0)),
+                sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            ],
+        );
+        assert_eq!(d.status(), Status::Shifting);
+        assert_eq!(d.traffic_percent, 10);
+        let again = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(30),
+        );
+        assert!(!again.changed, "the same view twice adds nothing");
+        let d = run(
+            d,
+            &[
+                sd_view("IN_PROGRESS", "BAKE_TIME", Some(100)),
+                sd_view("SUCCESSFUL", "CLEAN_UP", Some(100)),
+            ],
+        );
+        assert_eq!(d.status(), Status::Succeeded);
+        let text = trail(&d);
+        for needle in [
+            "SCALE_UP",
+            "PRODUCTION_TRAFFIC_SHIFT, 10%",
+            "BAKE_TIME",
+            "SUCCESSFUL",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        assert_eq!(text.matches("at SCALE_UP").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn another_service_deployment_never_moves_a_native_record() {
+        let d = native_deploying(false, Some(SD));
+        let other = Fact::NativeObserved(NativeView {
+            arn: format!("{SD}-other"),
+            status: "SUCCESSFUL".into(),
+            stage: Some("CLEAN_UP".into()),
+            target_task_definition: Some(NEW_TD.into()),
+            production_percent: Some(100),
+            status_reason: None,
+            rollback_reason: None,
+        });
+        assert!(!decide(&d, &other, t(20)).changed);
+    }
+
+    #[test]
+    fn a_lost_update_service_answer_binds_the_service_deployment_by_its_target_revision() {
+        let d = native_deploying(false, None);
+        assert!(d.native.as_ref().unwrap().service_deployment_arn.is_none());
+        let view = |td: &str| {
+            Fact::NativeObserved(NativeView {
+                arn: SD.into(),
+                status: "IN_PROGRESS".into(),
+                stage: Some("SCALE_UP".into()),
+                target_task_definition: Some(td.into()),
+                production_percent: None,
+                status_reason: None,
+                rollback_reason: None,
+            })
+        };
+        assert!(!decide(&d, &view(OLD_TD), t(20)).changed, "not ours");
+        let d = decide(&d, &view(NEW_TD), t(20)).deployment;
+        assert_eq!(
+            d.native.as_ref().unwrap().service_deployment_arn.as_deref(),
+            Some(SD)
+        );
+    }
+
+    #[test]
+    fn a_native_crash_loop_stops_the_service_deployment_and_ends_rolled_back_on_ecs_word() {
+        let d = native_deploying(false, Some(SD));
+        let d = run(
+            d,
+            &[
+                task(1, NEW_TD, "STOPPED", 3, exec_format()),
+                task(2, NEW_TD, "STOPPED", 3, exec_format()),
+            ],
+        );
+        assert_eq!(d.status(), Status::RollingBack);
+        assert!(matches!(
+            aws_effects(&d).as_slice(),
+            [Effect::StopRollout { to_task_definition }] if to_task_definition == OLD_TD
+        ));
+        let (status, _) = hook_answer(&d);
+        assert_eq!(
+            status,
+            crate::native::HookStatus::Failed,
+            "ECS is told to roll back too"
+        );
+        let mut d = d;
+        let stop = start_effect(&d, |e| matches!(e, Effect::StopRollout { .. }));
+        outbox::done(&mut d, stop);
+        let d = decide(
+            &d,
+            &Fact::RollbackIssued {
+                ecs_deployment_id: Some(SD.into()),
+            },
+            t(30),
+        )
+        .deployment;
+        let rolling_back = sd_view("ROLLBACK_IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(0));
+        let d = decide(&d, &rolling_back, t(40)).deployment;
+        assert_eq!(
+            d.status(),
+            Status::RollingBack,
+            "not confirmed before ECS says so"
+        );
+        let d = decide(
+            &d,
+            &sd_view("ROLLBACK_SUCCESSFUL", "CLEAN_UP", Some(0)),
+            t(50),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::RolledBack);
+        assert!(
+            d.reason.as_deref().unwrap().starts_with("crash loop"),
+            "{:?}",
+            d.reason
+        );
+        assert!(trail(&d).contains("rollback of service deployment abc123 successful"));
+    }
+
+    #[test]
+    fn a_rollback_ecs_starts_itself_is_followed_and_a_failed_one_ends_failed_urgently() {
+        let d = native_deploying(false, Some(SD));
+        let own = Fact::NativeObserved(NativeView {
+            arn: SD.into(),
+            status: "ROLLBACK_IN_PROGRESS".into(),
+            stage: Some("PRODUCTION_TRAFFIC_SHIFT".into()),
+            target_task_definition: None,
+            production_percent: Some(0),
+            status_reason: None,
+            rollback_reason: Some("deployment circuit breaker: tasks failed to start".into()),
+        });
+        let d = decide(&d, &own, t(20)).deployment;
+        assert_eq!(d.status(), Status::RollingBack);
+        assert!(
+            aws_effects(&d).is_empty(),
+            "ECS rolls back already: nothing to call"
+        );
+        assert!(d.reason.as_deref().unwrap().contains("circuit breaker"));
+        let (status, _) = hook_answer(&d);
+        assert_eq!(
+            status,
+            crate::native::HookStatus::Succeeded,
+            "the hook lets ECS's rollback go on"
+        );
+        let d = decide(
+            &d,
+            &sd_view("ROLLBACK_FAILED", "PRODUCTION_TRAFFIC_SHIFT", None),
+            t(30),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Failed);
+        assert!(alerts(&d).contains(&EventType::Failed));
+        assert!(d.reason.as_deref().unwrap().contains("failed to roll back"));
+    }
+
+    #[test]
+    fn a_native_approval_holds_the_hook_until_another_principal_approves() {
+        let pending = native_pending(true);
+        assert!(
+            !approval_before_start(&pending),
+            "asked at the hook, not before the start"
+        );
+        let d = native_deploying(true, Some(SD));
+        assert_eq!(d.status(), Status::Deploying);
+        let d = decide(&d, &hook("POST_SCALE_UP", Some(0)), t(20)).deployment;
+        let (status, why) = hook_answer(&d);
+        assert_eq!(status, crate::native::HookStatus::InProgress, "{why}");
+        assert_eq!(
+            alerts(&d)
+                .iter()
+                .filter(|a| **a == EventType::ApprovalRequired)
+                .count(),
+            1
+        );
+        let again = decide(&d, &hook("POST_SCALE_UP", Some(0)), t(50));
+        let a = &again.deployment;
+        assert_eq!(
+            a.events.len(),
+            d.events.len(),
+            "a re-invocation adds nothing to the trail"
+        );
+        assert_eq!(
+            alerts(a)
+                .iter()
+                .filter(|x| **x == EventType::ApprovalRequired)
+                .count(),
+            1
+        );
+        // The hold is on purpose: no progress deadline while it lasts.
+        let late = decide(&d, &Fact::Tick, t(6 * 3600)).deployment;
+        assert_eq!(late.status(), Status::Deploying);
+        let own = decide(
+            &d,
+            &Fact::Approved {
+                by: "arn:aws:iam::123456789012:role/ci-deployer".into(),
+            },
+            t(60),
+        );
+        assert!(
+            matches!(own.refusal, Some(Refusal::NotAllowed(_))),
+            "four eyes"
+        );
+        let approved = decide(
+            &d,
+            &Fact::Approved {
+                by: "arn:aws:sts::123456789012:assumed-role/release-approver/alice".into(),
+            },
+            t(60),
+        )
+        .deployment;
+        assert_eq!(approved.status(), Status::Deploying);
+        let d = decide(
+            &approved,
+            &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(0)),
+            t(90),
+        )
+        .deployment;
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+        assert!(
+            trail(&d).contains(
+                "PRE_PRODUCTION_TRAFFIC_SHIFT, production traffic 0%: answered SUCCEEDED"
+            )
+        );
+    }
+
+    #[test]
+    fn production_traffic_moving_before_an_approval_rolls_back_naming_the_missing_hook() {
+        let d = native_deploying(true, Some(SD));
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(20),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::RollingBack);
+        assert!(
+            d.reason.as_deref().unwrap().contains("lifecycleHooks"),
+            "{:?}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn a_native_rollout_without_progress_past_its_bakes_is_rolled_back() {
+        let d = native_deploying(false, Some(SD));
+        let d = decide(&d, &sd_view("IN_PROGRESS", "SCALE_UP", Some(0)), t(20)).deployment;
+        // Progress deadline 10 min plus the canary bake of 3 min.
+        assert_eq!(
+            decide(&d, &Fact::Tick, t(20 + 12 * 60)).deployment.status(),
+            Status::Deploying
+        );
+        let d = decide(&d, &Fact::Tick, t(20 + 13 * 60)).deployment;
+        assert_eq!(d.status(), Status::RollingBack);
+        assert!(
+            d.reason.as_deref().unwrap().contains("showed no progress"),
+            "{:?}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn a_rollout_started_outside_flightdeck_is_recorded_in_flight_and_announced() {
+        let reg = native_registration(r#"{"type":"all-at-once","bake_minutes":0}"#, false);
+        let rollout = ExternalRollout {
+            service_deployment_arn: SD.into(),
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/checkout-api:v9".into(),
+            desired_count: 2,
+        };
+        let d = external(&reg, &rollout, "PRE_SCALE_UP", t(0));
+        assert_eq!(d.id, external_deployment_id(SD));
+        assert_eq!(d.trigger, crate::deployment::Trigger::External);
+        assert_eq!(d.status(), Status::Deploying);
+        assert_eq!(d.tag.as_deref(), Some("v9"));
+        assert_eq!(alerts(&d), vec![EventType::Started]);
+        assert!(trail(&d).contains("started outside Flightdeck"));
+        let d = decide(&d, &sd_view("SUCCESSFUL", "CLEAN_UP", Some(100)), t(60)).deployment;
+        assert_eq!(d.status(), Status::Succeeded);
     }
 }

@@ -15,7 +15,8 @@ pub const MAX_BAKE_MINUTES: u32 = 1440;
 pub const MIN_LINEAR_STEP_PERCENT: u8 = 3;
 
 /// A registration's strategy as ECS's `deploymentConfiguration` says it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NativeStrategy {
     /// `strategy: BLUE_GREEN`, `bakeTimeInMinutes`.
     BlueGreen { bake_minutes: u32 },
@@ -78,6 +79,21 @@ impl NativeStrategy {
                      strategy for equal steps, or the `alb-weights` engine for steps of your own"
                 )),
             },
+        }
+    }
+
+    /// The longest bake ECS holds a step for: how long a service deployment may rightly show no
+    /// progress.
+    pub fn longest_bake_minutes(&self) -> u32 {
+        match self {
+            NativeStrategy::BlueGreen { bake_minutes } => *bake_minutes,
+            NativeStrategy::Linear {
+                step_bake_minutes, ..
+            } => *step_bake_minutes,
+            NativeStrategy::Canary {
+                canary_bake_minutes,
+                ..
+            } => *canary_bake_minutes,
         }
     }
 

@@ -191,6 +191,35 @@ pub trait EcsControl: Send + Sync {
         service: &str,
         desired_count: u32,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// ecs-native: UpdateService to `task_definition`, rolled out by ECS's own `strategy` (the
+    /// rest of the service's deployment configuration — its lifecycle hooks above all — kept as
+    /// it is); returns the service deployment ECS started (`currentServiceDeployment`).
+    fn update_service_native(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+        strategy: &crate::native::NativeStrategy,
+    ) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    /// ecs-native: a service deployment (DescribeServiceDeployments); `None` when ECS does not
+    /// know it.
+    fn service_deployment(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = PortResult<Option<ServiceDeploymentView>>> + Send;
+    /// The task definition of each service revision (DescribeServiceRevisions), by revision ARN.
+    fn revision_task_definitions(
+        &self,
+        revision_arns: &[String],
+    ) -> impl Future<Output = PortResult<Vec<(String, String)>>> + Send;
+    /// ecs-native: StopServiceDeployment with stopType ROLLBACK.
+    fn stop_service_deployment(&self, arn: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// The image `container` runs in `task_definition` (DescribeTaskDefinition).
+    fn image_of(
+        &self,
+        task_definition: &str,
+        container: &str,
+    ) -> impl Future<Output = PortResult<Option<String>>> + Send;
     /// The service's recently stopped tasks (one page: ListTasks STOPPED, then DescribeTasks),
     /// each with its task definition and classified stop, so the reconcile loop sees crash loops
     /// when task events are lost.
@@ -216,6 +245,24 @@ pub struct EcsService {
     pub running_count: u32,
     /// ECS's deployments of the service (`deployments[]`), primary first.
     pub deployments: Vec<ServiceDeployment>,
+    /// The service deployment ECS runs or ran last (`currentServiceDeployment`).
+    pub current_service_deployment: Option<String>,
+}
+
+/// A service deployment as DescribeServiceDeployments reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceDeploymentView {
+    pub arn: String,
+    pub status: String,
+    pub stage: Option<String>,
+    pub target_revision_arn: Option<String>,
+    pub source_revision_arns: Vec<String>,
+    /// Tasks the target revision asks for.
+    pub target_desired: u32,
+    /// Production traffic on the target revision, in percent.
+    pub production_percent: Option<u8>,
+    pub status_reason: Option<String>,
+    pub rollback_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

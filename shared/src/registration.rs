@@ -176,8 +176,6 @@ pub enum RegistrationError {
         field: &'static str,
         message: String,
     },
-    #[error("engine `{0}` is not supported yet; use `rolling` or `alb-weights`")]
-    UnsupportedEngine(&'static str),
     /// The registration clashes with the ones already stored.
     #[error("{0}")]
     Conflict(String),
@@ -364,8 +362,14 @@ impl Registration {
                     }
                 }
             }
-            Engine::EcsNative { .. } => {
-                return Err(RegistrationError::UnsupportedEngine("ecs-native"));
+            Engine::EcsNative { service } => {
+                check_name("engine.service", service)?;
+                crate::native::NativeStrategy::of(&spec.strategy).map_err(|message| {
+                    RegistrationError::Invalid {
+                        field: "strategy",
+                        message: format!("ecs-native: {message}"),
+                    }
+                })?;
             }
         }
         Ok(())
@@ -525,6 +529,36 @@ mod tests {
                 "engine":{{"type":"rolling","service":"{ecs}"}}{promote}}}"#
         );
         Registration::parse(service, environment, &json).unwrap()
+    }
+
+    fn native(strategy: &str) -> Result<Registration, RegistrationError> {
+        let json = format!(
+            r#"{{"cluster":"c","repository":"r","container":"app",
+                "engine":{{"type":"ecs-native","service":"checkout-api"}},"strategy":{strategy}}}"#
+        );
+        Registration::parse("checkout-api", "staging", &json)
+    }
+
+    #[test]
+    fn an_ecs_native_registration_takes_every_strategy_ecs_can_express() {
+        for strategy in [
+            r#"{"type":"all-at-once","bake_minutes":5}"#,
+            r#"{"type":"linear","step_percent":20,"interval_minutes":2}"#,
+            r#"{"type":"canary","steps":[10,100],"bake_minutes":3}"#,
+            r#"{"type":"canary","steps":[10],"bake_minutes":3}"#,
+        ] {
+            assert!(native(strategy).is_ok(), "{strategy}");
+        }
+    }
+
+    #[test]
+    fn an_ecs_native_strategy_ecs_cannot_express_is_refused_saying_why() {
+        let e = native(r#"{"type":"canary","steps":[5,25,100],"bake_minutes":1}"#).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("invalid strategy: ecs-native:"), "{text}");
+        assert!(text.contains("alb-weights"), "{text}");
+        let e = native(r#"{"type":"linear","step_percent":2,"interval_minutes":1}"#).unwrap_err();
+        assert!(e.to_string().contains("3 to 100"), "{e}");
     }
 
     #[test]

@@ -5,11 +5,15 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{
-    DesiredStatus, SortOrder, Tag, TaskDefinitionField, TaskDefinitionStatus,
+    CanaryConfiguration, DeploymentConfiguration, DeploymentStrategy, DesiredStatus,
+    LinearConfiguration, SortOrder, StopServiceDeploymentStopType, Tag, TaskDefinitionField,
+    TaskDefinitionStatus,
 };
 
+use crate::native::NativeStrategy;
 use crate::ports::{
-    EcsControl, EcsService, PortError, PortResult, ServiceDeployment, StoppedTaskView,
+    EcsControl, EcsService, PortError, PortResult, ServiceDeployment, ServiceDeploymentView,
+    StoppedTaskView,
 };
 use crate::stop_reason::{StopReason, StoppedTask};
 
@@ -136,7 +140,152 @@ impl EcsControl for EcsClient {
             desired_count: count(found.desired_count),
             running_count: count(found.running_count),
             deployments,
+            current_service_deployment: found.current_service_deployment.clone(),
         })
+    }
+
+    async fn update_service_native(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+        strategy: &NativeStrategy,
+    ) -> PortResult<Option<String>> {
+        const OP: &str = "ECS UpdateService";
+        // The deployment configuration is sent whole: read it first so that the service's
+        // lifecycle hooks, alarms and circuit breaker stay as they are.
+        let described = self
+            .client
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS DescribeServices", DisplayErrorContext(e)))?;
+        let current = described
+            .services()
+            .iter()
+            .find(|s| s.status.as_deref() != Some("INACTIVE"))
+            .ok_or_else(|| {
+                PortError::remote(
+                    "ECS DescribeServices",
+                    format!("service {service} in cluster {cluster} not found"),
+                )
+            })?
+            .deployment_configuration
+            .clone();
+        let out = self
+            .client
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .task_definition(task_definition)
+            .deployment_configuration(native_configuration(current, strategy))
+            .send()
+            .await
+            .map_err(|e| PortError::remote(OP, DisplayErrorContext(e)))?;
+        Ok(out.service.and_then(|s| s.current_service_deployment))
+    }
+
+    async fn service_deployment(&self, arn: &str) -> PortResult<Option<ServiceDeploymentView>> {
+        let out = self
+            .client
+            .describe_service_deployments()
+            .service_deployment_arns(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote("ECS DescribeServiceDeployments", DisplayErrorContext(e))
+            })?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        let percent = |w: Option<f64>| {
+            w.filter(|w| w.is_finite())
+                .map(|w| w.clamp(0.0, 100.0).round() as u8)
+        };
+        Ok(out
+            .service_deployments()
+            .iter()
+            .find(|sd| sd.service_deployment_arn.as_deref() == Some(arn))
+            .map(|sd| ServiceDeploymentView {
+                arn: arn.to_string(),
+                status: sd
+                    .status
+                    .as_ref()
+                    .map_or("PENDING", |s| s.as_str())
+                    .to_string(),
+                stage: sd.lifecycle_stage.as_ref().map(|s| s.as_str().to_string()),
+                target_revision_arn: sd
+                    .target_service_revision
+                    .as_ref()
+                    .and_then(|r| r.arn.clone()),
+                source_revision_arns: sd
+                    .source_service_revisions()
+                    .iter()
+                    .filter_map(|r| r.arn.clone())
+                    .collect(),
+                target_desired: sd
+                    .target_service_revision
+                    .as_ref()
+                    .map_or(0, |r| count(r.requested_task_count)),
+                production_percent: percent(
+                    sd.target_service_revision
+                        .as_ref()
+                        .and_then(|r| r.requested_production_traffic_weight),
+                ),
+                status_reason: sd.status_reason.clone(),
+                rollback_reason: sd.rollback.as_ref().and_then(|r| r.reason.clone()),
+            }))
+    }
+
+    async fn revision_task_definitions(
+        &self,
+        revision_arns: &[String],
+    ) -> PortResult<Vec<(String, String)>> {
+        if revision_arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_service_revisions()
+            .set_service_revision_arns(Some(revision_arns.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::remote("ECS DescribeServiceRevisions", DisplayErrorContext(e))
+            })?;
+        Ok(out
+            .service_revisions()
+            .iter()
+            .filter_map(|r| Some((r.service_revision_arn.clone()?, r.task_definition.clone()?)))
+            .collect())
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> PortResult<()> {
+        self.client
+            .stop_service_deployment()
+            .service_deployment_arn(arn)
+            .stop_type(StopServiceDeploymentStopType::Rollback)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS StopServiceDeployment", DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn image_of(&self, task_definition: &str, container: &str) -> PortResult<Option<String>> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("ECS DescribeTaskDefinition", DisplayErrorContext(e)))?;
+        Ok(out.task_definition.and_then(|td| {
+            td.container_definitions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.name.as_deref() == Some(container))
+                .and_then(|c| c.image)
+        }))
     }
 
     async fn register_revision(
@@ -327,6 +476,54 @@ impl EcsControl for EcsClient {
             .map_err(|e| PortError::remote("ECS UpdateService", DisplayErrorContext(e)))?;
         Ok(())
     }
+}
+
+/// The service's deployment configuration with ECS's own `strategy` in it; everything else
+/// (lifecycle hooks, alarms, circuit breaker, percentages) as the service has it.
+fn native_configuration(
+    current: Option<DeploymentConfiguration>,
+    strategy: &NativeStrategy,
+) -> DeploymentConfiguration {
+    let minutes = |m: u32| i32::try_from(m).unwrap_or(i32::MAX);
+    let builder = current
+        .map(|c| {
+            DeploymentConfiguration::builder()
+                .set_deployment_circuit_breaker(c.deployment_circuit_breaker)
+                .set_maximum_percent(c.maximum_percent)
+                .set_minimum_healthy_percent(c.minimum_healthy_percent)
+                .set_alarms(c.alarms)
+                .set_lifecycle_hooks(c.lifecycle_hooks)
+                .set_early_success_criteria(c.early_success_criteria)
+        })
+        .unwrap_or_else(DeploymentConfiguration::builder);
+    match strategy {
+        NativeStrategy::BlueGreen { bake_minutes } => builder
+            .strategy(DeploymentStrategy::BlueGreen)
+            .bake_time_in_minutes(minutes(*bake_minutes)),
+        NativeStrategy::Linear {
+            step_percent,
+            step_bake_minutes,
+        } => builder
+            .strategy(DeploymentStrategy::Linear)
+            .linear_configuration(
+                LinearConfiguration::builder()
+                    .step_percent(f64::from(*step_percent))
+                    .step_bake_time_in_minutes(minutes(*step_bake_minutes))
+                    .build(),
+            ),
+        NativeStrategy::Canary {
+            canary_percent,
+            canary_bake_minutes,
+        } => builder
+            .strategy(DeploymentStrategy::Canary)
+            .canary_configuration(
+                CanaryConfiguration::builder()
+                    .canary_percent(f64::from(*canary_percent))
+                    .canary_bake_time_in_minutes(minutes(*canary_bake_minutes))
+                    .build(),
+            ),
+    }
+    .build()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The handlers behind each Lambda: parse the trigger into a fact, load the deployment, let the
 //! decision core decide, save, then carry out the decided effects through the ports.
 
+pub mod ecs_hook;
 pub mod on_alarm;
 pub mod on_ecs_event;
 pub mod on_image_push;
@@ -271,7 +272,42 @@ async fn effect<P: Adapters>(
         Effect::Deploy {
             service,
             task_definition,
+            strategy: Some(strategy),
+            ..
+        } => {
+            // An earlier attempt whose answer was lost may have started it: the service
+            // deployment is known already (the hook or the reconcile loop bound it), or it is
+            // the service's current one, rolling out this revision. Started once only.
+            let bound = d
+                .native
+                .as_ref()
+                .and_then(|n| n.service_deployment_arn.clone());
+            if bound.is_some() {
+                return Ok(Some(Fact::RolloutStarted {
+                    ecs_deployment_id: bound,
+                }));
+            }
+            if pending.last_error.is_some()
+                && let Some(view) = shifter::native_view(ports, d).await?
+                && view.target_task_definition.as_deref() == Some(task_definition.as_str())
+            {
+                return Ok(Some(Fact::RolloutStarted {
+                    ecs_deployment_id: Some(view.arn),
+                }));
+            }
+            let service_deployment = ports
+                .ecs()
+                .update_service_native(&d.rollout.cluster, service, task_definition, strategy)
+                .await?;
+            Ok(Some(Fact::RolloutStarted {
+                ecs_deployment_id: service_deployment,
+            }))
+        }
+        Effect::Deploy {
+            service,
+            task_definition,
             desired_count,
+            strategy: None,
         } => {
             take_idle_colour(ports, d).await?;
             let ecs_deployment_id = ports
@@ -291,6 +327,9 @@ async fn effect<P: Adapters>(
                 )
                 .await?;
             Ok(Some(Fact::RollbackIssued { ecs_deployment_id }))
+        }
+        Effect::StopRollout { to_task_definition } => {
+            stop_rollout(ports, d, to_task_definition).await
         }
         Effect::SetWeights { percent } => {
             let wrong = |why: String| HandlerError::Refused(lifecycle::Refusal::WrongState(why));
@@ -357,6 +396,56 @@ async fn effect<P: Adapters>(
         }
         Effect::Promote { environment } => Ok(Some(promote(ports, d, environment).await?)),
     }
+}
+
+/// ecs-native's rollback, from what ECS says of the rollout now: a service deployment in
+/// progress is stopped with ROLLBACK; one ECS is rolling back (or has) needs no call; one that
+/// completed (or none at all) is undone by UpdateService back to the previous task definition,
+/// with the same strategy. Whichever it was, the outcome is confirmed from ECS later.
+async fn stop_rollout<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    previous: &str,
+) -> Result<Option<Fact>, HandlerError> {
+    let Some(native) = d.native.as_ref() else {
+        let why = format!("deployment {} is not an ecs-native rollout", d.id);
+        return Err(HandlerError::Refused(lifecycle::Refusal::WrongState(why)));
+    };
+    let (cluster, service) = (&d.rollout.cluster, &d.rollout.ecs_service);
+    let ours = |view: &lifecycle::NativeView| {
+        native.service_deployment_arn.as_deref() == Some(view.arn.as_str())
+            || (view.target_task_definition.is_some()
+                && view.target_task_definition == d.rollout.new_task_definition)
+    };
+    if let Some(view) = shifter::native_view(ports, d).await?.filter(ours) {
+        match view.status.as_str() {
+            "PENDING" | "IN_PROGRESS" => {
+                ports.ecs().stop_service_deployment(&view.arn).await?;
+                return Ok(Some(Fact::RollbackIssued {
+                    ecs_deployment_id: Some(view.arn),
+                }));
+            }
+            "SUCCESSFUL" => {}
+            _ => {
+                return Ok(Some(Fact::RollbackIssued {
+                    ecs_deployment_id: Some(view.arn),
+                }));
+            }
+        }
+    }
+    let now_on = ports.ecs().service(cluster, service).await?;
+    let mut back = None;
+    if now_on.task_definition != previous {
+        back = ports
+            .ecs()
+            .update_service_native(cluster, service, previous, &native.strategy)
+            .await?;
+    }
+    // The service deployment that puts the previous revision back is the rollback's: the hook
+    // lets it through as such.
+    Ok(Some(Fact::RollbackIssued {
+        ecs_deployment_id: back,
+    }))
 }
 
 /// Scales a colour of an `alb-weights` pair, only while the stage item still names `owner` as
@@ -598,7 +687,7 @@ pub fn start<'a, P: Adapters>(
             if d.queued_behind().is_some() {
                 apply(ports, id, &Fact::Unblocked).await?;
             }
-            if d.approval_required && d.approved_by.is_none() {
+            if lifecycle::approval_before_start(&d) {
                 return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
             }
             if stage.holder.as_deref() != Some(id) {

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::{HandlerError, Outcome, apply, start};
 use crate::deployment::{Deployment, State, Status};
-use crate::lifecycle::{Fact, ServiceObservation, TaskObservation};
+use crate::lifecycle::{Fact, NativeView, ServiceObservation, TaskObservation};
 use crate::ports::{
     Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, TrafficControl,
 };
@@ -119,7 +119,11 @@ async fn reconcile<P: Adapters>(
             let now = ports.clock().now();
             let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
             let looked = async {
-                if (d.status() == Status::Deploying || bake_over)
+                if d.native.is_some() {
+                    if let Some(view) = native_view(ports, d).await? {
+                        applied(Fact::NativeObserved(view)).await?;
+                    }
+                } else if (d.status() == Status::Deploying || bake_over)
                     && let Some(seen) = observe(ports, d).await?
                 {
                     applied(Fact::ServiceObserved(seen)).await?;
@@ -144,6 +148,13 @@ async fn reconcile<P: Adapters>(
         }
         Status::RollingBack => {
             let looked = async {
+                if d.native.is_some()
+                    && let Some(view) = native_view(ports, d).await?
+                    && let Some(after) = applied(Fact::NativeObserved(view)).await?
+                    && after.status() != Status::RollingBack
+                {
+                    return Ok(());
+                }
                 if let Some(seen) = observe(ports, d).await? {
                     applied(Fact::ServiceObserved(seen)).await?;
                 } else if let Some(percent) = canary_weight(ports, d).await? {
@@ -185,9 +196,56 @@ async fn canary_weight<P: Adapters>(ports: &P, d: &Deployment) -> Result<Option<
     Ok(u8::try_from(on_canary * 100 / total).ok())
 }
 
+/// ecs-native: what ECS says of the rollout's service deployment — the one bound to the record,
+/// or else the service's current one with the task definition of its target revision (the
+/// record binds it only if that is the new revision). `None` when there is none to read.
+pub(crate) async fn native_view<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<Option<NativeView>, HandlerError> {
+    let bound = d
+        .native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.clone());
+    let arn = match bound.clone() {
+        Some(arn) => arn,
+        None => match ports
+            .ecs()
+            .service(&d.rollout.cluster, &d.rollout.ecs_service)
+            .await?
+            .current_service_deployment
+        {
+            Some(arn) => arn,
+            None => return Ok(None),
+        },
+    };
+    let Some(sd) = ports.ecs().service_deployment(&arn).await? else {
+        return Ok(None);
+    };
+    let target_task_definition = match (&bound, &sd.target_revision_arn) {
+        (None, Some(revision)) => ports
+            .ecs()
+            .revision_task_definitions(std::slice::from_ref(revision))
+            .await?
+            .into_iter()
+            .find(|(r, _)| r == revision)
+            .map(|(_, td)| td),
+        _ => None,
+    };
+    Ok(Some(NativeView {
+        arn: sd.arn,
+        status: sd.status,
+        stage: sd.stage,
+        target_task_definition,
+        production_percent: sd.production_percent,
+        status_reason: sd.status_reason,
+        rollback_reason: sd.rollback_reason,
+    }))
+}
+
 /// Failed tasks of the new revision that ECS still lists as stopped and the record has not
 /// counted yet, as task observations.
-async fn stopped_failures<P: Adapters>(
+pub(crate) async fn stopped_failures<P: Adapters>(
     ports: &P,
     d: &Deployment,
 ) -> Result<Vec<TaskObservation>, HandlerError> {

@@ -31,6 +31,7 @@ impl Engine for AlbWeights {
             service: d.rollout.ecs_service.clone(),
             task_definition: d.rollout.new_task_definition.clone().unwrap_or_default(),
             desired_count: desired,
+            strategy: None,
         }
     }
 

@@ -18,6 +18,7 @@ impl Engine for Rolling {
             service: d.rollout.ecs_service.clone(),
             task_definition: d.rollout.new_task_definition.clone().unwrap_or_default(),
             desired_count: None,
+            strategy: None,
         }
     }
 

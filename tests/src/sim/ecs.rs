@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use flightdeck::ports::EcsService;
+use flightdeck::native::NativeStrategy;
+use flightdeck::ports::{EcsService, ServiceDeploymentView};
 
 use super::events::{self, TaskEvent, TaskStop};
 use super::world::{ACCOUNT, REGION, Target, World};
@@ -67,6 +68,11 @@ pub struct Service {
     pub deployments: Vec<EcsDeployment>,
     pub target_group: Option<String>,
     pub steady_reported: bool,
+    /// ecs-native: the service deployment ECS runs or ran last.
+    pub current_sd: Option<String>,
+    /// ecs-native: the source revision's ECS deployment, kept running (blue/green) while a
+    /// service deployment is in progress.
+    pub keep: Option<String>,
 }
 
 impl Service {
@@ -130,8 +136,127 @@ pub struct Ecs {
     /// The last stopped tasks of each service, as the task-state-change detail ECS would give
     /// (what ListTasks STOPPED and DescribeTasks answer; ECS keeps them for about an hour).
     pub stopped: BTreeMap<String, std::collections::VecDeque<serde_json::Value>>,
+    /// ecs-native: service deployments by ARN, and service revisions (service, task definition).
+    pub service_deployments: BTreeMap<String, NativeSd>,
+    pub revisions: BTreeMap<String, (String, String)>,
     next_task: u64,
     next_deployment: u64,
+}
+
+/// The lifecycle hook of a service deployment: due at a time, asked (an invocation runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookWait {
+    pub due: DateTime<Utc>,
+    pub asked: bool,
+}
+
+/// An ECS service deployment of ECS's own BLUE_GREEN / LINEAR / CANARY strategy, walking its
+/// lifecycle stages and calling the hook at the stages the service's hook is registered for.
+#[derive(Clone, Debug)]
+pub struct NativeSd {
+    pub arn: String,
+    pub service: String,
+    pub source_revision: String,
+    pub source_td: String,
+    pub source_deployment: String,
+    pub target_revision: String,
+    pub target_td: String,
+    pub target_deployment: String,
+    pub strategy: NativeStrategy,
+    pub status: String,
+    pub stage: String,
+    pub percent: u8,
+    pub steps: Vec<u8>,
+    pub step: usize,
+    pub next_at: DateTime<Utc>,
+    pub hook: Option<HookWait>,
+    pub rollback_reason: Option<String>,
+}
+
+/// The stages the simulated services register `ecs-hook` for (the traffic stages come again
+/// for every production step, and during a rollback).
+pub const HOOKED: [&str; 5] = [
+    "POST_SCALE_UP",
+    "TEST_TRAFFIC_SHIFT",
+    "PRE_PRODUCTION_TRAFFIC_SHIFT",
+    "PRODUCTION_TRAFFIC_SHIFT",
+    "POST_PRODUCTION_TRAFFIC_SHIFT",
+];
+
+impl NativeSd {
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "PENDING" | "IN_PROGRESS" | "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS"
+        )
+    }
+
+    pub fn view(&self) -> ServiceDeploymentView {
+        ServiceDeploymentView {
+            arn: self.arn.clone(),
+            status: self.status.clone(),
+            stage: Some(self.stage.clone()),
+            target_revision_arn: Some(self.target_revision.clone()),
+            source_revision_arns: vec![self.source_revision.clone()],
+            target_desired: 1,
+            production_percent: Some(self.percent),
+            status_reason: None,
+            rollback_reason: self.rollback_reason.clone(),
+        }
+    }
+
+    fn enter(&mut self, stage: &str, now: DateTime<Utc>) {
+        self.stage = stage.to_string();
+        self.next_at = now;
+        self.hook = HOOKED.contains(&stage).then_some(HookWait {
+            due: now,
+            asked: false,
+        });
+    }
+
+    fn roll_back(&mut self, why: &str, now: DateTime<Utc>) {
+        self.status = "ROLLBACK_IN_PROGRESS".to_string();
+        self.rollback_reason = Some(why.to_string());
+        self.percent = 0;
+        self.enter("PRODUCTION_TRAFFIC_SHIFT", now);
+    }
+
+    /// The hook's answer (`None`: the invocation failed or never answered).
+    pub fn answered(&mut self, answer: Option<(&str, u32)>, now: DateTime<Utc>) {
+        let rolling_back = self.status.starts_with("ROLLBACK");
+        match answer {
+            Some(("SUCCEEDED", _)) => {
+                self.hook = None;
+                self.next_at = now;
+            }
+            Some(("IN_PROGRESS", delay)) => {
+                self.hook = Some(HookWait {
+                    due: now + Duration::seconds(i64::from(delay.max(1))),
+                    asked: false,
+                });
+            }
+            Some((_, _)) if rolling_back => {
+                self.hook = None;
+                self.status = "ROLLBACK_FAILED".to_string();
+            }
+            Some((status, _)) => {
+                self.roll_back(
+                    &format!("lifecycle hook at {} answered {status}", self.stage),
+                    now,
+                );
+            }
+            // A hook that fails makes ECS roll the rollout back; rolling back, it asks again.
+            None if rolling_back => {
+                self.hook = Some(HookWait {
+                    due: now + Duration::seconds(30),
+                    asked: false,
+                });
+            }
+            None => {
+                self.roll_back(&format!("lifecycle hook at {} failed", self.stage), now);
+            }
+        }
+    }
 }
 
 /// The ECS circuit breaker's threshold: half the desired count, at least 3.
@@ -212,6 +337,8 @@ impl Ecs {
                 }],
                 target_group,
                 steady_reported: true,
+                current_sd: None,
+                keep: None,
             },
         );
     }
@@ -306,6 +433,113 @@ impl Ecs {
             .map(|p| p.id.clone()))
     }
 
+    /// UpdateService of an ecs-native service: a service deployment of ECS's own strategy.
+    pub fn update_service_native(
+        &mut self,
+        service: &str,
+        task_definition: &str,
+        strategy: &NativeStrategy,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, String> {
+        if !self.task_definitions.contains_key(task_definition) {
+            return Err(format!(
+                "ClientException: TaskDefinition not found: {task_definition}"
+            ));
+        }
+        let s = self
+            .services
+            .get(service)
+            .ok_or_else(|| format!("ServiceNotFoundException: {service}"))?;
+        if let Some(sd) = s
+            .current_sd
+            .as_ref()
+            .and_then(|a| self.service_deployments.get(a))
+            && sd.in_progress()
+        {
+            return Err(format!(
+                "InvalidParameterException: service deployment {} is in progress",
+                sd.arn
+            ));
+        }
+        let Some(source) = s.primary().cloned() else {
+            return Err(format!(
+                "ServiceNotFoundException: {service} has no deployment"
+            ));
+        };
+        if source.task_definition == task_definition {
+            return Ok(s.current_sd.clone());
+        }
+        let cluster = s.cluster.clone();
+        let n = self.service_deployments.len() + 1;
+        let arn = format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:service-deployment/{cluster}/{service}/sd{n:04}"
+        );
+        let revision = |k: usize| {
+            format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service-revision/{cluster}/{service}/{k}")
+        };
+        let (source_revision, target_revision) = (revision(2 * n), revision(2 * n + 1));
+        self.revisions.insert(
+            source_revision.clone(),
+            (service.to_string(), source.task_definition.clone()),
+        );
+        self.revisions.insert(
+            target_revision.clone(),
+            (service.to_string(), task_definition.to_string()),
+        );
+        let steps = match strategy {
+            NativeStrategy::BlueGreen { .. } => vec![100],
+            NativeStrategy::Canary { canary_percent, .. } => vec![*canary_percent, 100],
+            NativeStrategy::Linear { step_percent, .. } => (1..=100u16
+                .div_ceil(u16::from(*step_percent)))
+                .map(|k| (k * u16::from(*step_percent)).min(100) as u8)
+                .collect(),
+        };
+        let target_deployment = self.new_deployment_id();
+        let mut sd = NativeSd {
+            arn: arn.clone(),
+            service: service.to_string(),
+            source_revision,
+            source_td: source.task_definition.clone(),
+            source_deployment: source.id.clone(),
+            target_revision,
+            target_td: task_definition.to_string(),
+            target_deployment,
+            strategy: strategy.clone(),
+            status: "IN_PROGRESS".to_string(),
+            stage: String::new(),
+            percent: 0,
+            steps,
+            step: 0,
+            next_at: now,
+            hook: None,
+            rollback_reason: None,
+        };
+        sd.enter("PRE_SCALE_UP", now);
+        self.service_deployments.insert(arn.clone(), sd);
+        if let Some(s) = self.services.get_mut(service) {
+            s.current_sd = Some(arn.clone());
+        }
+        Ok(Some(arn))
+    }
+
+    /// StopServiceDeployment(ROLLBACK).
+    pub fn stop_service_deployment(&mut self, arn: &str) -> Result<(), String> {
+        let sd = self
+            .service_deployments
+            .get_mut(arn)
+            .ok_or_else(|| format!("ServiceDeploymentNotFoundException: {arn}"))?;
+        if sd.status != "IN_PROGRESS" && sd.status != "PENDING" {
+            return Err(format!(
+                "InvalidParameterException: service deployment {arn} is {}",
+                sd.status
+            ));
+        }
+        sd.status = "ROLLBACK_REQUESTED".to_string();
+        sd.rollback_reason = Some("StopServiceDeployment with stopType ROLLBACK".to_string());
+        sd.hook = None;
+        Ok(())
+    }
+
     pub fn scale(&mut self, service: &str, desired: u32) -> Result<(), String> {
         let s = self
             .services
@@ -330,6 +564,7 @@ impl Ecs {
                 .count() as u32
         };
         Some(EcsService {
+            current_service_deployment: s.current_sd.clone(),
             task_definition: s.task_definition().to_string(),
             desired_count: s.desired,
             running_count: self
@@ -445,6 +680,8 @@ pub fn advance(w: &mut World) {
             out.push(e);
         }
     }
+
+    native_advance(w, now);
 
     // The service scheduler.
     let names: Vec<String> = w.ecs.services.keys().cloned().collect();
@@ -647,7 +884,7 @@ fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted
     let mut others: Vec<Task> = service
         .deployments
         .iter()
-        .filter(|d| d.id != primary.id)
+        .filter(|d| d.id != primary.id && service.keep.as_deref() != Some(d.id.as_str()))
         .flat_map(|d| tasks_of(w, &d.id))
         .collect();
     others.sort_by_key(|t| (t.status == TaskStatus::Running, t.arn.clone()));
@@ -679,8 +916,10 @@ fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted
         return;
     };
     let primary_id = primary.id.clone();
-    s.deployments
-        .retain(|d| d.id == primary_id || live_deployments.contains(&d.id));
+    let keep = s.keep.clone();
+    s.deployments.retain(|d| {
+        d.id == primary_id || live_deployments.contains(&d.id) || keep.as_deref() == Some(&d.id)
+    });
 
     // Completed, and steady.
     let live: Vec<&Task> = w
@@ -725,4 +964,161 @@ fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted
             });
         }
     }
+}
+
+/// Moves every ecs-native service deployment on: its stages, bakes and traffic steps, and the
+/// service's ECS deployments under it (the target revision's scaled up beside the source's,
+/// the source's retired at CLEAN_UP, the target's on a rollback). A stage whose hook is due or
+/// asked waits for the answer (`NativeSd::answered`).
+fn native_advance(w: &mut World, now: DateTime<Utc>) {
+    let arns: Vec<String> = w
+        .ecs
+        .service_deployments
+        .values()
+        .filter(|sd| sd.in_progress() && sd.next_at <= now && sd.hook.is_none())
+        .map(|sd| sd.arn.clone())
+        .collect();
+    for arn in arns {
+        let Some(mut sd) = w.ecs.service_deployments.get(&arn).cloned() else {
+            continue;
+        };
+        let before = (sd.status.clone(), sd.stage.clone(), sd.percent);
+        let desired = w.ecs.services.get(&sd.service).map_or(1, |s| s.desired);
+        match (sd.status.as_str(), sd.stage.as_str()) {
+            ("IN_PROGRESS", "PRE_SCALE_UP") => {
+                if let Some(s) = w.ecs.services.get_mut(&sd.service) {
+                    s.keep = Some(sd.source_deployment.clone());
+                    s.steady_reported = false;
+                    s.deployments.push(EcsDeployment {
+                        id: sd.target_deployment.clone(),
+                        task_definition: sd.target_td.clone(),
+                        rollout: Rollout::InProgress,
+                        failed_tasks: 0,
+                    });
+                }
+                sd.enter("SCALE_UP", now);
+            }
+            ("IN_PROGRESS", "SCALE_UP") => {
+                let failed = w
+                    .ecs
+                    .services
+                    .get(&sd.service)
+                    .and_then(|s| s.deployments.iter().find(|d| d.id == sd.target_deployment))
+                    .is_some_and(|d| {
+                        d.rollout == Rollout::Failed || d.failed_tasks >= breaker_threshold(desired)
+                    });
+                if failed {
+                    sd.roll_back(
+                        "deployment circuit breaker: tasks of the target revision failed to start",
+                        now,
+                    );
+                } else if w.ecs.running(&sd.service, &sd.target_td) >= desired {
+                    sd.enter("POST_SCALE_UP", now);
+                }
+            }
+            ("IN_PROGRESS", "POST_SCALE_UP") => sd.enter("TEST_TRAFFIC_SHIFT", now),
+            ("IN_PROGRESS", "TEST_TRAFFIC_SHIFT") => sd.enter("POST_TEST_TRAFFIC_SHIFT", now),
+            ("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT") => {
+                sd.enter("PRE_PRODUCTION_TRAFFIC_SHIFT", now)
+            }
+            ("IN_PROGRESS", "PRE_PRODUCTION_TRAFFIC_SHIFT") => {
+                sd.step = 0;
+                sd.percent = sd.steps.first().copied().unwrap_or(100);
+                sd.enter("PRODUCTION_TRAFFIC_SHIFT", now);
+            }
+            ("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT") => {
+                // The step's hook answered: bake, then the next step.
+                let bake = match &sd.strategy {
+                    NativeStrategy::Linear {
+                        step_bake_minutes, ..
+                    } => *step_bake_minutes,
+                    NativeStrategy::Canary {
+                        canary_bake_minutes,
+                        ..
+                    } => *canary_bake_minutes,
+                    NativeStrategy::BlueGreen { .. } => 0,
+                };
+                if sd.percent >= 100 {
+                    sd.enter("POST_PRODUCTION_TRAFFIC_SHIFT", now);
+                } else {
+                    sd.step += 1;
+                    sd.percent = sd.steps.get(sd.step).copied().unwrap_or(100);
+                    sd.enter(
+                        "PRODUCTION_TRAFFIC_SHIFT",
+                        now + Duration::minutes(i64::from(bake)),
+                    );
+                    if let Some(h) = sd.hook.as_mut() {
+                        h.due = now + Duration::minutes(i64::from(bake));
+                    }
+                    sd.next_at = now + Duration::minutes(i64::from(bake));
+                }
+            }
+            ("IN_PROGRESS", "POST_PRODUCTION_TRAFFIC_SHIFT") => {
+                let bake = match &sd.strategy {
+                    NativeStrategy::BlueGreen { bake_minutes } => *bake_minutes,
+                    _ => 0,
+                };
+                sd.enter("BAKE_TIME", now);
+                sd.next_at = now + Duration::minutes(i64::from(bake));
+            }
+            ("IN_PROGRESS", "BAKE_TIME") => {
+                if let Some(s) = w.ecs.services.get_mut(&sd.service) {
+                    s.keep = None;
+                    s.steady_reported = false;
+                }
+                sd.enter("CLEAN_UP", now);
+                sd.status = "SUCCESSFUL".to_string();
+            }
+            ("ROLLBACK_REQUESTED", _) => sd.roll_back(
+                sd.rollback_reason
+                    .clone()
+                    .as_deref()
+                    .unwrap_or("rollback requested"),
+                now,
+            ),
+            ("ROLLBACK_IN_PROGRESS", _) => {
+                // The rollback's traffic stage answered: the source serves again; the target's
+                // tasks give way.
+                if let Some(s) = w.ecs.services.get_mut(&sd.service) {
+                    s.keep = None;
+                    s.steady_reported = false;
+                    if let Some(i) = s
+                        .deployments
+                        .iter()
+                        .position(|d| d.id == sd.target_deployment)
+                    {
+                        let mut target = s.deployments.remove(i);
+                        target.rollout = Rollout::Failed;
+                        s.deployments.insert(0, target);
+                    }
+                    if let Some(i) = s
+                        .deployments
+                        .iter()
+                        .position(|d| d.id == sd.source_deployment)
+                    {
+                        let source = s.deployments.remove(i);
+                        s.deployments.push(source);
+                    }
+                }
+                sd.stage = "CLEAN_UP".to_string();
+                sd.status = "ROLLBACK_SUCCESSFUL".to_string();
+            }
+            _ => {}
+        }
+        if (sd.status.clone(), sd.stage.clone(), sd.percent) != before {
+            w.log(format!(
+                "ecs: {} {} {} at {} ({}%)",
+                sd.service,
+                short_sd(&sd.arn),
+                sd.status,
+                sd.stage,
+                sd.percent
+            ));
+        }
+        w.ecs.service_deployments.insert(arn, sd);
+    }
+}
+
+pub fn short_sd(arn: &str) -> &str {
+    arn.rsplit_once('/').map(|(_, r)| r).unwrap_or(arn)
 }

@@ -124,8 +124,10 @@ fn minutes_since_start(t: DateTime<Utc>) -> String {
     format!("+{}:{:02}", s / 60, s % 60)
 }
 
-fn rank(event_type: &str) -> u8 {
+/// `native`: an ecs-native deployment asks its approval at the lifecycle hook, once started.
+fn rank(event_type: &str, native: bool) -> u8 {
     match event_type {
+        "deployment.approval_required" if native => 1,
         "deployment.approval_required" => 0,
         "deployment.started" => 1,
         // What follows an ending (a promotion, a scale-down given up on) comes after it.
@@ -443,7 +445,12 @@ impl Checker {
                 );
             }
             self.alerts_sent.insert(key);
-            let r = rank(&p.event_type);
+            let native = w
+                .store
+                .deployments
+                .get(&id)
+                .is_some_and(|d| d.native.is_some());
+            let r = rank(&p.event_type, native);
             match self.alert_ranks.get(&id).cloned() {
                 Some((seen, seen_type)) if r < seen => self.violate(
                     Invariant::AlertOrder,
@@ -540,6 +547,12 @@ impl Checker {
             let Some(started) = d.rollout.started_at else {
                 continue;
             };
+            // ecs-native asks its approval at the hook, with the rollout started: the wait is the
+            // approver's, and the budget counts from the approval.
+            if d.native.is_some() && d.approval_required && d.approved_by.is_none() {
+                continue;
+            }
+            let started = started.max(d.approved_at.unwrap_or(started));
             let Some(reg) = plan.regs.iter().find(|r| {
                 r.registration.service == d.service && r.registration.environment == d.environment
             }) else {

@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use flightdeck::api::{self, ApiConfig, ApiRequest};
 use flightdeck::deployment::Status;
 use flightdeck::handlers::{
-    HandlerError, Outcome, Ports, on_alarm, on_ecs_event, on_image_push, shifter,
+    HandlerError, Outcome, Ports, ecs_hook, on_alarm, on_ecs_event, on_image_push, shifter,
 };
 use serde_json::json;
 
@@ -129,6 +129,12 @@ type Boxed = Pin<Box<dyn Future<Output = Result<String, String>>>>;
 enum Work {
     Event(BusEvent),
     Shifter,
+    /// ECS calling `ecs-hook` for a service deployment's stage (synchronously: its answer, or
+    /// its failure, moves the service deployment on).
+    Hook {
+        arn: String,
+        payload: serde_json::Value,
+    },
     Api {
         request: ApiRequest,
         attempts_left: u8,
@@ -178,6 +184,21 @@ fn start(env: &Arc<Env>, work: &Work) -> Boxed {
         }
         Work::Shifter => {
             Box::pin(async move { summary(shifter::handle(&env.ports, &env.alarms).await) })
+        }
+        Work::Hook { payload, .. } => {
+            let payload = payload.clone();
+            Box::pin(async move {
+                match ecs_hook::handle(&env.ports, &env.alarms, &payload).await {
+                    Ok(answer) => {
+                        let status = serde_json::to_value(answer.hook_status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        Ok(format!("{status} {}", answer.call_back_delay.unwrap_or(30)))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
         }
         Work::Api { request, .. } => {
             let request = request.clone();
@@ -229,7 +250,10 @@ impl Driver {
         let mut waiting = Vec::new();
         let mut succeeded = Vec::new();
         for d in w.store.deployments.values() {
-            if d.status() == Status::AwaitingApproval && !self.approvals.contains(&d.id) {
+            let held = d.native.as_ref().is_some_and(|n| n.approval_asked)
+                && d.approved_by.is_none()
+                && d.in_flight();
+            if (d.status() == Status::AwaitingApproval || held) && !self.approvals.contains(&d.id) {
                 waiting.push(d.id.clone());
             }
             if d.status() == Status::Succeeded && !self.succeeded.contains(&d.id) {
@@ -288,7 +312,10 @@ impl Driver {
     fn quiet_start(&mut self, w: &World) {
         self.quiet = true;
         for d in w.store.deployments.values() {
-            if d.status() == Status::AwaitingApproval {
+            let held = d.native.as_ref().is_some_and(|n| n.approval_asked)
+                && d.approved_by.is_none()
+                && d.in_flight();
+            if d.status() == Status::AwaitingApproval || held {
                 self.calls.push((
                     w.now + Duration::seconds(10),
                     action_request(&d.id, "approve", APPROVER),
@@ -440,6 +467,18 @@ fn next_wakeup(w: &World, plan: &Scenario, driver: &Driver) -> DateTime<Utc> {
             t = t.min(task.next_at);
         }
     }
+    for sd in w
+        .ecs
+        .service_deployments
+        .values()
+        .filter(|sd| sd.in_progress())
+    {
+        match &sd.hook {
+            Some(h) if !h.asked => t = t.min(h.due),
+            Some(_) => {}
+            None => t = t.min(sd.next_at),
+        }
+    }
     for a in w.alarms.values() {
         if let Some(s) = a.bad_since
             && a.state != "ALARM"
@@ -578,6 +617,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                     w.health_reads.remove(&t.id);
                     w.store_refused_after_claim.remove(&t.id);
                     w.last_failure.remove(&t.id);
+                    hook_answered(&mut w, &t.work, None);
                     retry(&mut w, &mut driver, &t.work, "stopped");
                 } else {
                     poll_index = Some(index);
@@ -598,6 +638,9 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                 w.now = target;
                 ecs::advance(&mut w);
                 evaluate_alarms(&mut w, &plan);
+                for (label, work) in due_hooks(&mut w) {
+                    spawn.push((label, work));
+                }
                 if crossed {
                     spawn.push(("shifter".into(), Work::Shifter));
                 }
@@ -634,6 +677,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                     Err(e) => e.chars().take(120).collect(),
                 };
                 checker.invocation_returned(&w, claims, &t.label, &outcome, step);
+                hook_answered(&mut w, &t.work, result.as_ref().ok().map(String::as_str));
                 if result.is_err() {
                     retry(&mut w, &mut driver, &t.work, "failed");
                 }
@@ -698,6 +742,67 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
             .values()
             .map(|d| (d.id.clone(), d.status().to_string()))
             .collect(),
+    }
+}
+
+/// The service deployments whose hook is due: each becomes an invocation, with the payload ECS
+/// sends (weights by service revision).
+fn due_hooks(w: &mut World) -> Vec<(String, Work)> {
+    let now = w.now;
+    let mut out = Vec::new();
+    for sd in w.ecs.service_deployments.values_mut() {
+        let Some(hook) = sd.hook.as_mut().filter(|h| !h.asked && h.due <= now) else {
+            continue;
+        };
+        hook.asked = true;
+        let (target, source) = (f64::from(sd.percent), 100.0 - f64::from(sd.percent));
+        let test = if sd.stage == "PRE_SCALE_UP" || sd.stage == "POST_SCALE_UP" {
+            0.0
+        } else {
+            100.0
+        };
+        let payload = json!({
+            "executionId": format!("{}-{}-{}", ecs::short_sd(&sd.arn), sd.stage, now.timestamp_millis()),
+            "lifecycleStage": sd.stage,
+            "resourceArn": sd.arn,
+            "executionDetails": {
+                "serviceArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{CLUSTER}/{}", sd.service),
+                "targetServiceRevisionArn": sd.target_revision,
+                "testTrafficWeights": { sd.target_revision.clone(): test, sd.source_revision.clone(): 100.0 - test },
+                "productionTrafficWeights": { sd.target_revision.clone(): target, sd.source_revision.clone(): source },
+            },
+            "hookDetails": null,
+        });
+        let label = format!(
+            "ecs-hook {} {} {} ({}%)",
+            sd.service,
+            ecs::short_sd(&sd.arn),
+            sd.stage,
+            sd.percent
+        );
+        out.push((
+            label,
+            Work::Hook {
+                arn: sd.arn.clone(),
+                payload,
+            },
+        ));
+    }
+    out
+}
+
+/// ECS takes the hook's answer (`None`: the invocation failed or never returned).
+fn hook_answered(w: &mut World, work: &Work, result: Option<&str>) {
+    let Work::Hook { arn, .. } = work else {
+        return;
+    };
+    let now = w.now;
+    let answer = result.and_then(|r| {
+        let (status, delay) = r.split_once(' ')?;
+        Some((status.to_string(), delay.parse::<u32>().unwrap_or(30)))
+    });
+    if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
+        sd.answered(answer.as_ref().map(|(s, d)| (s.as_str(), *d)), now);
     }
 }
 

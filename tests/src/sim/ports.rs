@@ -147,6 +147,27 @@ impl Brief for Option<String> {
     }
 }
 
+impl Brief for Option<flightdeck::ports::ServiceDeploymentView> {
+    fn brief(&self) -> String {
+        match self {
+            Some(v) => format!(
+                "{} at {} ({}%)",
+                v.status,
+                v.stage.as_deref().unwrap_or("-"),
+                v.production_percent.unwrap_or(0)
+            ),
+            None => "none".into(),
+        }
+    }
+}
+
+impl Brief for Vec<(String, String)> {
+    fn brief(&self) -> String {
+        let tds: Vec<&str> = self.iter().map(|(_, td)| short_td(td)).collect();
+        tds.join(", ")
+    }
+}
+
 impl Brief for Stage {
     fn brief(&self) -> String {
         format!(
@@ -720,6 +741,116 @@ impl EcsControl for Ecs {
                 });
                 Ok(id)
             })
+            .await
+    }
+
+    async fn update_service_native(
+        &self,
+        _cluster: &str,
+        service: &str,
+        task_definition: &str,
+        strategy: &flightdeck::native::NativeStrategy,
+    ) -> PortResult<Option<String>> {
+        let what = format!(
+            "{service} {} {}",
+            short_td(task_definition),
+            strategy.name()
+        );
+        self.0
+            .call("ECS UpdateService", Kind::Write, what, |w| {
+                let now = w.now;
+                let arn = w
+                    .ecs
+                    .update_service_native(service, task_definition, strategy, now)
+                    .map_err(|e| PortError::remote("ECS UpdateService", e))?;
+                w.mutation(MutationKind::UpdateService {
+                    service: service.to_string(),
+                    task_definition: task_definition.to_string(),
+                });
+                Ok(arn)
+            })
+            .await
+    }
+
+    async fn service_deployment(
+        &self,
+        arn: &str,
+    ) -> PortResult<Option<flightdeck::ports::ServiceDeploymentView>> {
+        self.0
+            .call(
+                "ECS DescribeServiceDeployments",
+                Kind::Read,
+                super::ecs::short_sd(arn).to_string(),
+                |w| Ok(w.ecs.service_deployments.get(arn).map(|sd| sd.view())),
+            )
+            .await
+    }
+
+    async fn revision_task_definitions(
+        &self,
+        revision_arns: &[String],
+    ) -> PortResult<Vec<(String, String)>> {
+        self.0
+            .call(
+                "ECS DescribeServiceRevisions",
+                Kind::Read,
+                format!("{} revisions", revision_arns.len()),
+                |w| {
+                    Ok(revision_arns
+                        .iter()
+                        .filter_map(|r| {
+                            w.ecs
+                                .revisions
+                                .get(r)
+                                .map(|(_, td)| (r.clone(), td.clone()))
+                        })
+                        .collect())
+                },
+            )
+            .await
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> PortResult<()> {
+        self.0
+            .call(
+                "ECS StopServiceDeployment",
+                Kind::Write,
+                super::ecs::short_sd(arn).to_string(),
+                |w| {
+                    w.ecs
+                        .stop_service_deployment(arn)
+                        .map_err(|e| PortError::remote("ECS StopServiceDeployment", e))?;
+                    let target = w
+                        .ecs
+                        .service_deployments
+                        .get(arn)
+                        .map(|sd| (sd.service.clone(), sd.source_td.clone()));
+                    if let Some((service, task_definition)) = target {
+                        w.mutation(MutationKind::UpdateService {
+                            service,
+                            task_definition,
+                        });
+                    }
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn image_of(&self, task_definition: &str, container: &str) -> PortResult<Option<String>> {
+        self.0
+            .call(
+                "ECS DescribeTaskDefinition",
+                Kind::Read,
+                short_td(task_definition).to_string(),
+                |w| {
+                    Ok(w.ecs
+                        .task_definitions
+                        .get(task_definition)
+                        .filter(|td| td.container == container)
+                        .map(|td| td.image.clone()))
+                },
+            )
             .await
     }
 

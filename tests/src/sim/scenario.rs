@@ -232,6 +232,59 @@ fn alb(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> RegPlan {
     }
 }
 
+/// An `ecs-native` service: ECS's own BLUE_GREEN, LINEAR or CANARY strategy with `ecs-hook` as
+/// its lifecycle hook (simulated in `ecs::NativeSd`).
+pub fn native(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> RegPlan {
+    let desired = rng.u32(1..=3);
+    let strategy = match rng.u32(0..3) {
+        0 => format!(
+            r#"{{"type":"all-at-once","bake_minutes":{}}}"#,
+            rng.u32(0..=3)
+        ),
+        1 => format!(
+            r#"{{"type":"linear","step_percent":{},"interval_minutes":{}}}"#,
+            pick(rng, &[25, 34, 50]),
+            rng.u32(1..=2)
+        ),
+        _ => format!(
+            r#"{{"type":"canary","steps":[{},100],"bake_minutes":{}}}"#,
+            pick(rng, &[5, 10, 20]),
+            rng.u32(1..=3)
+        ),
+    };
+    let alarm = rng.f64() < 0.8;
+    let json = format!(
+        r#"{{"cluster":"{CLUSTER}","repository":"svc","container":"{CONTAINER}",
+            "engine":{{"type":"ecs-native","service":"svc"}},
+            "strategy":{strategy},
+            "gates":{{"alarms":{alarms},"max_failed_tasks":{max_failed},"approval":{approval}}},
+            "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+            "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#,
+        alarms = if alarm { r#"["svc-5xx"]"# } else { "[]" },
+        max_failed = rng.u32(2..=3),
+    );
+    let registration = Registration::parse("svc", environment, &json)
+        .unwrap_or_else(|e| panic!("harness: ecs-native registration: {e}"));
+    let steps = registration.traffic_steps().len();
+    let bake = i64::from(registration.bake_minutes());
+    RegPlan {
+        registration,
+        repository: "svc".into(),
+        family: "svc".into(),
+        desired,
+        alb: None,
+        alarm: alarm.then(|| "svc-5xx".to_string()),
+        services: vec!["svc".into()],
+        // ECS's own pace (scale-up, each step's bake, the hooks' answers a minute apart at
+        // worst) within the progress deadline Flightdeck keeps per stage, then the rollback's
+        // deadline and three ticks; an approval's wait is the approver's, not counted.
+        budget: Duration::minutes(
+            2 * PROGRESS_DEADLINE_MINUTES + steps as i64 * (bake + PROGRESS_DEADLINE_MINUTES) + 3,
+        ),
+        steps,
+    }
+}
+
 fn quality(rng: &mut fastrand::Rng) -> Quality {
     match rng.u32(0..100) {
         0..55 => Quality::Good,
@@ -265,6 +318,15 @@ pub fn generate(seed: u64) -> Scenario {
             vec![rolling(&mut rng, e1, a1), alb(&mut rng, e2, a2)]
         }
     };
+    // An ecs-native service beside them in some seeds, from a stream of its own so that the
+    // seeds without one keep their schedules.
+    let mut regs = regs;
+    let mut native_rng =
+        fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x4e41_5456);
+    if native_rng.f64() < 0.35 {
+        let (e, a) = env(&mut native_rng);
+        regs.push(native(&mut native_rng, e, a));
+    }
     let start = start_time();
     let mut pushes = Vec::new();
     let mut last = start;
@@ -359,7 +421,18 @@ impl Scenario {
                     a.scale_down_after,
                     a.actions.len()
                 ),
-                None => format!("rolling bake {}", r.registration.bake_minutes()),
+                None => match flightdeck::native::NativeStrategy::of(&r.registration.spec.strategy)
+                {
+                    Ok(native)
+                        if matches!(
+                            r.registration.spec.engine,
+                            flightdeck::registration::Engine::EcsNative { .. }
+                        ) =>
+                    {
+                        format!("ecs-native {native:?}")
+                    }
+                    _ => format!("rolling bake {}", r.registration.bake_minutes()),
+                },
             };
             out.push_str(&format!(
                 "  reg {i}: {} {} desired {} {engine}, alarm {:?}, approval {}, budget {} min\n",
