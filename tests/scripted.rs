@@ -442,6 +442,61 @@ impl H {
         h
     }
 
+    /// An `ecs-native` service `svc` in staging (gated by `svc-5xx`), running svc:1.
+    fn native(desired: u32, strategy: &str) -> H {
+        let h = H::new();
+        {
+            let mut w = h.w();
+            let json = format!(
+                r#"{{"cluster":"{CLUSTER}","repository":"svc","container":"app",
+                    "engine":{{"type":"ecs-native","service":"svc"}},
+                    "strategy":{strategy},
+                    "gates":{{"alarms":["svc-5xx"],"max_failed_tasks":3}},
+                    "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"],
+                    "approvers":["arn:aws:iam::{ACCOUNT}:role/release-approver"]}}"#
+            );
+            let reg = Registration::parse("svc", "staging", &json).expect("registration");
+            w.store
+                .registrations
+                .insert(("svc".into(), "staging".into()), reg);
+            let td = w
+                .ecs
+                .register("svc", "app", &image("svc", &digest('0')), None);
+            w.ecs.create_service(CLUSTER, "svc", &td, desired, None);
+            w.alarms.insert(
+                "svc-5xx".into(),
+                flightdeck_local::sim::world::Alarm {
+                    name: "svc-5xx".into(),
+                    state: "OK".into(),
+                    reason: "Threshold Crossed".into(),
+                    bad_since: None,
+                    good_since: None,
+                    registration: 0,
+                },
+            );
+            let now = w.now;
+            w.ecs.settle_initial(now);
+        }
+        h
+    }
+
+    /// Runs until ECS's service deployment `arn` waits for the hook; the hook's payload then.
+    fn hook_due(&self, arn: &str, limit: i64) -> serde_json::Value {
+        assert!(
+            self.until(5, limit, false, |h| h
+                .w()
+                .ecs
+                .service_deployments
+                .get(arn)
+                .is_some_and(|sd| sd.hook.is_some())),
+            "harness: ECS never called the hook:\n{}",
+            self.trace_tail(30)
+        );
+        let w = self.w();
+        let sd = &w.ecs.service_deployments[arn];
+        flightdeck_local::sim::hook_payload(sd, w.now)
+    }
+
     fn event_id(&mut self) -> String {
         self.next_event += 1;
         format!("evt-review-{:04}", self.next_event)
@@ -2302,4 +2357,131 @@ fn a_promotion_whose_start_fails_is_not_reported_given_up_while_it_deploys() {
             .map(|p| p.status().to_string())
             .unwrap_or_default()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ecs-native: the lifecycle hook.
+
+fn hook_answer(h: &H, payload: &serde_json::Value) -> flightdeck::native::HookAnswer {
+    block_on(flightdeck::handlers::ecs_hook::handle(
+        &h.ports, &h.alarms, payload,
+    ))
+    .expect("a hook invocation always gets an answer")
+}
+
+/// Every read and write the hook makes, failing in turn, answers IN_PROGRESS (ECS asks again),
+/// never SUCCEEDED; with all of them back, the same stage is answered SUCCEEDED.
+#[test]
+fn the_hook_never_answers_succeeded_when_a_read_or_write_it_needs_fails() {
+    let mut h = H::native(2, r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#);
+    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+    h.handle_push(push);
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
+    let arn = d
+        .native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.clone())
+        .expect("bound to the service deployment UpdateService started");
+    let payload = h.hook_due(&arn, 120);
+    for op in [
+        "DynamoDB Query lookup",
+        "DynamoDB Query active",
+        "DynamoDB GetItem",
+        "CloudWatch DescribeAlarms",
+        "ECS ListTasks+DescribeTasks stopped",
+        "ECS DescribeServiceDeployments",
+        "DynamoDB TransactWriteItems save",
+    ] {
+        h.w().failing = vec![op];
+        let answer = hook_answer(&h, &payload);
+        assert_eq!(
+            answer.hook_status,
+            flightdeck::native::HookStatus::InProgress,
+            "{op} failing: {answer:?}"
+        );
+        assert!(answer.call_back_delay.is_some(), "{op}");
+    }
+    h.w().failing.clear();
+    let answer = hook_answer(&h, &payload);
+    assert_eq!(
+        answer.hook_status,
+        flightdeck::native::HookStatus::Succeeded
+    );
+}
+
+/// A rollout ECS runs without Flightdeck (a console or Terraform change) is recorded by the hook,
+/// gated like any other, and listed by the API with its stages.
+#[test]
+fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_stages() {
+    let h = H::native(1, r#"{"type":"all-at-once","bake_minutes":0}"#);
+    let arn = {
+        let mut w = h.w();
+        let td = w
+            .ecs
+            .register("svc", "app", &image("svc", &digest('e')), None);
+        let now = w.now;
+        let strategy = flightdeck::native::NativeStrategy::BlueGreen { bake_minutes: 0 };
+        w.ecs
+            .update_service_native("svc", &td, &strategy, now)
+            .expect("console update")
+            .expect("a service deployment")
+    };
+    // ECS walks its stages; at each hooked one it waits for the hook's answer.
+    for _ in 0..200 {
+        let (status, due) = {
+            let w = h.w();
+            let sd = &w.ecs.service_deployments[&arn];
+            let due = sd.hook.as_ref().is_some_and(|hook| !hook.asked);
+            let payload = flightdeck_local::sim::hook_payload(sd, w.now);
+            (sd.status.clone(), due.then_some(payload))
+        };
+        if status != "IN_PROGRESS" {
+            break;
+        }
+        match due {
+            Some(payload) => {
+                let answer = hook_answer(&h, &payload);
+                assert_eq!(
+                    answer.hook_status,
+                    flightdeck::native::HookStatus::Succeeded
+                );
+                let now = h.w().now;
+                if let Some(sd) = h.w().ecs.service_deployments.get_mut(&arn) {
+                    sd.answered(Some(("SUCCEEDED", 30)), now);
+                }
+            }
+            None => h.advance(5, true, false),
+        }
+    }
+    assert_eq!(h.w().ecs.service_deployments[&arn].status, "SUCCESSFUL");
+    h.advance(60, true, false);
+    let id = flightdeck::lifecycle::external_deployment_id(&arn);
+    let d = h.get(&id);
+    assert_eq!(d.trigger, flightdeck::deployment::Trigger::External);
+    assert_eq!(d.status(), Status::Succeeded, "{}", h.trace_tail(30));
+    let request = ApiRequest {
+        method: "GET".into(),
+        path: "/deployments".into(),
+        query: [
+            ("service".to_string(), "svc".to_string()),
+            ("environment".to_string(), "staging".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        caller: Some(format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer")),
+        account: Some(ACCOUNT.into()),
+        ..ApiRequest::default()
+    };
+    let config = ApiConfig {
+        admins: vec![],
+        region: REGION.into(),
+    };
+    let r = block_on(api::handle(&h.ports, &h.images, &config, &request));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed = r.body["deployments"].as_array().expect("a list");
+    assert!(listed.iter().any(|x| x["id"] == id.as_str()), "{}", r.body);
+    let trail = audit(&d).join("\n");
+    assert!(trail.contains("started outside Flightdeck"), "{trail}");
+    assert!(trail.contains("PRE_PRODUCTION_TRAFFIC_SHIFT"), "{trail}");
 }

@@ -274,6 +274,28 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_hook_samples_in_events_are_read_with_the_target_revision_weights() {
+        for (sample, stage) in [
+            (
+                include_str!("../../events/ecs-hook-pre-production-traffic-shift.json"),
+                HookStage::PreProductionTrafficShift,
+            ),
+            (
+                include_str!("../../events/ecs-hook-production-traffic-shift-canary.json"),
+                HookStage::ProductionTrafficShift,
+            ),
+        ] {
+            let value: Value = serde_json::from_str(sample).unwrap();
+            let call = HookInvocation::parse(&value).unwrap();
+            assert_eq!(call.stage, stage);
+            assert!(
+                call.production_traffic_weights
+                    .contains_key(&call.target_service_revision_arn)
+            );
+        }
+    }
+
+    #[test]
     fn each_strategy_maps_onto_ecs_own_or_says_why_it_cannot() {
         assert_eq!(
             NativeStrategy::of(&Strategy::AllAtOnce { bake_minutes: 15 }),

@@ -79,7 +79,8 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             // "Steady" (or "completed" for an ECS deployment we cannot name) says nothing of
             // which revision: ECS may have rolled the service back by itself, its FAILED event
             // lost or late. It counts only when the service runs the revision awaited.
-            if settles_by_word(&current, &parsed.fact)
+            if current.native.is_none()
+                && settles_by_word(&current, &parsed.fact)
                 && let Some(seen) = observe(ports, &current).await?
                 && !awaits(&current, &seen.task_definition)
             {
@@ -90,9 +91,22 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             let Some(mut d) = apply(ports, &id, &parsed.fact).await? else {
                 continue;
             };
+            // ecs-native: a deployment or service event says ECS moved on; what to is read from
+            // the service deployment now rather than at the next tick.
+            if d.native.is_some()
+                && matches!(
+                    parsed.fact,
+                    Fact::EcsDeployment { .. } | Fact::ServiceAction { .. }
+                )
+                && let Some(view) = super::shifter::native_view(ports, &d).await?
+                && let Some(after) = apply(ports, &id, &Fact::NativeObserved(view)).await?
+            {
+                d = after;
+            }
             // A new-revision task running may be what makes the rollout ready: look now rather
             // than at the next tick.
             if let Fact::Task(task) = &parsed.fact
+                && d.native.is_none()
                 && task.last_status == "RUNNING"
                 && d.status() == Status::Deploying
                 && d.rollout.new_task_definition.as_deref()

@@ -755,24 +755,7 @@ fn due_hooks(w: &mut World) -> Vec<(String, Work)> {
             continue;
         };
         hook.asked = true;
-        let (target, source) = (f64::from(sd.percent), 100.0 - f64::from(sd.percent));
-        let test = if sd.stage == "PRE_SCALE_UP" || sd.stage == "POST_SCALE_UP" {
-            0.0
-        } else {
-            100.0
-        };
-        let payload = json!({
-            "executionId": format!("{}-{}-{}", ecs::short_sd(&sd.arn), sd.stage, now.timestamp_millis()),
-            "lifecycleStage": sd.stage,
-            "resourceArn": sd.arn,
-            "executionDetails": {
-                "serviceArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{CLUSTER}/{}", sd.service),
-                "targetServiceRevisionArn": sd.target_revision,
-                "testTrafficWeights": { sd.target_revision.clone(): test, sd.source_revision.clone(): 100.0 - test },
-                "productionTrafficWeights": { sd.target_revision.clone(): target, sd.source_revision.clone(): source },
-            },
-            "hookDetails": null,
-        });
+        let payload = hook_payload(sd, now);
         let label = format!(
             "ecs-hook {} {} {} ({}%)",
             sd.service,
@@ -789,6 +772,29 @@ fn due_hooks(w: &mut World) -> Vec<(String, Work)> {
         ));
     }
     out
+}
+
+/// What ECS sends the hook for a service deployment's current stage (weights by service
+/// revision).
+pub fn hook_payload(sd: &ecs::NativeSd, now: DateTime<Utc>) -> serde_json::Value {
+    let (target, source) = (f64::from(sd.percent), 100.0 - f64::from(sd.percent));
+    let test = if sd.stage == "PRE_SCALE_UP" || sd.stage == "POST_SCALE_UP" {
+        0.0
+    } else {
+        100.0
+    };
+    json!({
+        "executionId": format!("{}-{}-{}", ecs::short_sd(&sd.arn), sd.stage, now.timestamp_millis()),
+        "lifecycleStage": sd.stage,
+        "resourceArn": sd.arn,
+        "executionDetails": {
+            "serviceArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{CLUSTER}/{}", sd.service),
+            "targetServiceRevisionArn": sd.target_revision,
+            "testTrafficWeights": { sd.target_revision.clone(): test, sd.source_revision.clone(): 100.0 - test },
+            "productionTrafficWeights": { sd.target_revision.clone(): target, sd.source_revision.clone(): source },
+        },
+        "hookDetails": null,
+    })
 }
 
 /// ECS takes the hook's answer (`None`: the invocation failed or never returned).
