@@ -36,8 +36,7 @@ mod ecs_native;
 mod rolling;
 
 pub use ecs_native::{
-    ExternalRollout, external, external_deployment_id, hook_answer, hook_status_name,
-    short_service_deployment,
+    ExternalRollout, external, external_deployment_id, hook_answer, short_service_deployment,
 };
 
 /// What differs between traffic engines, and nothing else: the lifecycle decides statuses,

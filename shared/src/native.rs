@@ -138,6 +138,21 @@ impl HookStage {
         }
     }
 
+    /// ECS's name of the stage.
+    pub fn name(&self) -> &str {
+        match self {
+            HookStage::ReconcileService => "RECONCILE_SERVICE",
+            HookStage::PreScaleUp => "PRE_SCALE_UP",
+            HookStage::PostScaleUp => "POST_SCALE_UP",
+            HookStage::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
+            HookStage::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
+            HookStage::PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            HookStage::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
+            HookStage::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
+            HookStage::Other(name) => name,
+        }
+    }
+
     /// Whether production traffic may move to the new revision once this stage is answered
     /// SUCCEEDED: the stages where an approval or a freeze must hold the rollout.
     pub fn before_production_traffic(&self) -> bool {
@@ -253,6 +268,17 @@ pub enum HookStatus {
     Succeeded,
     Failed,
     InProgress,
+}
+
+impl HookStatus {
+    /// ECS's name of the status, as the answer carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookStatus::Succeeded => "SUCCEEDED",
+            HookStatus::Failed => "FAILED",
+            HookStatus::InProgress => "IN_PROGRESS",
+        }
+    }
 }
 
 impl HookAnswer {

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::shifter::stopped_failures;
+use super::shifter::{revision_task_definition, stopped_failures};
 use super::{HandlerError, StageEdit, apply, update_stage};
 use crate::deployment::{Deployment, Status};
 use crate::events::EventError;
@@ -71,22 +71,6 @@ fn service_of(arn: &str) -> Option<(Option<&str>, &str)> {
     }
 }
 
-fn stage_name(call: &HookInvocation) -> String {
-    use crate::native::HookStage::*;
-    match &call.stage {
-        ReconcileService => "RECONCILE_SERVICE",
-        PreScaleUp => "PRE_SCALE_UP",
-        PostScaleUp => "POST_SCALE_UP",
-        TestTrafficShift => "TEST_TRAFFIC_SHIFT",
-        PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
-        PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
-        ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
-        PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
-        Other(name) => name,
-    }
-    .to_string()
-}
-
 /// The target revision's share of the traffic, as ECS reported it (weights by service revision).
 fn percent(weights: &std::collections::BTreeMap<String, f64>, revision: &str) -> Option<u8> {
     weights
@@ -130,15 +114,29 @@ async fn answer<P: Adapters, A: AlarmReader>(
         );
         return Ok(reply(HookStatus::Succeeded, why));
     };
-    let stage = stage_name(call);
-    if let Some(id) = rollback_of(ports, &registration, call).await? {
+    let stage = call.stage.name().to_string();
+    let mut active = Vec::new();
+    for id in ports
+        .store()
+        .active(&registration.service, &registration.environment)
+        .await?
+    {
+        active.extend(ports.store().get(&id).await?);
+    }
+    let mut target = Target {
+        revision: &call.target_service_revision_arn,
+        read: None,
+    };
+    if let Some(id) = rollback_of(ports, &active, call, &mut target).await? {
         let why = format!(
             "the service deployment puts deployment {id}'s previous revision back: the \
              rollback goes on"
         );
         return Ok(reply(HookStatus::Succeeded, why));
     }
-    let Some((d, target)) = find_or_record(ports, &registration, call, &stage).await? else {
+    let Some((d, target)) =
+        find_or_record(ports, &registration, active, call, &stage, &mut target).await?
+    else {
         let why = "the service's first deployment: there is no previous revision to roll back \
                    to, so Flightdeck does not gate it"
             .to_string();
@@ -234,52 +232,51 @@ async fn answer<P: Adapters, A: AlarmReader>(
     Ok(reply(status, format!("deployment {id}: {why}")))
 }
 
+/// The task definition of the invocation's target revision: read once, when first needed.
+struct Target<'a> {
+    revision: &'a str,
+    read: Option<Option<String>>,
+}
+
+impl Target<'_> {
+    async fn get<P: Adapters>(&mut self, ports: &P) -> Result<Option<String>, HandlerError> {
+        if self.read.is_none() {
+            self.read = Some(revision_task_definition(ports, self.revision).await?);
+        }
+        Ok(self.read.clone().flatten())
+    }
+}
+
 /// The deployment rolling back whose rollback this service deployment is (UpdateService back to
 /// the previous revision, when the rollout had completed before the rollback): by the ARN the
 /// call answered, or — that answer lost — by its target revision being the previous one.
 async fn rollback_of<P: Adapters>(
     ports: &P,
-    registration: &Registration,
+    active: &[Deployment],
     call: &HookInvocation,
+    target: &mut Target<'_>,
 ) -> Result<Option<String>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    let mut unanswered = Vec::new();
-    for id in ports
-        .store()
-        .active(&registration.service, &registration.environment)
-        .await?
-    {
-        let Some(d) = ports.store().get(&id).await? else {
-            continue;
-        };
+    for d in active.iter().filter(|d| !bound_to(d, arn)) {
         let Some(rollback) = d.rollback().filter(|_| d.status() == Status::RollingBack) else {
             continue;
         };
-        let bound = d
-            .native
-            .as_ref()
-            .and_then(|n| n.service_deployment_arn.as_deref());
-        match rollback.ecs_deployment_id.as_deref() {
-            Some(back) if back == arn && bound != Some(arn) => return Ok(Some(d.id)),
-            None if bound != Some(arn) => unanswered.push(rollback.to_task_definition.clone()),
-            _ => {}
-        }
-        if !unanswered.is_empty() {
-            let revision = call.target_service_revision_arn.clone();
-            let target = ports
-                .ecs()
-                .revision_task_definitions(std::slice::from_ref(&revision))
-                .await?
-                .into_iter()
-                .find(|(r, _)| *r == revision)
-                .map(|(_, td)| td);
-            if target.is_some_and(|td| unanswered.contains(&td)) {
-                return Ok(Some(d.id));
-            }
-            unanswered.clear();
+        let ours = match rollback.ecs_deployment_id.as_deref() {
+            Some(back) => back == arn,
+            None => target.get(ports).await?.as_deref() == Some(&rollback.to_task_definition),
+        };
+        if ours {
+            return Ok(Some(d.id.clone()));
         }
     }
     Ok(None)
+}
+
+fn bound_to(d: &Deployment, arn: &str) -> bool {
+    d.native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.as_deref())
+        == Some(arn)
 }
 
 /// The deployment of the invocation's service deployment, and — when it was recognised by its
@@ -289,23 +286,16 @@ async fn rollback_of<P: Adapters>(
 async fn find_or_record<P: Adapters>(
     ports: &P,
     registration: &Registration,
+    active: Vec<Deployment>,
     call: &HookInvocation,
     stage: &str,
+    target: &mut Target<'_>,
 ) -> Result<Option<(Deployment, Option<String>)>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    let bound_to = |d: &Deployment| {
-        d.native
-            .as_ref()
-            .and_then(|n| n.service_deployment_arn.as_deref())
-            == Some(arn)
-    };
     let (service, environment) = (&registration.service, &registration.environment);
     let mut unbound = Vec::new();
-    for id in ports.store().active(service, environment).await? {
-        let Some(d) = ports.store().get(&id).await? else {
-            continue;
-        };
-        if bound_to(&d) {
+    for d in active {
+        if bound_to(&d, arn) {
             return Ok(Some((d, None)));
         }
         let free = d
@@ -318,7 +308,7 @@ async fn find_or_record<P: Adapters>(
     }
     // Ended already (ECS asks again while it rolls back, say).
     if let Some(d) = ports.store().latest(service, environment).await?
-        && bound_to(&d)
+        && bound_to(&d, arn)
     {
         return Ok(Some((d, None)));
     }
@@ -326,20 +316,15 @@ async fn find_or_record<P: Adapters>(
     if let Some(d) = ports.store().get(&external_id).await? {
         return Ok(Some((d, None)));
     }
-    let revision = call.target_service_revision_arn.clone();
-    let target = ports
-        .ecs()
-        .revision_task_definitions(std::slice::from_ref(&revision))
-        .await?
-        .into_iter()
-        .find(|(r, _)| *r == revision)
-        .map(|(_, td)| td)
-        .ok_or_else(|| {
-            PortError::remote(
-                "ECS DescribeServiceRevisions",
-                format!("service revision {revision} not found"),
-            )
-        })?;
+    let target = target.get(ports).await?.ok_or_else(|| {
+        PortError::remote(
+            "ECS DescribeServiceRevisions",
+            format!(
+                "service revision {} not found",
+                call.target_service_revision_arn
+            ),
+        )
+    })?;
     if let Some(d) = unbound
         .into_iter()
         .find(|d| d.rollout.new_task_definition.as_deref() == Some(target.as_str()))

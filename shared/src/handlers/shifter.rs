@@ -223,13 +223,7 @@ pub(crate) async fn native_view<P: Adapters>(
         return Ok(None);
     };
     let target_task_definition = match (&bound, &sd.target_revision_arn) {
-        (None, Some(revision)) => ports
-            .ecs()
-            .revision_task_definitions(std::slice::from_ref(revision))
-            .await?
-            .into_iter()
-            .find(|(r, _)| r == revision)
-            .map(|(_, td)| td),
+        (None, Some(revision)) => revision_task_definition(ports, revision).await?,
         _ => None,
     };
     Ok(Some(NativeView {
@@ -241,6 +235,21 @@ pub(crate) async fn native_view<P: Adapters>(
         status_reason: sd.status_reason,
         rollback_reason: sd.rollback_reason,
     }))
+}
+
+/// The task definition a service revision runs (DescribeServiceRevisions); `None` when ECS
+/// does not know the revision.
+pub(crate) async fn revision_task_definition<P: Adapters>(
+    ports: &P,
+    revision: &str,
+) -> Result<Option<String>, HandlerError> {
+    Ok(ports
+        .ecs()
+        .revision_task_definitions(&[revision.to_string()])
+        .await?
+        .into_iter()
+        .find(|(r, _)| r == revision)
+        .map(|(_, td)| td))
 }
 
 /// Failed tasks of the new revision that ECS still lists as stopped and the record has not

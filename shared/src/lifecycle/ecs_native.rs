@@ -519,17 +519,9 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
             call.stage,
             percent_text("test", call.test_percent),
             percent_text("production", call.production_percent),
-            hook_status_name(status),
+            status.name(),
         );
         note(d, text, "aws.ecs", now);
-    }
-}
-
-pub fn hook_status_name(status: HookStatus) -> &'static str {
-    match status {
-        HookStatus::Succeeded => "SUCCEEDED",
-        HookStatus::Failed => "FAILED",
-        HookStatus::InProgress => "IN_PROGRESS",
     }
 }
 

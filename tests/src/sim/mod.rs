@@ -189,13 +189,11 @@ fn start(env: &Arc<Env>, work: &Work) -> Boxed {
             let payload = payload.clone();
             Box::pin(async move {
                 match ecs_hook::handle(&env.ports, &env.alarms, &payload).await {
-                    Ok(answer) => {
-                        let status = serde_json::to_value(answer.hook_status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
-                        Ok(format!("{status} {}", answer.call_back_delay.unwrap_or(30)))
-                    }
+                    Ok(answer) => Ok(format!(
+                        "{} {}",
+                        answer.hook_status.name(),
+                        answer.call_back_delay.unwrap_or(30)
+                    )),
                     Err(e) => Err(e.to_string()),
                 }
             })
@@ -226,6 +224,14 @@ fn action_request(id: &str, action: &str, caller: &str) -> ApiRequest {
     }
 }
 
+/// Waiting for an approver: AWAITING_APPROVAL, or an ecs-native rollout held at its hook.
+fn waits_for_approval(d: &flightdeck::deployment::Deployment) -> bool {
+    let held = d.native.as_ref().is_some_and(|n| n.approval_asked)
+        && d.approved_by.is_none()
+        && d.in_flight();
+    d.status() == Status::AwaitingApproval || held
+}
+
 /// The scenario's reactions to what happens: approvals, back-to-back pushes.
 #[derive(Default)]
 struct Driver {
@@ -250,10 +256,7 @@ impl Driver {
         let mut waiting = Vec::new();
         let mut succeeded = Vec::new();
         for d in w.store.deployments.values() {
-            let held = d.native.as_ref().is_some_and(|n| n.approval_asked)
-                && d.approved_by.is_none()
-                && d.in_flight();
-            if (d.status() == Status::AwaitingApproval || held) && !self.approvals.contains(&d.id) {
+            if waits_for_approval(d) && !self.approvals.contains(&d.id) {
                 waiting.push(d.id.clone());
             }
             if d.status() == Status::Succeeded && !self.succeeded.contains(&d.id) {
@@ -312,10 +315,7 @@ impl Driver {
     fn quiet_start(&mut self, w: &World) {
         self.quiet = true;
         for d in w.store.deployments.values() {
-            let held = d.native.as_ref().is_some_and(|n| n.approval_asked)
-                && d.approved_by.is_none()
-                && d.in_flight();
-            if d.status() == Status::AwaitingApproval || held {
+            if waits_for_approval(d) {
                 self.calls.push((
                     w.now + Duration::seconds(10),
                     action_request(&d.id, "approve", APPROVER),
