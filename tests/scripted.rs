@@ -492,9 +492,15 @@ impl H {
             "harness: ECS never called the hook:\n{}",
             self.trace_tail(30)
         );
-        let w = self.w();
-        let sd = &w.ecs.service_deployments[arn];
-        flightdeck_local::sim::hook_payload(sd, w.now)
+        let mut w = self.w();
+        let now = w.now;
+        let sd = w.ecs.service_deployments.get_mut(arn).expect("the rollout");
+        let payload = flightdeck_local::sim::hook_payload(sd, now);
+        // ECS invokes the hook: this execution's answer is the one it waits for.
+        if let Some(hook) = sd.hook.as_mut() {
+            hook.asked = payload["executionId"].as_str().map(str::to_string);
+        }
+        payload
     }
 
     fn event_id(&mut self) -> String {
@@ -1706,9 +1712,19 @@ fn seeds_keep_the_invariants(seeds: &[u64], options: &flightdeck_local::sim::Opt
 /// The 200,000-seed run finds seed 126675 (claim-released): the shifter's claim write on a
 /// weight step lands with its answer lost, an abort cancels the step before the shifter
 /// reloads, and the shifter leaves its own claim on the cancelled step it never started.
+/// With ecs-native services in the scenarios, seeds 0..6000 found (terminal-truth) 1667: the
+/// simulated ECS took a hook answer for a stage it had left as the answer to its rollback's
+/// hook (`a_hook_answer_that_arrives_after_the_rollout_was_stopped_does_not_fail_ecs_rollback`);
+/// 2579: ECS's ROLLBACK_SUCCESSFUL onto a revision an earlier rollout left crashing was taken
+/// for ROLLED_BACK; 3099 and 4663: ECS's SUCCESSFUL while the new revision's tasks crash was
+/// taken for SUCCEEDED (`ecs_success_is_success_only_once_the_new_revision_runs_at_its_desired_count`,
+/// `ecs_rollback_success_onto_a_revision_that_does_not_run_is_not_rolled_back`).
 #[test]
 fn seeds_found_in_review_keep_the_invariants() {
-    seeds_keep_the_invariants(&[22070, 126675], &flightdeck_local::sim::Options::default());
+    seeds_keep_the_invariants(
+        &[1667, 2579, 3099, 4663, 22070, 126675],
+        &flightdeck_local::sim::Options::default(),
+    );
 }
 
 /// With every ECS event lost, seeds 0..5000 (the test command runs only 0..300) include
@@ -2410,6 +2426,86 @@ fn the_hook_never_answers_succeeded_when_a_read_or_write_it_needs_fails() {
     );
 }
 
+/// The hook that finds a gating alarm stops the rollout (StopServiceDeployment). An invocation
+/// that read the service deployment before the stop answers FAILED; ECS is rolling back by the
+/// time that answer arrives, so it answers a stage ECS no longer waits for: the rollback goes on
+/// to ROLLBACK_SUCCESSFUL and the record ends ROLLED_BACK on the revision that served before.
+/// (Seed 1667 found the simulated ECS taking such a late answer for the rollback's own hook: a
+/// ROLLBACK_FAILED no real schedule makes, which left the service half rolled back.)
+#[test]
+fn a_hook_answer_that_arrives_after_the_rollout_was_stopped_does_not_fail_ecs_rollback() {
+    let mut h = H::native(
+        1,
+        r#"{"type":"linear","step_percent":25,"interval_minutes":1}"#,
+    );
+    let before = h.w().ecs.describe("svc").expect("svc").task_definition;
+    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+    h.handle_push(push);
+    let arn = h
+        .get(&id)
+        .native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.clone())
+        .expect("bound to the service deployment UpdateService started");
+    let payload = h.hook_due(&arn, 120);
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "ALARM".into();
+    }
+    let answer = hook_answer(&h, &payload);
+    assert_eq!(
+        answer.hook_status,
+        flightdeck::native::HookStatus::Succeeded,
+        "ECS rolls back now: the hook lets the rollback go on"
+    );
+    {
+        let mut w = h.w();
+        let now = w.now;
+        let sd = w
+            .ecs
+            .service_deployments
+            .get_mut(&arn)
+            .expect("the rollout");
+        assert!(
+            sd.status.starts_with("ROLLBACK"),
+            "the hook stopped the rollout before it answered: {}",
+            sd.status
+        );
+        let execution = payload["executionId"].as_str().unwrap_or_default();
+        sd.answered(execution, Some(("FAILED", 30)), now);
+    }
+    // ECS calls the hook again as it rolls back; each answer is the one it waits for.
+    for _ in 0..120 {
+        if !h.get(&id).status().is_active() {
+            break;
+        }
+        let due = h.w().ecs.service_deployments[&arn]
+            .hook
+            .as_ref()
+            .is_some_and(|hook| hook.asked.is_none());
+        if due {
+            let payload = h.hook_due(&arn, 5);
+            let answer = hook_answer(&h, &payload);
+            let status = answer.hook_status.name();
+            let execution = payload["executionId"].as_str().unwrap_or_default();
+            let now = h.w().now;
+            if let Some(sd) = h.w().ecs.service_deployments.get_mut(&arn) {
+                sd.answered(execution, Some((status, 30)), now);
+            }
+        }
+        h.advance(5, true, false);
+    }
+    let d = h.get(&id);
+    assert!(!d.status().is_active(), "the deployment never ended");
+    assert_eq!(
+        h.w().ecs.service_deployments[&arn].status,
+        "ROLLBACK_SUCCESSFUL"
+    );
+    assert_eq!(d.status(), Status::RolledBack, "{:?}", d.reason);
+    let now_serving = h.w().ecs.describe("svc").expect("svc");
+    assert_eq!(now_serving.task_definition, before);
+    assert_eq!(now_serving.running_count, 1);
+}
+
 /// A rollout ECS runs without Flightdeck (a console or Terraform change) is recorded by the hook,
 /// gated like any other, and listed by the API with its stages.
 #[test]
@@ -2430,10 +2526,21 @@ fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_s
     // ECS walks its stages; at each hooked one it waits for the hook's answer.
     for _ in 0..200 {
         let (status, due) = {
-            let w = h.w();
-            let sd = &w.ecs.service_deployments[&arn];
-            let due = sd.hook.as_ref().is_some_and(|hook| !hook.asked);
-            let payload = flightdeck_local::sim::hook_payload(sd, w.now);
+            let mut w = h.w();
+            let now = w.now;
+            let sd = w
+                .ecs
+                .service_deployments
+                .get_mut(&arn)
+                .expect("the rollout");
+            let payload = flightdeck_local::sim::hook_payload(sd, now);
+            let due = match sd.hook.as_mut() {
+                Some(hook) if hook.asked.is_none() => {
+                    hook.asked = payload["executionId"].as_str().map(str::to_string);
+                    true
+                }
+                _ => false,
+            };
             (sd.status.clone(), due.then_some(payload))
         };
         if status != "IN_PROGRESS" {
@@ -2447,8 +2554,9 @@ fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_s
                     flightdeck::native::HookStatus::Succeeded
                 );
                 let now = h.w().now;
+                let execution = payload["executionId"].as_str().unwrap_or_default();
                 if let Some(sd) = h.w().ecs.service_deployments.get_mut(&arn) {
-                    sd.answered(Some(("SUCCEEDED", 30)), now);
+                    sd.answered(execution, Some(("SUCCEEDED", 30)), now);
                 }
             }
             None => h.advance(5, true, false),

@@ -273,6 +273,10 @@ pub struct NativeView {
     pub status_reason: Option<String>,
     /// ECS's reason for a rollback, when it rolled back.
     pub rollback_reason: Option<String>,
+    /// The service, read with a service deployment that ended SUCCESSFUL (counting tasks of the
+    /// new revision) or ROLLBACK_SUCCESSFUL (of the revision rolled back to): ECS's word ends
+    /// the record only when the service runs that revision at its desired count.
+    pub serving: Option<ServiceObservation>,
 }
 
 /// A lifecycle hook invocation, as far as the record is concerned (ecs-native).
@@ -2234,7 +2238,21 @@ mod tests {
         started(native_pending(approval), 2, None, answered)
     }
 
+    /// The service deployment as the reconcile loop reads it: an outcome (SUCCESSFUL,
+    /// ROLLBACK_SUCCESSFUL) comes with the service running that revision at its desired count.
     fn sd_view(status: &str, stage: &str, percent: Option<u8>) -> Fact {
+        let ended = matches!(status, "SUCCESSFUL" | "ROLLBACK_SUCCESSFUL");
+        sd_view_serving(status, stage, percent, ended.then_some((2, 2)))
+    }
+
+    /// As `sd_view`, with the service read running `running` of `desired` tasks of the
+    /// revision the outcome names.
+    fn sd_view_serving(
+        status: &str,
+        stage: &str,
+        percent: Option<u8>,
+        serving: Option<(u32, u32)>,
+    ) -> Fact {
         Fact::NativeObserved(NativeView {
             arn: SD.into(),
             status: status.into(),
@@ -2243,6 +2261,15 @@ mod tests {
             production_percent: percent,
             status_reason: None,
             rollback_reason: None,
+            serving: serving.map(|(running, desired)| ServiceObservation {
+                service: "checkout-api".into(),
+                task_definition:
+                    "arn:aws:ecs:eu-west-1:123456789012:task-definition/checkout-api:7".into(),
+                running,
+                desired,
+                steady: running >= desired,
+                healthy_targets: None,
+            }),
         })
     }
 
@@ -2348,6 +2375,7 @@ mod tests {
             production_percent: Some(100),
             status_reason: None,
             rollback_reason: None,
+            serving: None,
         });
         assert!(!decide(&d, &other, t(20)).changed);
     }
@@ -2365,6 +2393,7 @@ mod tests {
                 production_percent: None,
                 status_reason: None,
                 rollback_reason: None,
+                serving: None,
             })
         };
         assert!(!decide(&d, &view(OLD_TD), t(20)).changed, "not ours");
@@ -2440,6 +2469,7 @@ mod tests {
             production_percent: Some(0),
             status_reason: None,
             rollback_reason: Some("deployment circuit breaker: tasks failed to start".into()),
+            serving: None,
         });
         let d = decide(&d, &own, t(20)).deployment;
         assert_eq!(d.status(), Status::RollingBack);
@@ -2463,6 +2493,69 @@ mod tests {
         assert_eq!(d.status(), Status::Failed);
         assert!(alerts(&d).contains(&EventType::Failed));
         assert!(d.reason.as_deref().unwrap().contains("failed to roll back"));
+    }
+
+    #[test]
+    fn ecs_success_is_success_only_once_the_new_revision_runs_at_its_desired_count() {
+        let d = native_deploying(false, Some(SD));
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(20),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Shifting);
+        // ECS is done, but the new revision's tasks die as fast as they start.
+        let done_but_crashing = sd_view_serving("SUCCESSFUL", "CLEAN_UP", Some(100), Some((0, 2)));
+        let d = decide(&d, &done_but_crashing, t(30)).deployment;
+        assert_eq!(d.status(), Status::Shifting, "{:?}", d.reason);
+        assert!(
+            trail(&d).contains("runs 0 of its 2 tasks"),
+            "the wait is on the trail:\n{}",
+            trail(&d)
+        );
+        assert!(
+            !decide(&d, &done_but_crashing, t(40)).changed,
+            "said once, not per read"
+        );
+        let unread = sd_view_serving("SUCCESSFUL", "CLEAN_UP", Some(100), None);
+        assert_eq!(
+            decide(&d, &unread, t(45)).deployment.status(),
+            Status::Shifting
+        );
+        let d = decide(&d, &sd_view("SUCCESSFUL", "CLEAN_UP", Some(100)), t(50)).deployment;
+        assert_eq!(d.status(), Status::Succeeded);
+    }
+
+    #[test]
+    fn ecs_rollback_success_onto_a_revision_that_does_not_run_is_not_rolled_back() {
+        let d = native_deploying(false, Some(SD));
+        let d = decide(
+            &d,
+            &sd_view("ROLLBACK_IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(0)),
+            t(20),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::RollingBack);
+        // The revision rolled back to crashes too (an earlier failed rollout left it there).
+        let back_but_down =
+            sd_view_serving("ROLLBACK_SUCCESSFUL", "CLEAN_UP", Some(0), Some((0, 1)));
+        let d = decide(&d, &back_but_down, t(30)).deployment;
+        assert_eq!(d.status(), Status::RollingBack, "{:?}", d.reason);
+        assert!(
+            trail(&d).contains("ROLLED_BACK waits for them"),
+            "{}",
+            trail(&d)
+        );
+        let deadline = d.rollback().and_then(|r| r.deadline).unwrap();
+        let d = decide(&d, &Fact::Tick, deadline).deployment;
+        assert_eq!(d.status(), Status::Failed, "{:?}", d.reason);
+        assert!(alerts(&d).contains(&EventType::Failed));
+        let reason = d.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("last observed 0 of 1 tasks running"),
+            "{reason}"
+        );
     }
 
     #[test]

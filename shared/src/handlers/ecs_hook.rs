@@ -190,6 +190,7 @@ async fn answer<P: Adapters, A: AlarmReader>(
         production_percent: view.production_percent,
         status_reason: view.status_reason,
         rollback_reason: view.rollback_reason,
+        serving: None,
     });
     apply(ports, &id, &observed).await?;
     let fact = Fact::HookInvoked(HookCall {

@@ -11,7 +11,8 @@ use super::{HandlerError, Outcome, apply, start};
 use crate::deployment::{Deployment, State, Status};
 use crate::lifecycle::{Fact, NativeView, ServiceObservation, TaskObservation};
 use crate::ports::{
-    Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, TrafficControl,
+    Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, EcsService,
+    TrafficControl,
 };
 
 pub async fn handle<P: Adapters, A: AlarmReader>(
@@ -226,6 +227,25 @@ pub(crate) async fn native_view<P: Adapters>(
         (None, Some(revision)) => revision_task_definition(ports, revision).await?,
         _ => None,
     };
+    // ECS's word that it is over is checked against the service: what serves now.
+    let outcome = match sd.status.as_str() {
+        "SUCCESSFUL" => d.rollout.new_task_definition.as_deref(),
+        "ROLLBACK_SUCCESSFUL" => d
+            .rollback()
+            .map(|r| r.to_task_definition.as_str())
+            .or(d.rollout.previous_task_definition.as_deref()),
+        _ => None,
+    };
+    let serving = match outcome {
+        Some(revision) => {
+            let service = ports
+                .ecs()
+                .service(&d.rollout.cluster, &d.rollout.ecs_service)
+                .await?;
+            Some(observation(d, &service, revision, None))
+        }
+        None => None,
+    };
     Ok(Some(NativeView {
         arn: sd.arn,
         status: sd.status,
@@ -234,6 +254,7 @@ pub(crate) async fn native_view<P: Adapters>(
         production_percent: sd.production_percent,
         status_reason: sd.status_reason,
         rollback_reason: sd.rollback_reason,
+        serving,
     }))
 }
 
@@ -317,12 +338,23 @@ pub(crate) async fn observe<P: Adapters>(
         }
         _ => None,
     };
-    Ok(Some(ServiceObservation {
+    Ok(Some(observation(d, &service, intended, healthy_targets)))
+}
+
+/// The service as the deployment sees it: how many tasks of `intended` run, and whether ECS is
+/// done rolling it out.
+fn observation(
+    d: &Deployment,
+    service: &EcsService,
+    intended: &str,
+    healthy_targets: Option<u32>,
+) -> ServiceObservation {
+    ServiceObservation {
         service: d.rollout.ecs_service.clone(),
         task_definition: service.task_definition.clone(),
         running: service.running_of(intended),
         desired: service.desired_count,
         steady: service.steady_on(intended),
         healthy_targets,
-    }))
+    }
 }

@@ -327,14 +327,47 @@ fn native_observed(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
             | "STOPPED"
     );
     match d.status() {
-        Status::Deploying | Status::Shifting if view.status == "SUCCESSFUL" => succeed(d, now),
+        Status::Deploying | Status::Shifting if view.status == "SUCCESSFUL" => {
+            let new = d.rollout.new_task_definition.clone().unwrap_or_default();
+            match serves(view, &new) {
+                Ok(()) => succeed(d, now),
+                // ECS is done, the service is not: its tasks of the new revision are still
+                // starting, or crashing. The crash gate and the progress deadline still judge it.
+                Err(short) if changed => {
+                    let text = format!(
+                        "ECS reports the rollout done, but {short}: SUCCEEDED waits for them"
+                    );
+                    note(d, text, "flightdeck", now);
+                }
+                Err(_) => {}
+            }
+        }
         Status::Deploying | Status::Shifting if ecs_rolling_back => {
             ecs_rolls_back(d, view, now);
-            ended(d, view, now);
+            ended(d, view, now, changed);
         }
-        Status::RollingBack => ended(d, view, now),
+        Status::RollingBack => ended(d, view, now, changed),
         _ => {}
     }
+}
+
+/// Whether the service, read with the view, runs `revision` at its desired count with ECS done
+/// rolling it out; what it runs instead when not.
+fn serves(view: &NativeView, revision: &str) -> Result<(), String> {
+    let Some(seen) = &view.serving else {
+        return Err("the service was not read with it".to_string());
+    };
+    if seen.running >= seen.desired && seen.steady {
+        return Ok(());
+    }
+    Err(format!(
+        "ECS service {} runs {} of its {} tasks on {}{}",
+        seen.service,
+        seen.running,
+        seen.desired,
+        short_task_definition(revision),
+        if seen.steady { "" } else { " (not steady yet)" }
+    ))
 }
 
 /// ECS started a rollback of its own (its circuit breaker or alarms, or a hook answered FAILED
@@ -364,7 +397,7 @@ fn ecs_rolls_back(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
 }
 
 /// While rolling back: ECS's outcome of the service deployment, when it has one.
-fn ended(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
+fn ended(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>, changed: bool) {
     let State::RollingBack { rollback } = &d.state else {
         return;
     };
@@ -380,12 +413,37 @@ fn ended(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
         // A call of the phase left may still land (an UpdateService to the new revision): the
         // rollback is confirmed once it cannot.
         "ROLLBACK_SUCCESSFUL" if !d.stale_call_in_flight() => {
-            let text = format!(
-                "ECS reports the rollback of service deployment {sd} successful: {why}; {} serves \
-                 again",
-                short_task_definition(&rollback.to_task_definition)
-            );
-            rolled_back(d, text, "aws.ecs", now);
+            match serves(view, &rollback.to_task_definition) {
+                Ok(()) => {
+                    let text = format!(
+                        "ECS reports the rollback of service deployment {sd} successful: {why}; \
+                         {} serves again",
+                        short_task_definition(&rollback.to_task_definition)
+                    );
+                    rolled_back(d, text, "aws.ecs", now);
+                }
+                // The revision rolled back to does not run (it may be one an earlier failed
+                // rollout left behind): not ROLLED_BACK until it does; the rollback's deadline
+                // ends it FAILED otherwise, saying what was seen last.
+                Err(short) => {
+                    if let Some(seen) = &view.serving {
+                        let observed = Observed {
+                            running: seen.running,
+                            desired: seen.desired,
+                            healthy: seen.healthy_targets,
+                            at: now,
+                        };
+                        record_observed(d, observed);
+                    }
+                    if changed {
+                        let text = format!(
+                            "ECS reports the rollback of service deployment {sd} successful, \
+                             but {short}: ROLLED_BACK waits for them"
+                        );
+                        note(d, text, "flightdeck", now);
+                    }
+                }
+            }
         }
         "ROLLBACK_FAILED" | "STOPPED" => {
             let what = if view.status == "STOPPED" {

@@ -143,11 +143,12 @@ pub struct Ecs {
     next_deployment: u64,
 }
 
-/// The lifecycle hook of a service deployment: due at a time, asked (an invocation runs).
+/// The lifecycle hook of a service deployment: due at a time, asked (the execution id of the
+/// invocation that runs: only its answer counts).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HookWait {
     pub due: DateTime<Utc>,
-    pub asked: bool,
+    pub asked: Option<String>,
 }
 
 /// An ECS service deployment of ECS's own BLUE_GREEN / LINEAR / CANARY strategy, walking its
@@ -210,7 +211,7 @@ impl NativeSd {
         self.next_at = now;
         self.hook = HOOKED.contains(&stage).then_some(HookWait {
             due: now,
-            asked: false,
+            asked: None,
         });
     }
 
@@ -221,8 +222,13 @@ impl NativeSd {
         self.enter("PRODUCTION_TRAFFIC_SHIFT", now);
     }
 
-    /// The hook's answer (`None`: the invocation failed or never answered).
-    pub fn answered(&mut self, answer: Option<(&str, u32)>, now: DateTime<Utc>) {
+    /// The answer of hook execution `execution` (`None`: the invocation failed or never
+    /// answered). ECS takes only the answer of the execution it waits for: one that comes back
+    /// after the service deployment moved on (a stop made it roll back meanwhile) changes nothing.
+    pub fn answered(&mut self, execution: &str, answer: Option<(&str, u32)>, now: DateTime<Utc>) {
+        if self.hook.as_ref().and_then(|h| h.asked.as_deref()) != Some(execution) {
+            return;
+        }
         let rolling_back = self.status.starts_with("ROLLBACK");
         match answer {
             Some(("SUCCEEDED", _)) => {
@@ -232,7 +238,7 @@ impl NativeSd {
             Some(("IN_PROGRESS", delay)) => {
                 self.hook = Some(HookWait {
                     due: now + Duration::seconds(i64::from(delay.max(1))),
-                    asked: false,
+                    asked: None,
                 });
             }
             Some((_, _)) if rolling_back => {
@@ -249,7 +255,7 @@ impl NativeSd {
             None if rolling_back => {
                 self.hook = Some(HookWait {
                     due: now + Duration::seconds(30),
-                    asked: false,
+                    asked: None,
                 });
             }
             None => {

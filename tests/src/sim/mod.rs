@@ -474,7 +474,7 @@ fn next_wakeup(w: &World, plan: &Scenario, driver: &Driver) -> DateTime<Utc> {
         .filter(|sd| sd.in_progress())
     {
         match &sd.hook {
-            Some(h) if !h.asked => t = t.min(h.due),
+            Some(h) if h.asked.is_none() => t = t.min(h.due),
             Some(_) => {}
             None => t = t.min(sd.next_at),
         }
@@ -751,11 +751,17 @@ fn due_hooks(w: &mut World) -> Vec<(String, Work)> {
     let now = w.now;
     let mut out = Vec::new();
     for sd in w.ecs.service_deployments.values_mut() {
-        let Some(hook) = sd.hook.as_mut().filter(|h| !h.asked && h.due <= now) else {
+        if !sd
+            .hook
+            .as_ref()
+            .is_some_and(|h| h.asked.is_none() && h.due <= now)
+        {
             continue;
-        };
-        hook.asked = true;
+        }
         let payload = hook_payload(sd, now);
+        if let Some(hook) = sd.hook.as_mut() {
+            hook.asked = payload["executionId"].as_str().map(str::to_string);
+        }
         let label = format!(
             "ecs-hook {} {} {} ({}%)",
             sd.service,
@@ -799,17 +805,39 @@ pub fn hook_payload(sd: &ecs::NativeSd, now: DateTime<Utc>) -> serde_json::Value
 
 /// ECS takes the hook's answer (`None`: the invocation failed or never returned).
 fn hook_answered(w: &mut World, work: &Work, result: Option<&str>) {
-    let Work::Hook { arn, .. } = work else {
+    let Work::Hook { arn, payload } = work else {
         return;
     };
+    let execution = payload["executionId"].as_str().unwrap_or_default();
     let now = w.now;
     let answer = result.and_then(|r| {
         let (status, delay) = r.split_once(' ')?;
         Some((status.to_string(), delay.parse::<u32>().unwrap_or(30)))
     });
-    if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
-        sd.answered(answer.as_ref().map(|(s, d)| (s.as_str(), *d)), now);
-    }
+    let Some(sd) = w.ecs.service_deployments.get_mut(arn) else {
+        return;
+    };
+    let waited = sd.hook.as_ref().and_then(|h| h.asked.as_deref()) == Some(execution);
+    let before = sd.status.clone();
+    sd.answered(
+        execution,
+        answer.as_ref().map(|(s, d)| (s.as_str(), *d)),
+        now,
+    );
+    let line = match (waited, &answer) {
+        (false, _) => format!(
+            "ecs: {} hook answer for {execution} ignored (ECS no longer waits for it)",
+            ecs::short_sd(arn)
+        ),
+        (true, _) if sd.status != before => format!(
+            "ecs: {} hook answer {} -> {}",
+            ecs::short_sd(arn),
+            answer.as_ref().map_or("none", |(s, _)| s.as_str()),
+            sd.status
+        ),
+        _ => return,
+    };
+    w.log(line);
 }
 
 /// Lambda retries a failed asynchronous invocation twice; the API client retries 5xx answers.
