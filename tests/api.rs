@@ -214,6 +214,58 @@ async fn identity_and_lists_decide_who_may_do_what() -> Result<()> {
         )
         .await;
     assert_eq!(updated.status, 200);
+
+    // Only resources tagged flightdeck:managed=true may be registered (the IAM policy lets
+    // Flightdeck change nothing else); the refusal says how to tag it.
+    t.stack
+        .add_unmanaged_service("checkout-api-untagged")
+        .await?;
+    let untagged = json!({
+        "cluster": t.stack.cluster, "repository": "checkout-api", "container": "app",
+        "engine": {"type": "rolling", "service": "checkout-api-untagged"}
+    });
+    let refused = t
+        .send(
+            "PUT",
+            "/services/checkout-api/qa",
+            Some(untagged),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (422, "unmanaged_resource"),
+        "{}",
+        refused.body
+    );
+    let message = refused.body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("checkout-api-untagged")
+            && message.contains("aws ecs tag-resource")
+            && message.contains("key=flightdeck:managed,value=true"),
+        "{message}"
+    );
+    let missing = json!({
+        "cluster": t.stack.cluster, "repository": "checkout-api", "container": "app",
+        "engine": {"type": "rolling", "service": "checkout-api-nowhere"}
+    });
+    let refused = t
+        .send(
+            "PUT",
+            "/services/checkout-api/qa",
+            Some(missing),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (422, "not_found"),
+        "{}",
+        refused.body
+    );
+
     let listed = t.send("GET", "/services", None, Some(STRANGER), None).await;
     assert_eq!(listed.body["services"].as_array().map(Vec::len), Some(2));
 

@@ -14,7 +14,7 @@ use chrono::Duration;
 use flightdeck::api::{self, ApiConfig, ApiRequest};
 use flightdeck::deployment::{Deployment, Listener, Status, push_deployment_id};
 use flightdeck::handlers::{Ports, on_alarm, on_ecs_event, on_image_push, shifter};
-use flightdeck::ports::{EcsControl, EcsService, PortError, PortResult, TrafficControl};
+use flightdeck::ports::{EcsControl, EcsService, PortError, PortResult, Tags, TrafficControl};
 use flightdeck::registration::Registration;
 use flightdeck_local::sim::ecs::{self, Quality, Task, TaskStatus};
 use flightdeck_local::sim::events;
@@ -81,6 +81,10 @@ struct ScriptedEcs {
 }
 
 impl EcsControl for ScriptedEcs {
+    async fn service_tags(&self, cluster: &str, service: &str) -> PortResult<Tags> {
+        self.inner.service_tags(cluster, service).await
+    }
+
     async fn service(&self, cluster: &str, service: &str) -> PortResult<EcsService> {
         if lock(&self.script).describe_fails {
             return Err(PortError::remote(
@@ -273,6 +277,10 @@ impl TrafficControl for ScriptedTraffic {
             }
             None => self.inner.set_weights(listener, weights).await,
         }
+    }
+
+    async fn resource_tags(&self, arn: &str) -> PortResult<Tags> {
+        self.inner.resource_tags(arn).await
     }
 
     async fn healthy_targets(&self, target_group_arn: &str) -> PortResult<u32> {

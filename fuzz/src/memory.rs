@@ -15,7 +15,7 @@ use flightdeck::deployment::{AuditEvent, Deployment, Listener, Stage};
 use flightdeck::handlers::Ports;
 use flightdeck::ports::{
     Clock, Created, DeploymentStore, EcsControl, EcsService, ImageResolver, Notifier, Page,
-    PortError, PortResult, ServiceDeployment, StoppedTaskView, TrafficControl,
+    MANAGED_TAG, PortError, PortResult, ServiceDeployment, StoppedTaskView, Tags, TrafficControl,
 };
 use flightdeck::registration::{LookupKey, Registration};
 
@@ -362,6 +362,11 @@ impl DeploymentStore for Store {
 pub struct Ecs;
 
 impl EcsControl for Ecs {
+    async fn service_tags(&self, _cluster: &str, _service: &str) -> PortResult<Tags> {
+        let (key, value) = MANAGED_TAG;
+        Ok(Some(vec![(key.to_string(), value.to_string())]))
+    }
+
     async fn service(&self, _cluster: &str, service: &str) -> PortResult<EcsService> {
         let td = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{service}:6");
         Ok(EcsService {
@@ -481,6 +486,11 @@ impl TrafficControl for Traffic {
 
     async fn healthy_targets(&self, _target_group_arn: &str) -> PortResult<u32> {
         Ok(2)
+    }
+
+    async fn resource_tags(&self, _arn: &str) -> PortResult<Tags> {
+        let (key, value) = MANAGED_TAG;
+        Ok(Some(vec![(key.to_string(), value.to_string())]))
     }
 }
 

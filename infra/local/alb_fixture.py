@@ -13,6 +13,10 @@ import sys
 
 import boto3
 
+# What Flightdeck may change carries this tag (the template's IAM condition; registration
+# refuses a listener or rule without it).
+MANAGED = [{"Key": "flightdeck:managed", "Value": "true"}]
+
 
 def main() -> None:
     name = sys.argv[1]
@@ -36,9 +40,11 @@ def main() -> None:
         Protocol="HTTP",
         Port=80,
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}],
+        Tags=MANAGED,
     )["Listeners"][0]["ListenerArn"]
     rule = elb.create_rule(
         ListenerArn=listener,
+        Tags=MANAGED,
         Priority=10,
         Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
         Actions=[

@@ -16,8 +16,11 @@ use crate::deployment::{Deployment, Status, Trigger};
 use crate::events::valid_digest;
 use crate::handlers::{self, HandlerError, create_and_start};
 use crate::lifecycle::{Fact, Refusal};
-use crate::ports::{Adapters, Clock, DeploymentStore, ImageResolver, PortError};
-use crate::registration::{Registration, RegistrationError, check_name};
+use crate::ports::{
+    Adapters, Clock, DeploymentStore, EcsControl, ImageResolver, MANAGED_TAG, PortError,
+    TrafficControl,
+};
+use crate::registration::{ManagedResource, Registration, RegistrationError, check_name};
 
 /// A request as the API sees it, whatever carried it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -296,6 +299,15 @@ async fn put_service<P: Adapters>(
         RegistrationError::Conflict(_) => ApiResponse::error(409, "conflict", e.to_string()),
         other => ApiResponse::error(400, "invalid_registration", other.to_string()),
     })?;
+    check_managed(ports.ecs(), ports.traffic(), &registration)
+        .await
+        .map_err(|e| match e {
+            Unmanaged::NotFound(_) => ApiResponse::error(422, "not_found", e.to_string()),
+            Unmanaged::Untagged { .. } => {
+                ApiResponse::error(422, "unmanaged_resource", e.to_string())
+            }
+            Unmanaged::Unreadable(e) => upstream(e),
+        })?;
     let existed = stored
         .iter()
         .any(|r| r.service == service && r.environment == environment);
@@ -308,6 +320,60 @@ async fn put_service<P: Adapters>(
         if existed { 200 } else { 201 },
         registration_json(&registration),
     ))
+}
+
+/// Why a registration names a resource Flightdeck may not change.
+#[derive(Debug, thiserror::Error)]
+pub enum Unmanaged {
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error(
+        "{what} is not tagged {key}={value}: Flightdeck may change only resources with that tag \
+         (its IAM policy's condition). Tag it, then register again: {how}",
+        key = MANAGED_TAG.0,
+        value = MANAGED_TAG.1
+    )]
+    Untagged { what: String, how: String },
+    #[error(transparent)]
+    Unreadable(#[from] PortError),
+}
+
+/// A registration may name only resources tagged `flightdeck:managed=true`: the template's IAM
+/// policy lets Flightdeck change nothing else, so an untagged one would fail at the first
+/// rollout (or its rollback) instead of at registration. Used by `PUT /services/...` and the
+/// admin command.
+pub async fn check_managed<E: EcsControl, T: TrafficControl>(
+    ecs: &E,
+    traffic: &T,
+    registration: &Registration,
+) -> Result<(), Unmanaged> {
+    let (key, value) = MANAGED_TAG;
+    let cluster = &registration.spec.cluster;
+    for resource in registration.managed_resources() {
+        let (tags, what, how) = match resource {
+            ManagedResource::EcsService(name) => (
+                ecs.service_tags(cluster, name).await?,
+                format!("ECS service {name} in cluster {cluster}"),
+                format!(
+                    "aws ecs tag-resource --resource-arn \
+                     arn:aws:ecs:<region>:<account>:service/{cluster}/{name} --tags \
+                     key={key},value={value}"
+                ),
+            ),
+            ManagedResource::Listener(arn) => (
+                traffic.resource_tags(arn).await?,
+                format!("listener {arn}"),
+                format!("aws elbv2 add-tags --resource-arns {arn} --tags Key={key},Value={value}"),
+            ),
+        };
+        let Some(tags) = tags else {
+            return Err(Unmanaged::NotFound(what));
+        };
+        if !tags.iter().any(|(k, v)| k == key && v == value) {
+            return Err(Unmanaged::Untagged { what, how });
+        }
+    }
+    Ok(())
 }
 
 fn query<'a>(request: &'a ApiRequest, name: &str) -> Option<&'a str> {

@@ -155,8 +155,23 @@ pub trait DeploymentStore: Send + Sync {
     ) -> impl Future<Output = PortResult<Vec<Deployment>>> + Send;
 }
 
+/// The tag that marks an ECS service, listener or listener rule as one Flightdeck may change:
+/// the template's IAM policy allows the mutating calls only on resources that carry it, and
+/// registration refuses a resource without it.
+pub const MANAGED_TAG: (&str, &str) = ("flightdeck:managed", "true");
+
+/// A resource's tags, or `None` when the resource does not exist.
+pub type Tags = Option<Vec<(String, String)>>;
+
 /// What the rolling engine needs from ECS.
 pub trait EcsControl: Send + Sync {
+    /// The service's tags (DescribeServices with TAGS); `None` when the cluster has no such
+    /// active service.
+    fn service_tags(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> impl Future<Output = PortResult<Tags>> + Send;
     fn service(
         &self,
         cluster: &str,
@@ -331,6 +346,9 @@ pub trait TrafficControl: Send + Sync {
         &self,
         target_group_arn: &str,
     ) -> impl Future<Output = PortResult<u32>> + Send;
+    /// The tags of a listener or listener rule (ELBv2 DescribeTags); `None` when it does not
+    /// exist.
+    fn resource_tags(&self, arn: &str) -> impl Future<Output = PortResult<Tags>> + Send;
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -167,6 +167,15 @@ pub fn taken_message(claim: &str, owner: &str) -> String {
     )
 }
 
+/// A resource a registration lets Flightdeck change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManagedResource<'a> {
+    /// An ECS service, by name, in the registration's cluster.
+    EcsService(&'a str),
+    /// A listener rule or listener, by ARN.
+    Listener(&'a str),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RegistrationError {
     #[error("invalid registration document: {0}")]
@@ -419,6 +428,31 @@ impl Registration {
         keys.sort();
         keys.dedup();
         keys
+    }
+
+    /// What Flightdeck changes for this registration: its ECS services (UpdateService, and
+    /// scaling for alb-weights) and the listener rule or listener whose weights it sets. Each
+    /// must carry `ports::MANAGED_TAG` (the IAM policy's condition).
+    pub fn managed_resources(&self) -> Vec<ManagedResource<'_>> {
+        let mut out: Vec<ManagedResource<'_>> = self
+            .ecs_services()
+            .into_iter()
+            .map(ManagedResource::EcsService)
+            .collect();
+        if let Engine::AlbWeights {
+            listener_rule_arn,
+            listener_arn,
+            ..
+        } = &self.spec.engine
+        {
+            out.extend(
+                listener_rule_arn
+                    .as_deref()
+                    .or(listener_arn.as_deref())
+                    .map(ManagedResource::Listener),
+            );
+        }
+        out
     }
 
     pub fn ecs_services(&self) -> Vec<&str> {

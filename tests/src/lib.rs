@@ -254,6 +254,7 @@ impl Stack {
             .service_name(service)
             .task_definition(&initial_task_definition)
             .desired_count(desired)
+            .tags(managed_tag())
             .send()
             .await?;
 
@@ -710,6 +711,20 @@ impl TrafficControl for CountingTraffic {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.healthy_targets(target_group_arn).await
     }
+
+    async fn resource_tags(&self, arn: &str) -> PortResult<flightdeck::ports::Tags> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.resource_tags(arn).await
+    }
+}
+
+/// `flightdeck:managed=true`: the tag on every resource Flightdeck may change.
+fn managed_tag() -> aws_sdk_ecs::types::Tag {
+    let (key, value) = flightdeck::ports::MANAGED_TAG;
+    aws_sdk_ecs::types::Tag::builder()
+        .key(key)
+        .value(value)
+        .build()
 }
 
 /// The load balancer of an `alb-weights` stack (see `infra/local/alb_fixture.py`).
@@ -730,6 +745,20 @@ impl Stack {
             .service_name(name)
             .task_definition(&self.initial_task_definition)
             .desired_count(desired_count)
+            .tags(managed_tag())
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Another ECS service, without the `flightdeck:managed` tag (one Flightdeck may not change).
+    pub async fn add_unmanaged_service(&self, name: &str) -> Result<()> {
+        self.ecs
+            .create_service()
+            .cluster(&self.cluster)
+            .service_name(name)
+            .task_definition(&self.initial_task_definition)
+            .desired_count(1)
             .send()
             .await?;
         Ok(())

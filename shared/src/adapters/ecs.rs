@@ -6,14 +6,14 @@ use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{
     CanaryConfiguration, DeploymentConfiguration, DeploymentStrategy, DesiredStatus,
-    LinearConfiguration, SortOrder, StopServiceDeploymentStopType, Tag, TaskDefinitionField,
-    TaskDefinitionStatus,
+    LinearConfiguration, ServiceField, SortOrder, StopServiceDeploymentStopType, Tag,
+    TaskDefinitionField, TaskDefinitionStatus,
 };
 
 use crate::native::NativeStrategy;
 use crate::ports::{
     EcsControl, EcsService, PortError, PortResult, ServiceDeployment, ServiceDeploymentView,
-    StoppedTaskView,
+    StoppedTaskView, Tags,
 };
 use crate::stop_reason::{StopReason, StoppedTask};
 
@@ -87,6 +87,30 @@ impl EcsClient {
 }
 
 impl EcsControl for EcsClient {
+    async fn service_tags(&self, cluster: &str, service: &str) -> PortResult<Tags> {
+        const OP: &str = "ECS DescribeServices";
+        let out = self
+            .client
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .include(ServiceField::Tags)
+            .send()
+            .await
+            .map_err(|e| PortError::remote(OP, DisplayErrorContext(e)))?;
+        Ok(out
+            .services()
+            .iter()
+            .find(|s| s.status.as_deref() != Some("INACTIVE"))
+            .map(|found| {
+                found
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+                    .collect()
+            }))
+    }
+
     async fn service(&self, cluster: &str, service: &str) -> PortResult<EcsService> {
         const OP: &str = "ECS DescribeServices";
         let out = self
@@ -776,5 +800,204 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_native_rollout_sets_ecs_own_strategy_and_keeps_the_services_lifecycle_hooks() {
+        use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+        use aws_sdk_ecs::types::{DeploymentCircuitBreaker, DeploymentLifecycleHook};
+        let hook = DeploymentLifecycleHook::builder()
+            .hook_target_arn("arn:aws:lambda:eu-west-1:1:function:ecs-hook")
+            .role_arn("arn:aws:iam::1:role/hook")
+            .build();
+        let configured = DeploymentConfiguration::builder()
+            .lifecycle_hooks(hook.clone())
+            .deployment_circuit_breaker(
+                DeploymentCircuitBreaker::builder()
+                    .enable(true)
+                    .rollback(true)
+                    .build(),
+            )
+            .build();
+        let describe = mock!(Client::describe_services).then_output(move || {
+            DescribeServicesOutput::builder()
+                .services(
+                    Service::builder()
+                        .service_name("api")
+                        .status("ACTIVE")
+                        .deployment_configuration(configured.clone())
+                        .build(),
+                )
+                .build()
+        });
+        let update = mock!(Client::update_service)
+            .match_requests(move |r| {
+                let c = r.deployment_configuration();
+                r.task_definition() == Some("arn:td/api:2")
+                    && c.and_then(|c| c.strategy()) == Some(&DeploymentStrategy::Canary)
+                    && c.and_then(|c| c.canary_configuration()).is_some_and(|k| {
+                        k.canary_percent() == Some(10.0)
+                            && k.canary_bake_time_in_minutes() == Some(5)
+                    })
+                    && c.map(|c| c.lifecycle_hooks()) == Some(std::slice::from_ref(&hook))
+                    && c.and_then(|c| c.deployment_circuit_breaker())
+                        .is_some_and(|b| b.rollback())
+            })
+            .then_output(|| {
+                UpdateServiceOutput::builder()
+                    .service(
+                        Service::builder()
+                            .current_service_deployment("arn:sd/c/api/1")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&describe, &update]
+        ));
+        let strategy = NativeStrategy::Canary {
+            canary_percent: 10,
+            canary_bake_minutes: 5,
+        };
+        let started = ecs
+            .update_service_native("c", "api", "arn:td/api:2", &strategy)
+            .await
+            .unwrap();
+        assert_eq!(started.as_deref(), Some("arn:sd/c/api/1"));
+        assert_eq!(update.num_calls(), 1, "the request kept the hooks");
+    }
+
+    #[tokio::test]
+    async fn a_service_deployment_is_read_with_its_stage_weight_and_rollback_reason() {
+        use aws_sdk_ecs::operation::describe_service_deployments::DescribeServiceDeploymentsOutput;
+        use aws_sdk_ecs::types::{
+            Rollback, ServiceDeployment as SdkServiceDeployment, ServiceDeploymentLifecycleStage,
+            ServiceDeploymentStatus, ServiceRevisionSummary,
+        };
+        let describe = mock!(Client::describe_service_deployments).then_output(|| {
+            DescribeServiceDeploymentsOutput::builder()
+                .service_deployments(
+                    SdkServiceDeployment::builder()
+                        .service_deployment_arn("arn:sd/c/api/1")
+                        .status(ServiceDeploymentStatus::RollbackSuccessful)
+                        .lifecycle_stage(ServiceDeploymentLifecycleStage::from(
+                            "PRE_PRODUCTION_TRAFFIC_SHIFT",
+                        ))
+                        .target_service_revision(
+                            ServiceRevisionSummary::builder()
+                                .arn("arn:rev/c/api/2")
+                                .requested_task_count(4)
+                                .requested_production_traffic_weight(37.4)
+                                .build(),
+                        )
+                        .source_service_revisions(
+                            ServiceRevisionSummary::builder()
+                                .arn("arn:rev/c/api/1")
+                                .build(),
+                        )
+                        .rollback(
+                            Rollback::builder()
+                                .reason("alarm checkout-api-5xx in ALARM")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&describe]
+        ));
+        let view = ecs
+            .service_deployment("arn:sd/c/api/1")
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(view.status, "ROLLBACK_SUCCESSFUL");
+        assert_eq!(view.stage.as_deref(), Some("PRE_PRODUCTION_TRAFFIC_SHIFT"));
+        assert_eq!(view.target_revision_arn.as_deref(), Some("arn:rev/c/api/2"));
+        assert_eq!(
+            view.source_revision_arns,
+            vec!["arn:rev/c/api/1".to_string()]
+        );
+        assert_eq!(
+            (view.target_desired, view.production_percent),
+            (4, Some(37))
+        );
+        assert_eq!(
+            view.rollback_reason.as_deref(),
+            Some("alarm checkout-api-5xx in ALARM")
+        );
+        assert_eq!(
+            ecs.service_deployment("arn:sd/c/api/9").await.unwrap(),
+            None,
+            "one ECS does not list is unknown, not an error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rollback_stops_the_service_deployment_with_stop_type_rollback() {
+        use aws_sdk_ecs::operation::stop_service_deployment::StopServiceDeploymentOutput;
+        let stop = mock!(Client::stop_service_deployment)
+            .match_requests(|r| {
+                r.service_deployment_arn() == Some("arn:sd/c/api/1")
+                    && r.stop_type() == Some(&StopServiceDeploymentStopType::Rollback)
+            })
+            .then_output(|| StopServiceDeploymentOutput::builder().build());
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&stop]
+        ));
+        ecs.stop_service_deployment("arn:sd/c/api/1").await.unwrap();
+        assert_eq!(stop.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_services_tags_are_read_with_describe_services_and_a_missing_one_is_none() {
+        use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+        let tagged = mock!(Client::describe_services)
+            .match_requests(|r| r.services() == ["api"] && r.include() == [ServiceField::Tags])
+            .then_output(|| {
+                DescribeServicesOutput::builder()
+                    .services(
+                        Service::builder()
+                            .service_name("api")
+                            .status("ACTIVE")
+                            .tags(
+                                Tag::builder()
+                                    .key("flightdeck:managed")
+                                    .value("true")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let missing = mock!(Client::describe_services)
+            .match_requests(|r| r.services() == ["gone"])
+            .then_output(|| {
+                DescribeServicesOutput::builder()
+                    .services(
+                        Service::builder()
+                            .service_name("gone")
+                            .status("INACTIVE")
+                            .build(),
+                    )
+                    .build()
+            });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&tagged, &missing]
+        ));
+        assert_eq!(
+            ecs.service_tags("c", "api").await.unwrap(),
+            Some(vec![("flightdeck:managed".to_string(), "true".to_string())])
+        );
+        assert_eq!(ecs.service_tags("c", "gone").await.unwrap(), None);
     }
 }

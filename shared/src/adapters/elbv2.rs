@@ -53,7 +53,8 @@ pub fn with_weights(actions: Vec<Action>, weights: &[(String, u32)]) -> Option<V
 }
 
 use crate::deployment::Listener;
-use crate::ports::{PortError, PortResult, TrafficControl};
+use crate::ports::{PortError, PortResult, Tags, TrafficControl};
+use aws_sdk_elasticloadbalancingv2::operation::describe_tags::DescribeTagsError;
 
 #[derive(Clone, Debug)]
 pub struct ElbTraffic {
@@ -176,6 +177,38 @@ impl TrafficControl for ElbTraffic {
             .count();
         Ok(u32::try_from(healthy).unwrap_or(u32::MAX))
     }
+
+    async fn resource_tags(&self, arn: &str) -> PortResult<Tags> {
+        let out = match self.client.describe_tags().resource_arns(arn).send().await {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    matches!(
+                        s,
+                        DescribeTagsError::ListenerNotFoundException(_)
+                            | DescribeTagsError::RuleNotFoundException(_)
+                            | DescribeTagsError::LoadBalancerNotFoundException(_)
+                    )
+                }) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(PortError::remote(
+                    "ELBv2 DescribeTags",
+                    DisplayErrorContext(e),
+                ));
+            }
+        };
+        Ok(Some(
+            out.tag_descriptions()
+                .iter()
+                .filter(|d| d.resource_arn() == Some(arn))
+                .flat_map(|d| d.tags())
+                .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+                .collect(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -253,5 +286,49 @@ mod tests {
     fn a_rule_without_a_forward_action_is_refused() {
         let only_login = vec![rule_with_login().remove(0)];
         assert!(with_weights(only_login, &[("tg/blue".to_string(), 100)]).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rules_tags_are_read_and_a_rule_that_does_not_exist_is_none() {
+        use aws_sdk_elasticloadbalancingv2::operation::describe_tags::DescribeTagsOutput;
+        use aws_sdk_elasticloadbalancingv2::types::error::RuleNotFoundException;
+        use aws_sdk_elasticloadbalancingv2::types::{Tag, TagDescription};
+        use aws_smithy_mocks::{mock, mock_client};
+        let tagged = mock!(Client::describe_tags)
+            .match_requests(|r| r.resource_arns() == ["arn:rule/1"])
+            .then_output(|| {
+                DescribeTagsOutput::builder()
+                    .tag_descriptions(
+                        TagDescription::builder()
+                            .resource_arn("arn:rule/1")
+                            .tags(
+                                Tag::builder()
+                                    .key("flightdeck:managed")
+                                    .value("true")
+                                    .build(),
+                            )
+                            .tags(Tag::builder().key("team").value("checkout").build())
+                            .build(),
+                    )
+                    .build()
+            });
+        let missing = mock!(Client::describe_tags)
+            .match_requests(|r| r.resource_arns() == ["arn:rule/9"])
+            .then_error(|| {
+                DescribeTagsError::RuleNotFoundException(RuleNotFoundException::builder().build())
+            });
+        let elb = ElbTraffic::new(mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&tagged, &missing]
+        ));
+        let tags = elb
+            .resource_tags("arn:rule/1")
+            .await
+            .unwrap()
+            .expect("found");
+        assert!(tags.contains(&("flightdeck:managed".to_string(), "true".to_string())));
+        assert_eq!(tags.len(), 2);
+        assert_eq!(elb.resource_tags("arn:rule/9").await.unwrap(), None);
     }
 }

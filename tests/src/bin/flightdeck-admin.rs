@@ -52,6 +52,12 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
             let json = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
             let registration = Registration::parse(service, environment, &json)?;
             registration.check_against(&store.registrations().await?)?;
+            flightdeck::api::check_managed(
+                &EcsClient::new(aws_sdk_ecs::Client::new(&sdk)),
+                &ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk)),
+                &registration,
+            )
+            .await?;
             store.put_registration(&registration).await?;
             println!(
                 "registered {service} in {environment}: pushes of {}:{} deploy to ECS service {} in cluster {}",

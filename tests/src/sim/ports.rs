@@ -17,7 +17,8 @@ use flightdeck::alerts::Alert;
 use flightdeck::deployment::{AuditEvent, Deployment, Listener, Stage};
 use flightdeck::ports::{
     AlarmReader, AlarmState, Clock, Created, DeploymentStore, EcsControl, EcsService,
-    ImageResolver, Notifier, Page, PortError, PortResult, StoppedTaskView, TrafficControl,
+    ImageResolver, MANAGED_TAG, Notifier, Page, PortError, PortResult, StoppedTaskView, Tags,
+    TrafficControl,
 };
 use flightdeck::registration::{LookupKey, Registration};
 
@@ -215,6 +216,19 @@ impl Brief for Option<Registration> {
 impl Brief for Option<u32> {
     fn brief(&self) -> String {
         format!("{self:?}")
+    }
+}
+
+impl Brief for Tags {
+    fn brief(&self) -> String {
+        match self {
+            Some(tags) => tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => "not found".into(),
+        }
     }
 }
 
@@ -658,7 +672,24 @@ impl DeploymentStore for Store {
     }
 }
 
+/// The simulated account tags every service and rule it has `flightdeck:managed=true`.
+fn managed(exists: bool) -> Tags {
+    let (key, value) = MANAGED_TAG;
+    exists.then(|| vec![(key.to_string(), value.to_string())])
+}
+
 impl EcsControl for Ecs {
+    async fn service_tags(&self, _cluster: &str, service: &str) -> PortResult<Tags> {
+        self.0
+            .call(
+                "ECS DescribeServices",
+                Kind::Read,
+                service.to_string(),
+                |w| Ok(managed(w.ecs.describe(service).is_some())),
+            )
+            .await
+    }
+
     async fn service(&self, _cluster: &str, service: &str) -> PortResult<EcsService> {
         // ASSUMES: one cluster; services are named uniquely in it.
         self.0
@@ -980,6 +1011,15 @@ impl TrafficControl for Traffic {
                 w.elb.writes.push((now, arn.clone(), actions));
                 w.mutation(MutationKind::SetWeights { rule: arn.clone() });
                 Ok(())
+            })
+            .await
+    }
+
+    async fn resource_tags(&self, arn: &str) -> PortResult<Tags> {
+        let arn = arn.to_string();
+        self.0
+            .call("ELBv2 DescribeTags", Kind::Read, arn.clone(), |w| {
+                Ok(managed(w.elb.rules.contains_key(&arn)))
             })
             .await
     }
