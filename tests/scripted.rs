@@ -2601,3 +2601,222 @@ fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_s
     assert!(trail.contains("started outside Flightdeck"), "{trail}");
     assert!(trail.contains("PRE_PRODUCTION_TRAFFIC_SHIFT"), "{trail}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fifth review (ecs-native): rollbacks and the hook's gates under timing.
+
+/// Answers, with the real `ecs-hook` handler, every hook invocation ECS waits for on `arn`,
+/// advancing `secs` at a time (`tick`: with the reconcile loop; `lose`: events lost) until
+/// `done` holds or `limit` seconds passed. Returns the answers given.
+fn answer_every_hook(
+    h: &H,
+    arn: &str,
+    secs: i64,
+    limit: i64,
+    tick: bool,
+    lose: bool,
+    done: impl Fn(&H) -> bool,
+) -> Vec<String> {
+    let mut answers = Vec::new();
+    let mut passed = 0;
+    while passed <= limit && !done(h) {
+        let payload = {
+            let mut w = h.w();
+            let now = w.now;
+            match w.ecs.service_deployments.get_mut(arn) {
+                Some(sd)
+                    if sd
+                        .hook
+                        .as_ref()
+                        .is_some_and(|k| k.asked.is_none() && k.due <= now) =>
+                {
+                    let payload = flightdeck_local::sim::hook_payload(sd, now);
+                    if let Some(k) = sd.hook.as_mut() {
+                        k.asked = payload["executionId"].as_str().map(str::to_string);
+                    }
+                    Some(payload)
+                }
+                _ => None,
+            }
+        };
+        if let Some(payload) = payload {
+            let answer = hook_answer(h, &payload);
+            let status = answer.hook_status.name();
+            answers.push(format!(
+                "{} {status}",
+                payload["lifecycleStage"].as_str().unwrap_or_default()
+            ));
+            let execution = payload["executionId"].as_str().unwrap_or_default();
+            let mut w = h.w();
+            let now = w.now;
+            if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
+                sd.answered(execution, Some((status, 30)), now);
+            }
+            continue;
+        }
+        h.advance(secs, tick, lose);
+        passed += secs;
+    }
+    answers
+}
+
+/// The gating alarm fires in the minute between ECS finishing the rollout (SUCCESSFUL) and
+/// the reconcile loop seeing it, so the rollback is UpdateService back to the previous revision
+/// with the registration's strategy (linear, 10% every 2 min: ~20 min). The rollback's own
+/// service deployment outlives the 10-min rollback deadline: the record ends FAILED, and the
+/// next hook invocation of the rollback is taken for a rollout started outside Flightdeck,
+/// recorded, gated by the alarm that is still in ALARM, and stopped with ROLLBACK: ECS puts the
+/// bad revision back. The rollback must go through, and never be recorded as a new rollout.
+#[test]
+fn a_native_rollback_by_update_service_is_never_gated_as_an_outside_rollout() {
+    let mut h = H::native(
+        1,
+        r#"{"type":"linear","step_percent":10,"interval_minutes":2}"#,
+    );
+    let before = h.w().ecs.describe("svc").expect("svc").task_definition;
+    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+    h.handle_push(push);
+    let sd1 = h
+        .get(&id)
+        .native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.clone())
+        .expect("bound to the service deployment UpdateService started");
+    // ECS walks the rollout, the hook answering each stage; the reconcile loop has not run since.
+    answer_every_hook(&h, &sd1, 5, 3600, false, true, |h| {
+        h.w().ecs.service_deployments[&sd1].status != "IN_PROGRESS"
+    });
+    assert_eq!(
+        h.w().ecs.service_deployments[&sd1].status,
+        "SUCCESSFUL",
+        "harness"
+    );
+    assert_eq!(h.get(&id).status(), Status::Shifting, "harness");
+    // The gating alarm fires now (and stays in ALARM while traffic goes back).
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "ALARM".into();
+    }
+    let now = h.w().now;
+    block_on(on_alarm::handle(
+        &h.ports,
+        events::alarm_state_change(&events::AlarmEvent {
+            id: "evt-review-alarm".into(),
+            at: now,
+            alarm: "svc-5xx",
+            state: "ALARM",
+            previous: "OK",
+            reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)",
+            cluster: CLUSTER,
+            service: "svc",
+        }),
+    ))
+    .expect("alarm handled");
+    assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
+    let sd2 = h
+        .w()
+        .ecs
+        .services
+        .get("svc")
+        .and_then(|s| s.current_sd.clone())
+        .expect("a service deployment");
+    assert_ne!(sd2, sd1, "harness: the rollback is UpdateService back");
+    // ECS walks the rollback; the hook answers its stages; the reconcile loop runs.
+    let answers = answer_every_hook(&h, &sd2, 5, 3 * 3600, true, false, |h| {
+        !h.w().ecs.service_deployments[&sd2].in_progress()
+    });
+    h.until(5, 600, true, |_| false);
+    let d = h.get(&id);
+    let external = h
+        .w()
+        .store
+        .deployments
+        .get(&flightdeck::lifecycle::external_deployment_id(&sd2))
+        .map(|x| (x.status(), x.reason.clone()));
+    let serving = h.w().ecs.describe("svc").expect("svc");
+    assert_eq!(
+        (serving.task_definition.as_str(), external.is_none()),
+        (before.as_str(), true),
+        "the rollback was undone: the service runs {} (good revision {}); the rollback's \
+         service deployment {} is {}, recorded as an outside rollout: {external:?}; \
+         deployment {id} is {} ({:?}); hook answers to the rollback: {answers:?}",
+        serving.task_definition,
+        before,
+        sd2,
+        h.w().ecs.service_deployments[&sd2].status,
+        d.status(),
+        d.reason
+    );
+}
+
+/// The hook reads the gates only when the record it loaded first is DEPLOYING or SHIFTING, but
+/// answers from the record as it is after its writes. Here the record is PENDING (the start's
+/// result not saved yet: the invocation that called UpdateService is still on its way to the
+/// save, or — its answer lost — the reconcile loop's retry saves it) when the hook loads it,
+/// and DEPLOYING by the time it answers: the stage is answered SUCCEEDED with the gating alarm
+/// in ALARM, never read.
+#[test]
+fn the_hook_never_answers_succeeded_without_reading_the_gates() {
+    let mut h = H::native(1, r#"{"type":"all-at-once","bake_minutes":0}"#);
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "ALARM".into();
+    }
+    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+    let mut pushing: Pin<Box<dyn Future<Output = _> + '_>> =
+        Box::pin(on_image_push::handle(&h.ports, push));
+    // Until UpdateService has started the service deployment; the save of its result is next.
+    let sd = loop {
+        assert!(poll_once(&mut pushing).is_none(), "harness: the push ended");
+        let current = h
+            .w()
+            .ecs
+            .services
+            .get("svc")
+            .and_then(|s| s.current_sd.clone());
+        if let Some(arn) = current {
+            break arn;
+        }
+    };
+    assert_eq!(h.get(&id).status(), Status::Pending, "harness");
+    // ECS scales the new revision up and calls the hook at POST_SCALE_UP.
+    for _ in 0..600 {
+        if h.w().ecs.service_deployments[&sd].hook.is_some() {
+            break;
+        }
+        let mut w = h.w();
+        w.now += Duration::seconds(5);
+        ecs::advance(&mut w);
+    }
+    let payload = {
+        let mut w = h.w();
+        let now = w.now;
+        let s = w.ecs.service_deployments.get_mut(&sd).expect("the rollout");
+        assert!(s.hook.is_some(), "harness: ECS never called the hook");
+        flightdeck_local::sim::hook_payload(s, now)
+    };
+    // The hook loads the registration, the active deployments, the record (PENDING) and the
+    // service and environment's latest record twice (is it a rollback's? is it bound?) ...
+    let calls = h.w().port_calls;
+    let mut hook: Pin<Box<dyn Future<Output = _> + '_>> = Box::pin(
+        flightdeck::handlers::ecs_hook::handle(&h.ports, &h.alarms, &payload),
+    );
+    while h.w().port_calls < calls + 5 {
+        assert!(
+            poll_once(&mut hook).is_none(),
+            "harness: the hook answered early"
+        );
+    }
+    // ... and meanwhile the start's result is saved: DEPLOYING.
+    let _ = block_on(pushing);
+    assert_eq!(h.get(&id).status(), Status::Deploying, "harness");
+    let answer = block_on(hook).expect("an answer");
+    let d = h.get(&id);
+    assert_ne!(
+        answer.hook_status,
+        flightdeck::native::HookStatus::Succeeded,
+        "{} answered SUCCEEDED with gating alarm svc-5xx in ALARM (never read); deployment is \
+         {}; trail:\n{}",
+        payload["lifecycleStage"],
+        d.status(),
+        audit(&d).join("\n")
+    );
+}

@@ -566,6 +566,14 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::Noted { reason, actor } => note(&mut d, reason.clone(), actor, now),
         Fact::BakeSkipped { by } => {
+            if d.native.is_some() {
+                let why = format!(
+                    "deployment {} is an ecs-native rollout: ECS holds its bakes, which \
+                     Flightdeck cannot shorten (approve it, or roll it back)",
+                    d.id
+                );
+                return refused(current, Refusal::WrongState(why));
+            }
             let State::Shifting(progress) = &mut d.state else {
                 let why = format!("deployment {} is {}, not shifting", d.id, d.status());
                 return refused(current, Refusal::WrongState(why));
@@ -2559,7 +2567,8 @@ mod tests {
     }
 
     #[test]
-    fn a_native_approval_holds_the_hook_until_another_principal_approves() {
+    fn a_native_approval_holds_the_stage_before_production_traffic_until_another_principal_approves()
+     {
         let pending = native_pending(true);
         assert!(
             !approval_before_start(&pending),
@@ -2567,7 +2576,11 @@ mod tests {
         );
         let d = native_deploying(true, Some(SD));
         assert_eq!(d.status(), Status::Deploying);
-        let d = decide(&d, &hook("POST_SCALE_UP", Some(0)), t(20)).deployment;
+        // Scale-up and test traffic go on: an approver may look at the new revision first.
+        let d = decide(&d, &hook("POST_SCALE_UP", Some(0)), t(15)).deployment;
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+        assert!(!alerts(&d).contains(&EventType::ApprovalRequired));
+        let d = decide(&d, &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(0)), t(20)).deployment;
         let (status, why) = hook_answer(&d);
         assert_eq!(status, crate::native::HookStatus::InProgress, "{why}");
         assert_eq!(
@@ -2577,7 +2590,7 @@ mod tests {
                 .count(),
             1
         );
-        let again = decide(&d, &hook("POST_SCALE_UP", Some(0)), t(50));
+        let again = decide(&d, &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(0)), t(50));
         let a = &again.deployment;
         assert_eq!(
             a.events.len(),
@@ -2682,5 +2695,93 @@ mod tests {
         assert!(trail(&d).contains("started outside Flightdeck"));
         let d = decide(&d, &sd_view("SUCCESSFUL", "CLEAN_UP", Some(100)), t(60)).deployment;
         assert_eq!(d.status(), Status::Succeeded);
+    }
+
+    // --- ecs-native under timing and misconfiguration (found in review) ---
+
+    /// An approval that is pending but was never asked at the hook (ECS has not reached a hooked
+    /// stage: its service deployment is stuck in SCALE_UP, tasks that cannot be placed) is not a
+    /// hold on purpose: the progress deadline must still roll the rollout back.
+    #[test]
+    fn a_native_rollout_stuck_before_its_hook_is_rolled_back_even_when_approval_is_required() {
+        let d = native_deploying(true, Some(SD));
+        let d = decide(&d, &sd_view("IN_PROGRESS", "SCALE_UP", Some(0)), t(20)).deployment;
+        assert!(
+            !d.native.as_ref().unwrap().approval_asked,
+            "harness: the hook was never invoked"
+        );
+        // Far past the progress deadline (10 min + the 3 min canary bake).
+        let late = decide(&d, &Fact::Tick, t(20 + 6 * 3600)).deployment;
+        assert_eq!(
+            late.status(),
+            Status::RollingBack,
+            "6 h stuck in SCALE_UP and still {} ({:?}); nobody was alerted",
+            late.status(),
+            late.reason
+        );
+    }
+
+    /// ECS reports the service deployment SUCCESSFUL (no stage or weight in between was seen:
+    /// the hook is not in the service's lifecycleHooks and the rollout was quicker than the
+    /// reconcile loop). The environment requires approval and nobody approved: the record must
+    /// not say SUCCEEDED (nor promote).
+    #[test]
+    fn ecs_success_never_makes_an_unapproved_native_rollout_succeeded() {
+        let d = native_deploying(true, Some(SD));
+        assert!(d.approved_by.is_none());
+        let done = sd_view_serving("SUCCESSFUL", "CLEAN_UP", None, Some((2, 2)));
+        let d = decide(&d, &done, t(30)).deployment;
+        assert_ne!(
+            d.status(),
+            Status::Succeeded,
+            "an unapproved rollout is recorded SUCCEEDED: {:?}",
+            d.reason
+        );
+    }
+
+    /// `POST /deployments/{id}/promote` on a native rollout that ECS is shifting: nothing tells
+    /// ECS to skip its bake, yet the trail says the bake was skipped, and from then on the
+    /// reconcile loop's Tick takes the "bake over" branch (a no-op for ecs-native) before the
+    /// progress deadline: a service deployment that stalls afterwards is never rolled back.
+    #[test]
+    fn promoting_a_native_rollout_does_not_switch_off_its_progress_deadline() {
+        let d = native_deploying(false, Some(SD));
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(20),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Shifting, "harness");
+        // Without the promote, the stall is caught (10 min + 3 min bake).
+        assert_eq!(
+            decide(&d, &Fact::Tick, t(20 + 6 * 3600))
+                .deployment
+                .status(),
+            Status::RollingBack,
+            "harness"
+        );
+        let promoted = decide(
+            &d,
+            &Fact::BakeSkipped {
+                by: "arn:aws:iam::123456789012:role/ci-deployer".into(),
+            },
+            t(30),
+        );
+        let d = match promoted.refusal {
+            // Refusing the promote of an engine whose bakes ECS holds is a fine answer too.
+            Some(_) => return,
+            None => promoted.deployment,
+        };
+        let d = decide(&d, &Fact::Tick, t(31)).deployment;
+        let late = decide(&d, &Fact::Tick, t(20 + 6 * 3600)).deployment;
+        assert_eq!(
+            late.status(),
+            Status::RollingBack,
+            "promoted, then stalled for 6 h: still {} at {}%; trail:\n{}",
+            late.status(),
+            late.traffic_percent,
+            trail(&late)
+        );
     }
 }

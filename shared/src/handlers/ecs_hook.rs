@@ -127,7 +127,7 @@ async fn answer<P: Adapters, A: AlarmReader>(
         revision: &call.target_service_revision_arn,
         read: None,
     };
-    if let Some(id) = rollback_of(ports, &active, call, &mut target).await? {
+    if let Some(id) = rollback_of(ports, &registration, &active, call, &mut target).await? {
         let why = format!(
             "the service deployment puts deployment {id}'s previous revision back: the \
              rollback goes on"
@@ -144,7 +144,8 @@ async fn answer<P: Adapters, A: AlarmReader>(
     };
     let id = d.id.clone();
     // The gates, read now: a read that fails is an error (IN_PROGRESS), never a pass.
-    if matches!(d.status(), Status::Deploying | Status::Shifting) {
+    let gates_read = matches!(d.status(), Status::Deploying | Status::Shifting);
+    if gates_read {
         let mut names = d.alarms.clone();
         names.extend(registration.spec.gates.alarms.iter().cloned());
         names.sort();
@@ -230,6 +231,19 @@ async fn answer<P: Adapters, A: AlarmReader>(
         return Ok(reply(HookStatus::Succeeded, why));
     }
     let (status, why) = lifecycle::hook_answer(&after);
+    // A record that was not rolling out yet when this invocation loaded it (its start's save
+    // still on its way) had its gates unread: never a pass on that; ECS asks again shortly.
+    if status == HookStatus::Succeeded && !gates_read && after.status() != Status::Succeeded {
+        let why = format!(
+            "deployment {id} started while the hook read it ({}); its gates are read at the next \
+             invocation",
+            after.status()
+        );
+        return Ok((
+            HookAnswer::ask_again(RETRY_SECONDS, call.hook_details.clone()),
+            why,
+        ));
+    }
     Ok(reply(status, format!("deployment {id}: {why}")))
 }
 
@@ -248,23 +262,37 @@ impl Target<'_> {
     }
 }
 
-/// The deployment rolling back whose rollback this service deployment is (UpdateService back to
-/// the previous revision, when the rollout had completed before the rollback): by the ARN the
-/// call answered, or — that answer lost — by its target revision being the previous one.
+/// The deployment whose rollback this service deployment is (UpdateService back to the
+/// previous revision, when the rollout had completed before the rollback): by the ARN the call
+/// answered — also once that deployment has ended (its rollback's deadline may pass while ECS
+/// still walks the rollback) — or, that answer lost, by a rolling-back deployment's previous
+/// revision being its target. Such a service deployment is never gated or recorded as a rollout
+/// of its own: stopping it would put the bad revision back.
 async fn rollback_of<P: Adapters>(
     ports: &P,
+    registration: &Registration,
     active: &[Deployment],
     call: &HookInvocation,
     target: &mut Target<'_>,
 ) -> Result<Option<String>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    for d in active.iter().filter(|d| !bound_to(d, arn)) {
-        let Some(rollback) = d.rollback().filter(|_| d.status() == Status::RollingBack) else {
+    let latest = ports
+        .store()
+        .latest(&registration.service, &registration.environment)
+        .await?;
+    let ended = latest
+        .iter()
+        .filter(|d| !active.iter().any(|a| a.id == d.id));
+    for d in active.iter().chain(ended).filter(|d| !bound_to(d, arn)) {
+        let Some(rollback) = d.rollback() else {
             continue;
         };
         let ours = match rollback.ecs_deployment_id.as_deref() {
             Some(back) => back == arn,
-            None => target.get(ports).await?.as_deref() == Some(&rollback.to_task_definition),
+            None if d.status() == Status::RollingBack => {
+                target.get(ports).await?.as_deref() == Some(&rollback.to_task_definition)
+            }
+            None => false,
         };
         if ours {
             return Ok(Some(d.id.clone()));

@@ -401,7 +401,9 @@ async fn effect<P: Adapters>(
 /// ecs-native's rollback, from what ECS says of the rollout now: a service deployment in
 /// progress is stopped with ROLLBACK; one ECS is rolling back (or has) needs no call; one that
 /// completed (or none at all) is undone by UpdateService back to the previous task definition,
-/// with the same strategy. Whichever it was, the outcome is confirmed from ECS later.
+/// blue/green without a bake (all traffic back at once: a rollback is not rolled out by the
+/// registration's steps and bakes, which could outlast the rollback's deadline). Whichever it
+/// was, the outcome is confirmed from ECS later.
 async fn stop_rollout<P: Adapters>(
     ports: &P,
     d: &Deployment,
@@ -436,9 +438,10 @@ async fn stop_rollout<P: Adapters>(
     let now_on = ports.ecs().service(cluster, service).await?;
     let mut back = None;
     if now_on.task_definition != previous {
+        let at_once = crate::native::NativeStrategy::BlueGreen { bake_minutes: 0 };
         back = ports
             .ecs()
-            .update_service_native(cluster, service, previous, &native.strategy)
+            .update_service_native(cluster, service, previous, &at_once)
             .await?;
     }
     // The service deployment that puts the previous revision back is the rollback's: the hook

@@ -26,7 +26,7 @@ use crate::deployment::{
     AuditEvent, Deployment, Effect, NativeRollout, Observed, Progress, Rollback, State, Status,
     Trigger, short_task_definition,
 };
-use crate::native::{HookStatus, NativeStrategy};
+use crate::native::{HookStage, HookStatus, NativeStrategy};
 use crate::registration::Registration;
 
 pub(super) struct EcsNative;
@@ -170,8 +170,10 @@ impl Engine for EcsNative {
         )
     }
 
+    /// Held on purpose only once the hook has asked for the approval: before that (ECS has not
+    /// reached a hooked stage, say tasks that cannot be placed) the progress deadline runs.
     fn held(&self, d: &Deployment) -> bool {
-        approval_pending(d)
+        approval_pending(d) && d.native.as_ref().is_some_and(|n| n.approval_asked)
     }
 
     fn approval_at_start(&self) -> bool {
@@ -327,6 +329,20 @@ fn native_observed(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
             | "STOPPED"
     );
     match d.status() {
+        // ECS finished a rollout that needed an approval nobody gave (ecs-hook is not among the
+        // service's lifecycle hooks, and the reconcile loop saw no stage in between): not a
+        // success, rolled back as when production traffic moves unapproved.
+        Status::Deploying | Status::Shifting
+            if view.status == "SUCCESSFUL" && approval_pending(d) =>
+        {
+            let reason = format!(
+                "{} requires approval, but ECS completed the rollout without waiting for the \
+                 lifecycle hook: add ecs-hook to the service's lifecycleHooks for \
+                 PRE_PRODUCTION_TRAFFIC_SHIFT (see README)",
+                d.environment
+            );
+            roll_back(d, reason, "flightdeck", now);
+        }
         Status::Deploying | Status::Shifting if view.status == "SUCCESSFUL" => {
             let new = d.rollout.new_task_definition.clone().unwrap_or_default();
             match serves(view, &new) {
@@ -475,13 +491,17 @@ pub fn hook_answer(d: &Deployment) -> (HookStatus, String) {
             HookStatus::InProgress,
             "the rollout's start is still being recorded".to_string(),
         ),
-        Status::Deploying | Status::Shifting if approval_pending(d) => (
-            HookStatus::InProgress,
-            format!(
-                "{} requires approval: waiting for an approver other than whoever started it",
-                d.environment
-            ),
-        ),
+        Status::Deploying | Status::Shifting
+            if approval_pending(d) && d.native.as_ref().is_some_and(|n| n.approval_asked) =>
+        {
+            (
+                HookStatus::InProgress,
+                format!(
+                    "{} requires approval: waiting for an approver other than whoever started it",
+                    d.environment
+                ),
+            )
+        }
         Status::Deploying | Status::Shifting => (
             HookStatus::Succeeded,
             format!(
@@ -552,8 +572,13 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
             progressed(d, now);
         }
     }
+    // The approval holds the last stage before production traffic moves: the stages before it
+    // (scale-up, test traffic) go on, so an approver can look at the new revision under test
+    // traffic first.
+    let before_production = HookStage::parse(&call.stage).before_production_traffic();
     if matches!(d.status(), Status::Deploying | Status::Shifting)
         && approval_pending(d)
+        && before_production
         && d.native.as_ref().is_some_and(|n| !n.approval_asked)
     {
         if let Some(native) = d.native.as_mut() {

@@ -547,9 +547,12 @@ impl Checker {
             let Some(started) = d.rollout.started_at else {
                 continue;
             };
-            // ecs-native asks its approval at the hook, with the rollout started: the wait is the
-            // approver's, and the budget counts from the approval.
-            if d.native.is_some() && d.approval_required && d.approved_by.is_none() {
+            // ecs-native asks its approval at the hook, with the rollout started: once asked, the
+            // wait is the approver's, and the budget counts from the approval.
+            if d.native.as_ref().is_some_and(|n| n.approval_asked)
+                && d.approval_required
+                && d.approved_by.is_none()
+            {
                 continue;
             }
             let started = started.max(d.approved_at.unwrap_or(started));
