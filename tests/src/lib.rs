@@ -6,6 +6,7 @@
 //! tests start from a clean state without resetting the emulator under each other.
 
 pub mod local_api;
+pub mod native_demo;
 pub mod sim;
 pub mod timeline;
 

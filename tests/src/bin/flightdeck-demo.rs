@@ -1,8 +1,10 @@
 //! The local demo (README command 1 runs it through `infra/local/demo`): on the emulators, a good
 //! push rolls out and succeeds, then a push whose tasks crash with an exec format error is rolled
 //! back by itself. ECS's scheduler is simulated: it reports task and deployment events the way ECS
-//! does, reading the service's task definition back from the emulator. Exits non-zero if anything
-//! ends other than it should.
+//! does, reading the service's task definition back from the emulator. Then an ALB canary cut
+//! short by an alarm, and ECS's own canary (ecs-native) held at its hook for approval and rolled
+//! back by an alarm (on the simulation's ECS: see `native_demo`). Exits non-zero if anything ends
+//! other than it should.
 
 use std::process::ExitCode;
 
@@ -280,5 +282,5 @@ async fn canary() -> Result<()> {
     println!(
         "\nCanary: 10% on green, alarm fired, all traffic back on blue in one ELBv2 call; deployment ROLLED_BACK."
     );
-    Ok(())
+    flightdeck_local::native_demo::run().await
 }
