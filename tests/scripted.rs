@@ -2820,3 +2820,103 @@ fn the_hook_never_answers_succeeded_without_reading_the_gates() {
         audit(&d).join("\n")
     );
 }
+
+/// Acceptance: ECS's BLUE_GREEN, LINEAR and CANARY each end SUCCEEDED, with ECS's stages and
+/// production weights on the audit trail and the hook's answer at each stage.
+#[test]
+fn each_native_strategy_ends_succeeded_with_its_stages_and_weights_on_the_trail() {
+    for (strategy, weights) in [
+        (r#"{"type":"all-at-once","bake_minutes":1}"#, vec![100]),
+        (
+            r#"{"type":"linear","step_percent":25,"interval_minutes":1}"#,
+            vec![25, 50, 75, 100],
+        ),
+        (
+            r#"{"type":"canary","steps":[10,100],"bake_minutes":1}"#,
+            vec![10, 100],
+        ),
+    ] {
+        let mut h = H::native(2, strategy);
+        let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+        h.handle_push(push);
+        let arn = h
+            .get(&id)
+            .native
+            .as_ref()
+            .and_then(|n| n.service_deployment_arn.clone())
+            .expect("bound to the service deployment UpdateService started");
+        answer_every_hook(&h, &arn, 5, 3600, true, false, |h| {
+            h.get(&id).status() == Status::Succeeded
+        });
+        let d = h.get(&id);
+        let trail = audit(&d).join("\n");
+        assert_eq!(d.status(), Status::Succeeded, "{strategy}:\n{trail}");
+        for stage in [
+            "POST_SCALE_UP",
+            "TEST_TRAFFIC_SHIFT",
+            "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            "PRODUCTION_TRAFFIC_SHIFT",
+        ] {
+            assert!(
+                trail.contains(&format!("lifecycle hook at {stage}")),
+                "{strategy}: {stage} missing:\n{trail}"
+            );
+        }
+        for w in weights {
+            assert!(
+                trail.contains(&format!("production traffic {w}%"))
+                    || trail.contains(&format!("{w}% of production traffic")),
+                "{strategy}: {w}% missing:\n{trail}"
+            );
+        }
+        assert_eq!(h.w().ecs.describe("svc").expect("svc").running_count, 2);
+    }
+}
+
+/// Acceptance: a crash loop and a gating alarm each end a native rollout ROLLED_BACK through
+/// StopServiceDeployment, with the classified reason.
+#[test]
+fn a_native_crash_loop_and_an_alarm_each_end_rolled_back_with_the_classified_reason() {
+    for (quality, why) in [
+        (Quality::CrashOom, "OutOfMemory"),
+        (Quality::Alarming, "alarm `svc-5xx` is in ALARM"),
+    ] {
+        let mut h = H::native(2, r#"{"type":"canary","steps":[25,100],"bake_minutes":5}"#);
+        let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+        h.w().ecs.quality.insert(digest('a'), quality);
+        h.handle_push(push);
+        let arn = h
+            .get(&id)
+            .native
+            .as_ref()
+            .and_then(|n| n.service_deployment_arn.clone())
+            .expect("bound");
+        let before = h.w().ecs.describe("svc").expect("svc").task_definition;
+        answer_every_hook(&h, &arn, 5, 3600, true, false, |h| {
+            if quality == Quality::Alarming && h.get(&id).traffic_percent > 0 {
+                if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+                    alarm.state = "ALARM".into();
+                }
+            }
+            !h.get(&id).status().is_active()
+        });
+        let d = h.get(&id);
+        let trail = audit(&d).join("\n");
+        assert_eq!(d.status(), Status::RolledBack, "{why}:\n{trail}");
+        assert!(
+            d.reason.as_deref().unwrap_or("").contains(why) || trail.contains(why),
+            "{why}: {:?}\n{trail}",
+            d.reason
+        );
+        assert!(
+            trail.contains("rollback of ECS's service deployment"),
+            "{trail}"
+        );
+        let ecs_status = h.w().ecs.service_deployments[&arn].status.clone();
+        assert_eq!(ecs_status, "ROLLBACK_SUCCESSFUL");
+        assert_eq!(
+            h.w().ecs.describe("svc").expect("svc").task_definition,
+            before
+        );
+    }
+}

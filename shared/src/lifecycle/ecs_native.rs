@@ -289,11 +289,18 @@ fn native_observed(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
     if !followed(d) || !bind(d, &view.arn, view.target_task_definition.as_deref()) {
         return;
     }
+    // A new status, stage or production weight goes on the trail (LINEAR moves the weight
+    // within one stage).
+    let weight_moved = view
+        .production_percent
+        .is_some_and(|p| p != d.traffic_percent)
+        && matches!(d.status(), Status::Deploying | Status::Shifting);
     let Some(native) = d.native.as_mut() else {
         return;
     };
     let changed = native.ecs_status.as_deref() != Some(view.status.as_str())
-        || native.stage.as_deref() != view.stage.as_deref();
+        || native.stage.as_deref() != view.stage.as_deref()
+        || weight_moved;
     if changed {
         native.ecs_status = Some(view.status.clone());
         native.stage = view.stage.clone();
