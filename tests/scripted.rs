@@ -2893,10 +2893,11 @@ fn a_native_crash_loop_and_an_alarm_each_end_rolled_back_with_the_classified_rea
             .expect("bound");
         let before = h.w().ecs.describe("svc").expect("svc").task_definition;
         answer_every_hook(&h, &arn, 5, 3600, true, false, |h| {
-            if quality == Quality::Alarming && h.get(&id).traffic_percent > 0 {
-                if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
-                    alarm.state = "ALARM".into();
-                }
+            if quality == Quality::Alarming
+                && h.get(&id).traffic_percent > 0
+                && let Some(alarm) = h.w().alarms.get_mut("svc-5xx")
+            {
+                alarm.state = "ALARM".into();
             }
             !h.get(&id).status().is_active()
         });
