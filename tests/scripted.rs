@@ -534,6 +534,20 @@ impl H {
         (body, push_deployment_id(service, "staging", &id))
     }
 
+    /// Pushes `tag` (image `d`) of the ecs-native `svc`: the deployment's id and the service
+    /// deployment its UpdateService started.
+    fn push_native(&mut self, tag: &str, d: char) -> (String, String) {
+        let (push, id) = self.push_event("svc", "svc", tag, d);
+        self.handle_push(push);
+        let arn = self
+            .get(&id)
+            .native
+            .as_ref()
+            .and_then(|n| n.service_deployment_arn.clone())
+            .expect("bound to the service deployment UpdateService started");
+        (id, arn)
+    }
+
     fn handle_push(&self, body: serde_json::Value) {
         let r = block_on(on_image_push::handle(&self.ports, body));
         if let Err(e) = r {
@@ -2447,14 +2461,7 @@ fn a_hook_answer_that_arrives_after_the_rollout_was_stopped_does_not_fail_ecs_ro
         r#"{"type":"linear","step_percent":25,"interval_minutes":1}"#,
     );
     let before = h.w().ecs.describe("svc").expect("svc").task_definition;
-    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
-    h.handle_push(push);
-    let arn = h
-        .get(&id)
-        .native
-        .as_ref()
-        .and_then(|n| n.service_deployment_arn.clone())
-        .expect("bound to the service deployment UpdateService started");
+    let (id, arn) = h.push_native("v2", 'a');
     let payload = h.hook_due(&arn, 120);
     if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
         alarm.state = "ALARM".into();
@@ -2674,14 +2681,7 @@ fn a_native_rollback_by_update_service_is_never_gated_as_an_outside_rollout() {
         r#"{"type":"linear","step_percent":10,"interval_minutes":2}"#,
     );
     let before = h.w().ecs.describe("svc").expect("svc").task_definition;
-    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
-    h.handle_push(push);
-    let sd1 = h
-        .get(&id)
-        .native
-        .as_ref()
-        .and_then(|n| n.service_deployment_arn.clone())
-        .expect("bound to the service deployment UpdateService started");
+    let (id, sd1) = h.push_native("v2", 'a');
     // ECS walks the rollout, the hook answering each stage; the reconcile loop has not run since.
     answer_every_hook(&h, &sd1, 5, 3600, false, true, |h| {
         h.w().ecs.service_deployments[&sd1].status != "IN_PROGRESS"
@@ -2837,14 +2837,7 @@ fn each_native_strategy_ends_succeeded_with_its_stages_and_weights_on_the_trail(
         ),
     ] {
         let mut h = H::native(2, strategy);
-        let (push, id) = h.push_event("svc", "svc", "v2", 'a');
-        h.handle_push(push);
-        let arn = h
-            .get(&id)
-            .native
-            .as_ref()
-            .and_then(|n| n.service_deployment_arn.clone())
-            .expect("bound to the service deployment UpdateService started");
+        let (id, arn) = h.push_native("v2", 'a');
         answer_every_hook(&h, &arn, 5, 3600, true, false, |h| {
             h.get(&id).status() == Status::Succeeded
         });

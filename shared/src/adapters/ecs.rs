@@ -86,60 +86,54 @@ impl EcsClient {
     }
 }
 
-impl EcsControl for EcsClient {
-    async fn service_tags(&self, cluster: &str, service: &str) -> PortResult<Tags> {
-        const OP: &str = "ECS DescribeServices";
-        let out = self
+impl EcsClient {
+    /// DescribeServices of one service (with its tags when `tags`): the active one, or `None`
+    /// when the cluster has none by that name (ECS lists it under `failures`, or as INACTIVE).
+    async fn active(
+        &self,
+        cluster: &str,
+        service: &str,
+        tags: bool,
+    ) -> PortResult<Option<aws_sdk_ecs::types::Service>> {
+        let mut call = self
             .client
             .describe_services()
             .cluster(cluster)
-            .services(service)
-            .include(ServiceField::Tags)
+            .services(service);
+        if tags {
+            call = call.include(ServiceField::Tags);
+        }
+        let out = call
             .send()
             .await
-            .map_err(|e| PortError::remote(OP, DisplayErrorContext(e)))?;
+            .map_err(|e| PortError::remote("ECS DescribeServices", DisplayErrorContext(e)))?;
         Ok(out
-            .services()
-            .iter()
-            .find(|s| s.status.as_deref() != Some("INACTIVE"))
-            .map(|found| {
-                found
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
-                    .collect()
-            }))
+            .services
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| s.status.as_deref() != Some("INACTIVE")))
+    }
+}
+
+impl EcsControl for EcsClient {
+    async fn service_tags(&self, cluster: &str, service: &str) -> PortResult<Tags> {
+        Ok(self.active(cluster, service, true).await?.map(|found| {
+            found
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+                .collect()
+        }))
     }
 
     async fn service(&self, cluster: &str, service: &str) -> PortResult<EcsService> {
         const OP: &str = "ECS DescribeServices";
-        let out = self
-            .client
-            .describe_services()
-            .cluster(cluster)
-            .services(service)
-            .send()
-            .await
-            .map_err(|e| PortError::remote(OP, DisplayErrorContext(e)))?;
-        if let Some(failure) = out.failures().first() {
-            return Err(PortError::remote(
+        let found = self.active(cluster, service, false).await?.ok_or_else(|| {
+            PortError::remote(
                 OP,
-                format!(
-                    "service {service} in cluster {cluster}: {}",
-                    failure.reason().unwrap_or("not found")
-                ),
-            ));
-        }
-        let found = out
-            .services()
-            .iter()
-            .find(|s| s.status.as_deref() != Some("INACTIVE"))
-            .ok_or_else(|| {
-                PortError::remote(
-                    OP,
-                    format!("service {service} in cluster {cluster} not found"),
-                )
-            })?;
+                format!("service {service} in cluster {cluster} not found"),
+            )
+        })?;
         let task_definition = found.task_definition.clone().ok_or_else(|| {
             PortError::remote(OP, format!("service {service} has no task definition"))
         })?;
@@ -178,26 +172,16 @@ impl EcsControl for EcsClient {
         const OP: &str = "ECS UpdateService";
         // The deployment configuration is sent whole: read it first so that the service's
         // lifecycle hooks, alarms and circuit breaker stay as they are.
-        let described = self
-            .client
-            .describe_services()
-            .cluster(cluster)
-            .services(service)
-            .send()
-            .await
-            .map_err(|e| PortError::remote("ECS DescribeServices", DisplayErrorContext(e)))?;
-        let current = described
-            .services()
-            .iter()
-            .find(|s| s.status.as_deref() != Some("INACTIVE"))
+        let current = self
+            .active(cluster, service, false)
+            .await?
             .ok_or_else(|| {
                 PortError::remote(
                     "ECS DescribeServices",
                     format!("service {service} in cluster {cluster} not found"),
                 )
             })?
-            .deployment_configuration
-            .clone();
+            .deployment_configuration;
         let out = self
             .client
             .update_service()
