@@ -2914,3 +2914,109 @@ fn a_native_crash_loop_and_an_alarm_each_end_rolled_back_with_the_classified_rea
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review of 3c888f1..d124307.
+
+/// The rollback of a completed native rollout is UpdateService back (SD2). While ECS walks it, a
+/// push of v3 arrives and queues behind the rolling-back record, and the operator aborts it (the
+/// newest record of the service is now ABORTED). SD2 outlives the rollback's deadline (slow
+/// placement; here: ECS's invocation of the hook is slow), so the record ends FAILED. The next
+/// hook invocation of SD2: `rollback_of` looks at the active records and only the single
+/// `latest` one — the aborted push — so it does not recognise SD2 as the rollback's, records
+/// it as a rollout started outside Flightdeck, gates it with the alarm still in ALARM, and
+/// answers FAILED: ECS puts the bad revision back.
+#[test]
+fn a_newer_ended_record_hides_a_rollbacks_service_deployment_from_the_hook() {
+    let mut h = H::native(1, r#"{"type":"all-at-once","bake_minutes":0}"#);
+    let before = h.w().ecs.describe("svc").expect("svc").task_definition;
+    let (push, id) = h.push_event("svc", "svc", "v2", 'a');
+    h.handle_push(push);
+    let sd1 = h
+        .get(&id)
+        .native
+        .as_ref()
+        .and_then(|n| n.service_deployment_arn.clone())
+        .expect("bound");
+    answer_every_hook(&h, &sd1, 5, 3600, false, true, |h| {
+        h.w().ecs.service_deployments[&sd1].status != "IN_PROGRESS"
+    });
+    assert_eq!(
+        h.w().ecs.service_deployments[&sd1].status,
+        "SUCCESSFUL",
+        "harness"
+    );
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "ALARM".into();
+    }
+    let now = h.w().now;
+    block_on(on_alarm::handle(
+        &h.ports,
+        events::alarm_state_change(&events::AlarmEvent {
+            id: "evt-review-alarm-1".into(),
+            at: now,
+            alarm: "svc-5xx",
+            state: "ALARM",
+            previous: "OK",
+            reason: "Threshold Crossed",
+            cluster: CLUSTER,
+            service: "svc",
+        }),
+    ))
+    .expect("alarm handled");
+    assert_eq!(h.get(&id).status(), Status::RollingBack, "harness");
+    let sd2 = h
+        .w()
+        .ecs
+        .services
+        .get("svc")
+        .and_then(|s| s.current_sd.clone())
+        .expect("a service deployment");
+    assert_ne!(sd2, sd1, "harness: the rollback is UpdateService back");
+    // A push of v3 queues behind the rollback; the operator aborts it.
+    let (push, b) = h.push_event("svc", "svc", "v3", 'b');
+    h.handle_push(push);
+    assert_eq!(h.get(&b).status(), Status::Pending, "harness: queued");
+    block_on(flightdeck::handlers::apply(
+        &h.ports,
+        &b,
+        &flightdeck::lifecycle::Fact::Stopped {
+            by: format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer"),
+            abort: true,
+        },
+    ))
+    .expect("aborted");
+    assert_eq!(h.get(&b).status(), Status::Aborted, "harness");
+    // SD2 is slow (its hook answer is late); the rollback's deadline ends the record.
+    assert!(
+        h.until(5, 3600, true, |h| !h.get(&id).status().is_active()),
+        "harness: the rollback never ended"
+    );
+    assert!(
+        h.w().ecs.service_deployments[&sd2].in_progress(),
+        "harness: SD2 still walks"
+    );
+    let answers = answer_every_hook(&h, &sd2, 5, 3 * 3600, true, false, |h| {
+        !h.w().ecs.service_deployments[&sd2].in_progress()
+    });
+    h.until(5, 300, true, |_| false);
+    let external = h
+        .w()
+        .store
+        .deployments
+        .get(&flightdeck::lifecycle::external_deployment_id(&sd2))
+        .map(|x| (x.status(), x.reason.clone()));
+    let serving = h.w().ecs.describe("svc").expect("svc");
+    let sd2_status = h.w().ecs.service_deployments[&sd2].status.clone();
+    let d = h.get(&id);
+    assert_eq!(
+        (serving.task_definition.as_str(), external.is_none()),
+        (before.as_str(), true),
+        "the rollback was undone: the service runs {}; SD2 is {sd2_status}, recorded as an \
+         outside rollout: {external:?}; deployment {id} is {} ({:?}); hook answers to SD2: \
+         {answers:?}",
+        serving.task_definition,
+        d.status(),
+        d.reason
+    );
+}

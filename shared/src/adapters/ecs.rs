@@ -4,6 +4,7 @@
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::DisplayErrorContext;
+use aws_sdk_ecs::operation::describe_services::DescribeServicesError;
 use aws_sdk_ecs::types::{
     CanaryConfiguration, DeploymentConfiguration, DeploymentStrategy, DesiredStatus,
     LinearConfiguration, ServiceField, SortOrder, StopServiceDeploymentStopType, Tag,
@@ -103,10 +104,23 @@ impl EcsClient {
         if tags {
             call = call.include(ServiceField::Tags);
         }
-        let out = call
-            .send()
-            .await
-            .map_err(|e| PortError::remote("ECS DescribeServices", DisplayErrorContext(e)))?;
+        let out = match call.send().await {
+            Ok(out) => out,
+            // No such cluster: no such service either.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    matches!(s, DescribeServicesError::ClusterNotFoundException(_))
+                }) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(PortError::remote(
+                    "ECS DescribeServices",
+                    DisplayErrorContext(e),
+                ));
+            }
+        };
         Ok(out
             .services
             .unwrap_or_default()
@@ -983,5 +997,33 @@ mod tests {
             Some(vec![("flightdeck:managed".to_string(), "true".to_string())])
         );
         assert_eq!(ecs.service_tags("c", "gone").await.unwrap(), None);
+    }
+
+    /// Review: a registration naming a cluster that does not exist (a typo) is a missing
+    /// service, refused 422 `not_found` with what to fix, like a missing service in an existing
+    /// cluster; DescribeServices answers ClusterNotFoundException for it, which `service_tags`
+    /// passes on as a remote error: `PUT /services/...` answers 502 `upstream_failed`, which a
+    /// client retries.
+    #[tokio::test]
+    async fn a_service_in_a_cluster_that_does_not_exist_is_none() {
+        use aws_sdk_ecs::operation::describe_services::DescribeServicesError;
+        use aws_sdk_ecs::types::error::ClusterNotFoundException;
+        let missing = mock!(Client::describe_services).then_error(|| {
+            DescribeServicesError::ClusterNotFoundException(
+                ClusterNotFoundException::builder()
+                    .message("Cluster not found.")
+                    .build(),
+            )
+        });
+        let ecs = EcsClient::new(mock_client!(
+            aws_sdk_ecs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&missing]
+        ));
+        let tags = ecs.service_tags("flightdeck-prdo", "api").await;
+        assert!(
+            matches!(tags, Ok(None)),
+            "a missing cluster is not found, not an upstream failure: {tags:?}"
+        );
     }
 }

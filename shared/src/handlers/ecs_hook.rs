@@ -262,12 +262,18 @@ impl Target<'_> {
     }
 }
 
+/// How many of a service and environment's newest records the hook looks through for the one
+/// whose rollback a service deployment is (newer pushes, queued or aborted meanwhile, may have
+/// come after it).
+const RECENT: u32 = 10;
+
 /// The deployment whose rollback this service deployment is (UpdateService back to the
 /// previous revision, when the rollout had completed before the rollback): by the ARN the call
 /// answered — also once that deployment has ended (its rollback's deadline may pass while ECS
-/// still walks the rollback) — or, that answer lost, by a rolling-back deployment's previous
-/// revision being its target. Such a service deployment is never gated or recorded as a rollout
-/// of its own: stopping it would put the bad revision back.
+/// still walks the rollback) — or, that answer lost, by its target revision being the previous
+/// revision of a deployment rolling back or ended FAILED with its rollback issued. Such a
+/// service deployment is never gated or recorded as a rollout of its own: stopping it would put
+/// the bad revision back.
 async fn rollback_of<P: Adapters>(
     ports: &P,
     registration: &Registration,
@@ -276,20 +282,27 @@ async fn rollback_of<P: Adapters>(
     target: &mut Target<'_>,
 ) -> Result<Option<String>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    let latest = ports
+    let recent = ports
         .store()
-        .latest(&registration.service, &registration.environment)
-        .await?;
-    let ended = latest
+        .page(
+            &registration.service,
+            &registration.environment,
+            None,
+            RECENT,
+            None,
+        )
+        .await?
+        .deployments;
+    let ended = recent
         .iter()
         .filter(|d| !active.iter().any(|a| a.id == d.id));
     for d in active.iter().chain(ended).filter(|d| !bound_to(d, arn)) {
-        let Some(rollback) = d.rollback() else {
+        let Some(rollback) = d.rollback().filter(|r| r.issued_at.is_some()) else {
             continue;
         };
         let ours = match rollback.ecs_deployment_id.as_deref() {
             Some(back) => back == arn,
-            None if d.status() == Status::RollingBack => {
+            None if matches!(d.status(), Status::RollingBack | Status::Failed) => {
                 target.get(ports).await?.as_deref() == Some(&rollback.to_task_definition)
             }
             None => false,
