@@ -890,12 +890,7 @@ fn note_or_ready(
     healthy: bool,
     now: DateTime<Utc>,
 ) -> Option<String> {
-    let observed = Observed {
-        running: seen.running,
-        desired,
-        healthy: seen.healthy_targets,
-        at: now,
-    };
+    let observed = seen.observed(desired, now);
     let ours = d.rollout.new_task_definition.as_deref() == Some(seen.task_definition.as_str());
     if !(ours && seen.running >= desired && healthy) {
         record_observed(d, observed);
@@ -908,6 +903,43 @@ fn note_or_ready(
         None => why.push_str(" and ECS reports the rollout steady"),
     }
     Some(why)
+}
+
+impl ServiceObservation {
+    /// What the record keeps of it, counted against `desired`.
+    fn observed(&self, desired: u32, now: DateTime<Utc>) -> Observed {
+        Observed {
+            running: self.running,
+            desired,
+            healthy: self.healthy_targets,
+            at: now,
+        }
+    }
+}
+
+/// A rollback that put the previous revision back by UpdateService, confirmed by the service
+/// itself (whether the call's answer came back or not): steady on the previous revision at its
+/// desired count, with no call of the phase left still able to land. Else the observation is
+/// kept.
+fn rolled_back_if_serving(d: &mut Deployment, seen: &ServiceObservation, now: DateTime<Utc>) {
+    let Some(rollback) = d.rollback().cloned() else {
+        return;
+    };
+    if rollback.to_task_definition == seen.task_definition
+        && seen.running >= seen.desired
+        && seen.steady
+        && !d.stale_call_in_flight()
+    {
+        let why = format!(
+            "ECS service {} runs the previous revision {} at its desired count ({} running)",
+            seen.service,
+            short_task_definition(&rollback.to_task_definition),
+            seen.running
+        );
+        rolled_back(d, why, "aws.ecs", now);
+    } else {
+        record_observed(d, seen.observed(seen.desired, now));
+    }
 }
 
 /// Keeps what was observed when it differs from the last observation: only a change is worth

@@ -127,15 +127,36 @@ async fn answer<P: Adapters, A: AlarmReader>(
         revision: &call.target_service_revision_arn,
         read: None,
     };
-    if let Some(id) = rollback_of(ports, &registration, &active, call, &mut target).await? {
+    // The newest records, read once: an ended one may own this service deployment (as its
+    // rollback, or bound to it while ECS still rolls it back).
+    let recent = ports
+        .store()
+        .page(
+            &registration.service,
+            &registration.environment,
+            None,
+            RECENT,
+            None,
+        )
+        .await?
+        .deployments;
+    if let Some(id) = rollback_of(ports, &active, &recent, call, &mut target).await? {
         let why = format!(
             "the service deployment puts deployment {id}'s previous revision back: the \
              rollback goes on"
         );
         return Ok(reply(HookStatus::Succeeded, why));
     }
-    let Some((d, target)) =
-        find_or_record(ports, &registration, active, call, &stage, &mut target).await?
+    let Some((d, target)) = find_or_record(
+        ports,
+        &registration,
+        active,
+        &recent,
+        call,
+        &stage,
+        &mut target,
+    )
+    .await?
     else {
         let why = "the service's first deployment: there is no previous revision to roll back \
                    to, so Flightdeck does not gate it"
@@ -276,23 +297,12 @@ const RECENT: u32 = 10;
 /// the bad revision back.
 async fn rollback_of<P: Adapters>(
     ports: &P,
-    registration: &Registration,
     active: &[Deployment],
+    recent: &[Deployment],
     call: &HookInvocation,
     target: &mut Target<'_>,
 ) -> Result<Option<String>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    let recent = ports
-        .store()
-        .page(
-            &registration.service,
-            &registration.environment,
-            None,
-            RECENT,
-            None,
-        )
-        .await?
-        .deployments;
     let ended = recent
         .iter()
         .filter(|d| !active.iter().any(|a| a.id == d.id));
@@ -329,12 +339,12 @@ async fn find_or_record<P: Adapters>(
     ports: &P,
     registration: &Registration,
     active: Vec<Deployment>,
+    recent: &[Deployment],
     call: &HookInvocation,
     stage: &str,
     target: &mut Target<'_>,
 ) -> Result<Option<(Deployment, Option<String>)>, HandlerError> {
     let arn = call.service_deployment_arn.as_str();
-    let (service, environment) = (&registration.service, &registration.environment);
     let mut unbound = Vec::new();
     for d in active {
         if bound_to(&d, arn) {
@@ -349,10 +359,8 @@ async fn find_or_record<P: Adapters>(
         }
     }
     // Ended already (ECS asks again while it rolls back, say).
-    if let Some(d) = ports.store().latest(service, environment).await?
-        && bound_to(&d, arn)
-    {
-        return Ok(Some((d, None)));
+    if let Some(d) = recent.iter().find(|d| bound_to(d, arn)) {
+        return Ok(Some((d.clone(), None)));
     }
     let external_id = lifecycle::external_deployment_id(arn);
     if let Some(d) = ports.store().get(&external_id).await? {

@@ -11,7 +11,7 @@ use super::{
     Engine, Registered, ServiceObservation, colour_name, has_pending, note, note_or_ready,
     observed_text, push_effect, record_observed, roll_back, rolled_back, succeed, transition,
 };
-use crate::deployment::{Deployment, Effect, Observed, State, Status};
+use crate::deployment::{Deployment, Effect, State, Status};
 
 pub(super) struct AlbWeights;
 
@@ -63,13 +63,7 @@ impl Engine for AlbWeights {
             // The end-of-bake health gate: judged on this look, taken once the bake is over,
             // never on one from before the step.
             Status::Shifting => {
-                let observed = Observed {
-                    running: seen.running,
-                    desired,
-                    healthy: seen.healthy_targets,
-                    at: now,
-                };
-                record_observed(d, observed);
+                record_observed(d, seen.observed(desired, now));
                 let over = d
                     .progress()
                     .and_then(|p| p.bake_until)

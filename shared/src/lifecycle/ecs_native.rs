@@ -23,8 +23,8 @@ use super::{
 };
 use crate::alerts::EventType;
 use crate::deployment::{
-    AuditEvent, Deployment, Effect, NativeRollout, Observed, Progress, Rollback, State, Status,
-    Trigger, short_task_definition,
+    AuditEvent, Deployment, Effect, NativeRollout, Progress, Rollback, State, Status, Trigger,
+    short_task_definition,
 };
 use crate::native::{HookStage, HookStatus, NativeStrategy};
 use crate::registration::Registration;
@@ -105,36 +105,16 @@ impl Engine for EcsNative {
         if d.status() != Status::RollingBack {
             return;
         }
-        let Some(rollback) = d.rollback().cloned() else {
-            return;
-        };
+        let issued = d.rollback().is_some_and(|r| r.issued_at.is_some());
         let ecs_rolls_back = d
             .native
             .as_ref()
             .and_then(|n| n.ecs_status.as_deref())
             .is_some_and(|s| s != "SUCCESSFUL");
-        if !ecs_rolls_back
-            && rollback.issued_at.is_some()
-            && rollback.to_task_definition == seen.task_definition
-            && seen.running >= seen.desired
-            && seen.steady
-            && !d.stale_call_in_flight()
-        {
-            let why = format!(
-                "ECS service {} runs the previous revision {} at its desired count ({} running)",
-                seen.service,
-                short_task_definition(&rollback.to_task_definition),
-                seen.running
-            );
-            rolled_back(d, why, "aws.ecs", now);
+        if issued && !ecs_rolls_back {
+            super::rolled_back_if_serving(d, seen, now);
         } else {
-            let observed = Observed {
-                running: seen.running,
-                desired: seen.desired,
-                healthy: seen.healthy_targets,
-                at: now,
-            };
-            record_observed(d, observed);
+            record_observed(d, seen.observed(seen.desired, now));
         }
     }
 
@@ -450,13 +430,7 @@ fn ended(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>, changed: boo
                 // ends it FAILED otherwise, saying what was seen last.
                 Err(short) => {
                     if let Some(seen) = &view.serving {
-                        let observed = Observed {
-                            running: seen.running,
-                            desired: seen.desired,
-                            healthy: seen.healthy_targets,
-                            at: now,
-                        };
-                        record_observed(d, observed);
+                        record_observed(d, seen.observed(seen.desired, now));
                     }
                     if changed {
                         let text = format!(

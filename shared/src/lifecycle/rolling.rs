@@ -5,10 +5,9 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    Engine, ServiceObservation, concerns, note_or_ready, record_observed, rolled_back, succeed,
-    transition,
+    Engine, ServiceObservation, concerns, note_or_ready, rolled_back, succeed, transition,
 };
-use crate::deployment::{Deployment, Effect, Observed, State, Status, short_task_definition};
+use crate::deployment::{Deployment, Effect, State, Status, short_task_definition};
 
 pub(super) struct Rolling;
 
@@ -39,35 +38,9 @@ impl Engine for Rolling {
                     super::ready(d, why, "aws.ecs", now);
                 }
             }
-            Status::RollingBack => {
-                let Some(rollback) = d.rollback().cloned() else {
-                    return;
-                };
-                // The service itself says it: whether our call's answer came back or not (it
-                // may have been lost), or ECS's circuit breaker got there first.
-                if rollback.to_task_definition == seen.task_definition
-                    && seen.running >= seen.desired
-                    && seen.steady
-                    && !d.stale_call_in_flight()
-                {
-                    let why = format!(
-                        "ECS service {} runs the previous revision {} at its desired count ({} \
-                         running)",
-                        seen.service,
-                        short_task_definition(&rollback.to_task_definition),
-                        seen.running
-                    );
-                    rolled_back(d, why, "aws.ecs", now);
-                } else {
-                    let observed = Observed {
-                        running: seen.running,
-                        desired: seen.desired,
-                        healthy: seen.healthy_targets,
-                        at: now,
-                    };
-                    record_observed(d, observed);
-                }
-            }
+            // The service itself says it: whether our call's answer came back or not (it may
+            // have been lost), or ECS's circuit breaker got there first.
+            Status::RollingBack => super::rolled_back_if_serving(d, seen, now),
             _ => {}
         }
     }
