@@ -2,7 +2,6 @@
 //! and built like API Gateway builds them, through `lambda_http`'s parsing and `api::from_http`,
 //! against the local stack. Needs the emulators: `infra/local/test`.
 
-use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::api::{ApiConfig, ApiResponse};
 use flightdeck::ports::DeploymentStore;
 use flightdeck_local::local_api::{call, event, local_config};
@@ -17,7 +16,6 @@ const STRANGER: &str = "arn:aws:sts::123456789012:assumed-role/somebody-else/ses
 struct Api {
     stack: Stack,
     ports: LocalPorts,
-    images: EcrImages,
     config: ApiConfig,
 }
 
@@ -29,11 +27,9 @@ async fn api(name: &str) -> Result<Api> {
     let stack = Stack::create(local_sdk_config().await?, &unique, "checkout-api", 1).await?;
     stack.register_sample("staging").await?;
     let ports = stack.ports();
-    let images = stack.images();
     Ok(Api {
         stack,
         ports,
-        images,
         config: local_config(),
     })
 }
@@ -53,11 +49,11 @@ impl Api {
         }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let e = event(method, path, &headers, body.as_bytes(), caller);
-        call(&self.ports, &self.images, &self.config, &e).await
+        call(&self.ports, &self.config, &e).await
     }
 
     async fn sample(&self, e: Value) -> ApiResponse {
-        call(&self.ports, &self.images, &self.config, &e).await
+        call(&self.ports, &self.config, &e).await
     }
 }
 
@@ -491,7 +487,7 @@ async fn bad_input_gets_a_4xx_json_error_never_a_5xx() -> Result<()> {
         &[0xff, 0xfe, 0x00],
         Some(ADMIN),
     );
-    let r = call(&t.ports, &t.images, &t.config, &e).await;
+    let r = call(&t.ports, &t.config, &e).await;
     assert_eq!(r.status, 400);
     Ok(())
 }

@@ -297,13 +297,12 @@ impl TrafficControl for ScriptedTraffic {
 // ---------------------------------------------------------------------------------------------
 // The harness: one world, the real handlers, a hand-made schedule.
 
-type P = Ports<Store, ScriptedEcs, ScriptedTraffic, Sns, SimClock>;
+type P = Ports<Store, ScriptedEcs, ScriptedTraffic, Sns, SimClock, Images>;
 
 struct H {
     sim: Sim,
     ports: P,
     alarms: Alarms,
-    images: Images,
     script: Shared,
     next_event: u64,
 }
@@ -353,9 +352,9 @@ impl H {
                 },
                 notifier: Sns(sim.clone()),
                 clock: SimClock(sim.clone()),
+                images: Images(sim.clone()),
             },
             alarms: Alarms(sim.clone()),
-            images: Images(sim.clone()),
             sim,
             script,
             next_event: 0,
@@ -1011,12 +1010,12 @@ fn two_concurrent_registrations_cannot_both_claim_one_ecs_service() {
     };
     let (first, second) = (put("api"), put("web"));
     let mut one: Pin<Box<dyn Future<Output = _> + '_>> =
-        Box::pin(api::handle(&h.ports, &h.images, &config, &first));
+        Box::pin(api::handle(&h.ports, &config, &first));
     // The first request reads the registrations (two await points: the call, its answer)…
     assert!(poll_once(&mut one).is_none());
     assert!(poll_once(&mut one).is_none());
     // …the second is handled in full…
-    let r2 = block_on(api::handle(&h.ports, &h.images, &config, &second));
+    let r2 = block_on(api::handle(&h.ports, &config, &second));
     // …then the first goes on.
     let r1 = loop {
         if let Some(r) = poll_once(&mut one) {
@@ -1049,6 +1048,22 @@ impl flightdeck::ports::AlarmReader for FailingAlarms {
     async fn states(&self, _names: &[String]) -> PortResult<Vec<flightdeck::ports::AlarmState>> {
         Err(PortError::remote(
             "CloudWatch DescribeAlarms",
+            "ThrottlingException: Rate exceeded",
+        ))
+    }
+}
+
+impl flightdeck::ports::MetricsReader for FailingAlarms {
+    async fn alb_minutes(
+        &self,
+        _load_balancer: &str,
+        _canary: &str,
+        _stable: &str,
+        _from: chrono::DateTime<chrono::Utc>,
+        _to: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<flightdeck::judge::Samples> {
+        Err(PortError::remote(
+            "CloudWatch GetMetricData",
             "ThrottlingException: Rate exceeded",
         ))
     }
@@ -2601,7 +2616,7 @@ fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_s
         admins: vec![],
         region: REGION.into(),
     };
-    let r = block_on(api::handle(&h.ports, &h.images, &config, &request));
+    let r = block_on(api::handle(&h.ports, &config, &request));
     assert_eq!(r.status, 200, "{}", r.body);
     let listed = r.body["deployments"].as_array().expect("a list");
     assert!(listed.iter().any(|x| x["id"] == id.as_str()), "{}", r.body);
@@ -2991,5 +3006,319 @@ fn a_newer_ended_record_hides_a_rollbacks_service_deployment_from_the_hook() {
         serving.task_definition,
         d.status(),
         d.reason
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gates (issue: canary judge, watch window, revert, vulnerability gate, change freezes,
+// reminders) through the real handlers.
+
+/// The service's task definition now.
+fn serving(h: &H, service: &str) -> String {
+    let w = h.w();
+    w.ecs
+        .services
+        .get(service)
+        .expect("service")
+        .task_definition()
+        .to_string()
+}
+
+/// The image a task definition runs.
+fn image_of(h: &H, td: &str) -> String {
+    h.w().ecs.task_definitions[td].image.clone()
+}
+
+fn scan_event(h: &mut H, detail_type: &str, repository: &str, dg: &str) -> serde_json::Value {
+    let id = h.event_id();
+    let now = h.w().now;
+    let source = if detail_type == "Inspector2 Scan" {
+        "aws.inspector2"
+    } else {
+        "aws.ecr"
+    };
+    serde_json::json!({
+        "version": "0", "id": id, "detail-type": detail_type, "source": source,
+        "account": ACCOUNT, "time": now.to_rfc3339(), "region": REGION, "resources": [],
+        "detail": { "scan-status": "COMPLETE", "repository-name": repository,
+                    "image-digest": dg, "finding-severity-counts": {} }
+    })
+}
+
+fn api_call(
+    h: &H,
+    method: &str,
+    path: &str,
+    caller: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let request = ApiRequest {
+        method: method.into(),
+        path: path.into(),
+        caller: Some(caller.into()),
+        account: Some(ACCOUNT.into()),
+        body: body.map(str::to_string),
+        ..ApiRequest::default()
+    };
+    let config = ApiConfig {
+        admins: vec![format!("arn:aws:iam::{ACCOUNT}:user/platform-admin")],
+        region: REGION.into(),
+    };
+    let r = block_on(api::handle(&h.ports, &config, &request));
+    (r.status, r.body)
+}
+
+#[test]
+fn an_ecr_scan_event_with_findings_fails_the_held_push_before_anything_changes() {
+    let mut h = H::rolling(2, r#","scan":{"block_at":"HIGH"}"#);
+    let before = serving(&h, "api");
+    let (push, id) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    let d = h.get(&id);
+    assert!(
+        matches!(d.hold(), Some(flightdeck::deployment::Hold::Scan { .. })),
+        "{:?}",
+        d.state
+    );
+    assert_eq!(published(&h, &id, "deployment.waiting"), 1);
+    h.w().scans.insert(
+        digest('c'),
+        flightdeck::scan::ScanReport::Complete {
+            counts: vec![(flightdeck::scan::Severity::High, 1)],
+            findings: vec![flightdeck::scan::Finding {
+                id: "CVE-2026-4242".into(),
+                severity: flightdeck::scan::Severity::High,
+                package: Some("libxml2".into()),
+            }],
+        },
+    );
+    let event = scan_event(&mut h, "ECR Image Scan", "api", &digest('c'));
+    block_on(on_image_push::handle(&h.ports, event)).expect("scan event handled");
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::Failed, "{:?}", d.reason);
+    assert!(
+        d.reason
+            .as_deref()
+            .unwrap()
+            .contains("CVE-2026-4242 (HIGH, libxml2)"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(serving(&h, "api"), before, "nothing changed in ECS");
+    assert!(
+        d.rollout.new_task_definition.is_none(),
+        "no revision registered"
+    );
+    assert_eq!(published(&h, &id, "deployment.failed"), 1);
+}
+
+#[test]
+fn a_clean_scan_read_by_the_reconcile_loop_releases_the_push_without_any_scan_event() {
+    let mut h = H::rolling(2, r#","scan":{"block_at":"CRITICAL","wait_minutes":10}"#);
+    let (push, id) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert_eq!(h.get(&id).status(), Status::Pending);
+    // Inspector's scan event is lost; the result is there when the reconcile loop looks.
+    h.w().scans.insert(
+        digest('c'),
+        flightdeck::scan::ScanReport::Complete {
+            counts: vec![(flightdeck::scan::Severity::High, 2)],
+            findings: Vec::new(),
+        },
+    );
+    assert!(
+        h.until(10, 600, true, |h| h.get(&id).status() == Status::Succeeded),
+        "{}",
+        h.trace_tail(30)
+    );
+    let trail = audit(&h.get(&id)).join("\n");
+    assert!(
+        trail.contains("vulnerability scan passed: nothing at or above CRITICAL (HIGH 2)"),
+        "{trail}"
+    );
+}
+
+#[test]
+fn a_watch_window_alarm_5_minutes_after_success_rolls_back_to_the_previous_revision() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"],"watch_minutes":30"#);
+    let before = serving(&h, "api");
+    let (push, id) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(
+        h.until(5, 600, true, |h| h.get(&id).status() == Status::Succeeded),
+        "{}",
+        h.trace_tail(30)
+    );
+    assert_ne!(serving(&h, "api"), before);
+    h.until(30, 300, true, |_| false);
+    assert_eq!(
+        h.get(&id).status(),
+        Status::Succeeded,
+        "still watched, nothing fired"
+    );
+    h.fire_alarm("evt-watch-1", "api");
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::RollingBack, "{:?}", d.reason);
+    assert!(
+        h.until(5, 600, true, |h| h.get(&id).status() == Status::RolledBack),
+        "{}",
+        h.trace_tail(30)
+    );
+    let d = h.get(&id);
+    assert!(
+        d.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("post-deployment watch: alarm `api-5xx`"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(
+        serving(&h, "api"),
+        before,
+        "the previous revision serves again"
+    );
+    assert_eq!(published(&h, &id, "deployment.rolled_back"), 1);
+}
+
+#[test]
+fn a_newer_push_ends_the_watch_so_the_older_deployment_never_rolls_it_back() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"],"watch_minutes":30"#);
+    let (push, first) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&first).status()
+        == Status::Succeeded));
+    let (push, second) = h.push_event("api", "api", "v3", 'd');
+    h.handle_push(push);
+    assert_eq!(
+        h.get(&first).watch_until(),
+        None,
+        "watch ended by the newer deployment"
+    );
+    assert!(
+        h.until(5, 600, true, |h| h.get(&second).status()
+            == Status::Succeeded),
+        "{}",
+        h.trace_tail(30)
+    );
+    let newest = serving(&h, "api");
+    h.fire_alarm("evt-watch-2", "api");
+    assert_eq!(h.get(&first).status(), Status::Succeeded);
+    assert_eq!(
+        h.get(&second).status(),
+        Status::RollingBack,
+        "the alarm rolls back the one it watches now"
+    );
+    let _ = newest;
+}
+
+#[test]
+fn a_revert_in_one_call_deploys_the_last_revision_that_succeeded_before() {
+    let mut h = H::rolling(2, "");
+    let deployer = format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer");
+    let (push, good) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&good).status() == Status::Succeeded));
+    let good_td = serving(&h, "api");
+    let (push, bad) = h.push_event("api", "api", "v3", 'd');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&bad).status() == Status::Succeeded));
+    // Only the newest SUCCEEDED deployment can be reverted.
+    let (status, body) = api_call(
+        &h,
+        "POST",
+        &format!("/deployments/{good}/rollback"),
+        &deployer,
+        None,
+    );
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = api_call(
+        &h,
+        "POST",
+        &format!("/deployments/{bad}/rollback"),
+        &deployer,
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["trigger"], "revert");
+    assert_eq!(body["digest"], digest('c').as_str());
+    let revert = body["id"].as_str().unwrap().to_string();
+    // Asked again: the same revert.
+    let (status, again) = api_call(
+        &h,
+        "POST",
+        &format!("/deployments/{bad}/rollback"),
+        &deployer,
+        None,
+    );
+    assert_eq!((status, again["id"].as_str()), (200, Some(revert.as_str())));
+    assert!(
+        h.until(5, 600, true, |h| h.get(&revert).status()
+            == Status::Succeeded),
+        "{}",
+        h.trace_tail(30)
+    );
+    let now_serving = serving(&h, "api");
+    assert_ne!(now_serving, good_td, "a new revision of the good image");
+    assert_eq!(image_of(&h, &now_serving), image_of(&h, &good_td));
+    assert!(
+        audit(&h.get(&bad))
+            .join("\n")
+            .contains(&format!("reverted by deployment {revert}"))
+    );
+}
+
+#[test]
+fn a_push_held_by_a_freeze_starts_on_an_admin_override_with_its_reason_recorded() {
+    // A freeze from 2020 to 2099: no rollout starts by itself.
+    let mut h = H::rolling(
+        2,
+        r#"}, "freeze": {"timezone": "Europe/Berlin", "dates": [{"from": "2020-01-01T00:00:00Z",
+           "to": "2099-01-01T00:00:00Z", "reason": "datacenter migration"}]"#,
+    );
+    let before = serving(&h, "api");
+    let (push, id) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    h.until(30, 300, true, |_| false);
+    let d = h.get(&id);
+    assert!(
+        matches!(d.hold(), Some(flightdeck::deployment::Hold::Freeze { .. })),
+        "{:?}",
+        d.state
+    );
+    assert!(
+        d.reason
+            .as_deref()
+            .unwrap()
+            .contains("datacenter migration"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(
+        published(&h, &id, "deployment.waiting"),
+        1,
+        "announced once"
+    );
+    assert_eq!(serving(&h, "api"), before);
+    // A deployer may not override; an admin may, with a reason.
+    let deployer = format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer");
+    let path = format!("/deployments/{id}/override-freeze");
+    let reason = r#"{"reason": "security fix for CVE-2026-4242"}"#;
+    let (status, body) = api_call(&h, "POST", &path, &deployer, Some(reason));
+    assert_eq!(status, 403, "{body}");
+    let admin = format!("arn:aws:iam::{ACCOUNT}:user/platform-admin");
+    let (status, body) = api_call(&h, "POST", &path, &admin, Some("{}"));
+    assert_eq!(status, 400, "a reason is required: {body}");
+    let (status, body) = api_call(&h, "POST", &path, &admin, Some(reason));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        h.until(5, 600, true, |h| h.get(&id).status() == Status::Succeeded),
+        "{}",
+        h.trace_tail(30)
+    );
+    let trail = audit(&h.get(&id)).join("\n");
+    assert!(
+        trail.contains("overridden by") && trail.contains("CVE-2026-4242"),
+        "{trail}"
     );
 }

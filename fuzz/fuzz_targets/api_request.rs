@@ -11,7 +11,7 @@
 #![no_main]
 
 use flightdeck::api::{self, ApiConfig, ApiRequest, ApiResponse};
-use flightdeck_fuzz::memory::{Images, MemoryPorts, block_on, ports};
+use flightdeck_fuzz::memory::{MemoryPorts, block_on, ports};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ fn request(text: &str) -> Option<ApiRequest> {
 }
 
 fn call(ports: &MemoryPorts, request: &ApiRequest) -> ApiResponse {
-    let response = block_on(api::handle(ports, &Images, &config(), request));
+    let response = block_on(api::handle(ports, &config(), request));
     let status = response.status;
     assert!(
         matches!(status, 200 | 201 | 400 | 403 | 404 | 405 | 409 | 422),

@@ -520,9 +520,21 @@ impl ImageResolver for Images {
     async fn digest_of(&self, _repository: &str, tag: &str) -> PortResult<Option<String>> {
         Ok((tag != "missing").then(|| format!("sha256:{}", "cd".repeat(32))))
     }
+
+    /// Every image scanned, without findings.
+    async fn scan_findings(
+        &self,
+        _repository: &str,
+        _digest: &str,
+    ) -> PortResult<flightdeck::scan::ScanReport> {
+        Ok(flightdeck::scan::ScanReport::Complete {
+            counts: Vec::new(),
+            findings: Vec::new(),
+        })
+    }
 }
 
-pub type MemoryPorts = Ports<Store, Ecs, Traffic, Outbox, FixedClock>;
+pub type MemoryPorts = Ports<Store, Ecs, Traffic, Outbox, FixedClock, Images>;
 
 /// Fresh ports over the sample world.
 pub fn ports() -> MemoryPorts {
@@ -532,5 +544,6 @@ pub fn ports() -> MemoryPorts {
         traffic: Traffic::default(),
         notifier: Outbox::default(),
         clock: FixedClock,
+        images: Images,
     }
 }

@@ -18,6 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Which rule each sample is meant for (by file-name prefix); anything else must match nothing.
 MEANT_FOR = {
     "ecr-image-push": "OnImagePushFunction.EcrPush",
+    "ecr-image-scan": "OnImagePushFunction.EcrBasicScan",
+    "inspector2-scan": "OnImagePushFunction.EnhancedScan",
     "ecs-": "OnEcsEventFunction.EcsEvents",
     "cloudwatch-alarm-": "OnAlarmFunction.AlarmStateChange",
 }

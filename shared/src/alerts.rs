@@ -19,6 +19,13 @@ pub enum EventType {
     RolledBack,
     #[serde(rename = "deployment.approval_required")]
     ApprovalRequired,
+    /// Still awaiting approval after the reminder (or, at higher severity, the escalation)
+    /// interval.
+    #[serde(rename = "deployment.approval_reminder")]
+    ApprovalReminder,
+    /// Held before anything changes: a change freeze, or waiting for the image's scan.
+    #[serde(rename = "deployment.waiting")]
+    Waiting,
     #[serde(rename = "alarm.fired")]
     AlarmFired,
     /// A call made after the deployment ended (the promotion to the next environment, the old
@@ -35,6 +42,8 @@ impl EventType {
             EventType::Failed => "deployment.failed",
             EventType::RolledBack => "deployment.rolled_back",
             EventType::ApprovalRequired => "deployment.approval_required",
+            EventType::ApprovalReminder => "deployment.approval_reminder",
+            EventType::Waiting => "deployment.waiting",
             EventType::AlarmFired => "alarm.fired",
             EventType::FollowUpFailed => "deployment.follow_up_failed",
         }
@@ -42,7 +51,11 @@ impl EventType {
 
     pub fn severity(self) -> &'static str {
         match self {
-            EventType::Started | EventType::Succeeded | EventType::ApprovalRequired => "info",
+            EventType::Started
+            | EventType::Succeeded
+            | EventType::ApprovalRequired
+            | EventType::Waiting => "info",
+            EventType::ApprovalReminder => "warning",
             EventType::RolledBack | EventType::AlarmFired | EventType::FollowUpFailed => "warning",
             EventType::Failed => "critical",
         }
@@ -55,6 +68,8 @@ impl EventType {
             EventType::Failed => "deployment failed",
             EventType::RolledBack => "rolled back",
             EventType::ApprovalRequired => "approval required",
+            EventType::ApprovalReminder => "still awaiting approval",
+            EventType::Waiting => "waiting",
             EventType::AlarmFired => "alarm fired",
             EventType::FollowUpFailed => "follow-up call failed",
         }
@@ -101,6 +116,34 @@ impl Alert {
             None => format!("{why} (the deployment itself ended {})", d.status()),
         };
         Alert::about_deployment(EventType::FollowUpFailed, d, Some(reason), at)
+    }
+
+    /// Still awaiting approval after `minutes`: the reminder (warning), or the escalation
+    /// (critical).
+    pub fn approval_reminder(
+        d: &Deployment,
+        escalated: bool,
+        minutes: i64,
+        at: DateTime<Utc>,
+    ) -> Alert {
+        let reason = format!(
+            "deployment {} has been awaiting approval for {minutes} min{}; an approver of {} in {} \
+             approves it with POST /deployments/{}/approve (or aborts it with /abort)",
+            d.id,
+            if escalated { " (escalated)" } else { "" },
+            d.service,
+            d.environment,
+            d.id
+        );
+        let mut alert = Alert::about_deployment(EventType::ApprovalReminder, d, Some(reason), at);
+        if escalated {
+            alert.document.severity = "critical".to_string();
+            alert.subject =
+                alert
+                    .subject
+                    .replacen("still awaiting approval", "approval overdue", 1);
+        }
+        alert
     }
 
     fn about_deployment(
@@ -201,10 +244,26 @@ impl Alert {
             }
             None => "no deployment of this service and environment is on record".to_string(),
         };
-        let full_reason = format!("alarm `{alarm}` is in ALARM: {reason}. Suspect: {suspect_text}");
+        // A suspect that succeeded can be reverted in one call.
+        let revert = suspect
+            .filter(|d| d.status() == crate::deployment::Status::Succeeded)
+            .map(|d| {
+                format!(
+                    "To revert it: POST /deployments/{}/rollback deploys the last revision that \
+                     succeeded before it.",
+                    d.id
+                )
+            });
+        let full_reason = match &revert {
+            Some(how) => {
+                format!("alarm `{alarm}` is in ALARM: {reason}. Suspect: {suspect_text}. {how}")
+            }
+            None => format!("alarm `{alarm}` is in ALARM: {reason}. Suspect: {suspect_text}"),
+        };
         let text = format!(
-            "Alarm {alarm} fired on {service} in {environment}.\n\nWhy: {reason}\n\nSuspect: {suspect_text}.\n\
+            "Alarm {alarm} fired on {service} in {environment}.\n\nWhy: {reason}\n\nSuspect: {suspect_text}.\n{}\
              Nothing was rolled back: no deployment in flight is gated by this alarm.\nAt: {}\n",
+            revert.map(|how| format!("{how}\n")).unwrap_or_default(),
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         Alert {

@@ -188,7 +188,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         [
             "deployments",
             id,
-            action @ ("approve" | "promote" | "rollback" | "abort"),
+            action @ ("approve" | "promote" | "rollback" | "abort" | "override-freeze"),
         ] => (Route::Action(id, action), "POST"),
         ["metrics"] => (Route::Metrics, "GET"),
         _ => return None,
@@ -196,9 +196,8 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 }
 
 /// Handles one request. Never panics on input; every refusal is a 4xx JSON body.
-pub async fn handle<P: Adapters, R: ImageResolver>(
+pub async fn handle<P: Adapters>(
     ports: &P,
-    images: &R,
     config: &ApiConfig,
     request: &ApiRequest,
 ) -> ApiResponse {
@@ -226,11 +225,9 @@ pub async fn handle<P: Adapters, R: ImageResolver>(
         (Route::Service(s, e), "GET") => get_service(ports, s, e).await,
         (Route::Service(s, e), _) => put_service(ports, admin, s, e, request).await,
         (Route::Deployments, "GET") => list_deployments(ports, request).await,
-        (Route::Deployments, _) => {
-            start_deployment(ports, images, config, caller, admin, request).await
-        }
+        (Route::Deployments, _) => start_deployment(ports, config, caller, admin, request).await,
         (Route::Deployment(id), _) => get_deployment(ports, id).await,
-        (Route::Action(id, action), _) => act(ports, caller, admin, id, action).await,
+        (Route::Action(id, action), _) => act(ports, caller, admin, id, action, request).await,
         (Route::Metrics, _) => metrics(ports, request).await,
     };
     result.unwrap_or_else(|response| response)
@@ -471,9 +468,8 @@ struct StartBody {
     image: String,
 }
 
-async fn start_deployment<P: Adapters, R: ImageResolver>(
+async fn start_deployment<P: Adapters>(
     ports: &P,
-    images: &R,
     config: &ApiConfig,
     caller: &str,
     admin: bool,
@@ -531,7 +527,8 @@ async fn start_deployment<P: Adapters, R: ImageResolver>(
                 "give a digest (`sha256:…`) or a tag (letters, digits, `.`, `_`, `-`)",
             ));
         }
-        let digest = images
+        let digest = ports
+            .images()
             .digest_of(repository, tag)
             .await
             .map_err(upstream)?
@@ -607,7 +604,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn act<P: Adapters>(ports: &P, caller: &str, admin: bool, id: &str, action: &str) -> Answer {
+async fn act<P: Adapters>(
+    ports: &P,
+    caller: &str,
+    admin: bool,
+    id: &str,
+    action: &str,
+    request: &ApiRequest,
+) -> Answer {
     check_deployment_id(id)?;
     let d = ports
         .store()
@@ -639,6 +643,12 @@ async fn act<P: Adapters>(ports: &P, caller: &str, admin: bool, id: &str, action
         ));
     }
     let by = caller.to_string();
+    if action == "rollback" && d.status() == Status::Succeeded {
+        return revert(ports, &registration, &d, caller).await;
+    }
+    if action == "override-freeze" {
+        return override_freeze(ports, admin, &d, caller, request).await;
+    }
     let result = match action {
         "approve" => handlers::approve(ports, id, caller).await.map(Some),
         "promote" => match handlers::apply(ports, id, &Fact::BakeSkipped { by }).await {
@@ -656,6 +666,109 @@ async fn act<P: Adapters>(ports: &P, caller: &str, admin: bool, id: &str, action
             format!("deployment {id} not found"),
         )),
     }
+}
+
+/// `POST /deployments/{id}/rollback` of the newest SUCCEEDED deployment of its service and
+/// environment: a new deployment (trigger `revert`) of the last revision that succeeded before
+/// it — 201 with it (200 when this revert was asked before). Never frozen; approval only where
+/// the registration asks it for reverts.
+async fn revert<P: Adapters>(
+    ports: &P,
+    registration: &Registration,
+    d: &Deployment,
+    caller: &str,
+) -> Answer {
+    let succeeded = ports
+        .store()
+        .page(&d.service, &d.environment, Some("SUCCEEDED"), 50, None)
+        .await
+        .map_err(upstream)?
+        .deployments;
+    if let Some(newest) = succeeded.first().filter(|n| n.id != d.id) {
+        return Err(ApiResponse::error(
+            409,
+            "conflict",
+            format!(
+                "deployment {} is not the newest SUCCEEDED deployment of {} in {} ({} is): only \
+                 the newest can be reverted; deploy an earlier revision by digest instead",
+                d.id, d.service, d.environment, newest.id
+            ),
+        ));
+    }
+    let Some(target) = succeeded
+        .iter()
+        .find(|o| o.id != d.id && o.created_at <= d.created_at && o.digest != d.digest)
+    else {
+        return Err(ApiResponse::error(
+            409,
+            "conflict",
+            format!(
+                "no earlier revision of {} in {} succeeded before deployment {}: there is nothing \
+                 to revert to",
+                d.service, d.environment, d.id
+            ),
+        ));
+    };
+    let revert = Deployment::revert_of(d, target, registration, caller, ports.clock().now());
+    if let Some(existing) = ports.store().get(&revert.id).await.map_err(upstream)? {
+        return Ok(ApiResponse::ok(200, deployment_json(&existing)));
+    }
+    let revert_id = revert.id.clone();
+    let started = create_and_start(ports, revert)
+        .await
+        .map_err(from_handler)?;
+    let note = Fact::Noted {
+        reason: format!("reverted by deployment {revert_id}, requested by {caller}"),
+        actor: caller.to_string(),
+    };
+    // The revert stands whether or not this note lands.
+    if let Err(e) = handlers::apply(ports, &d.id, &note).await {
+        tracing::warn!(deployment_id = %d.id, error = %e, "revert not noted on the reverted deployment");
+    }
+    Ok(ApiResponse::ok(201, deployment_json(&started)))
+}
+
+/// `POST /deployments/{id}/override-freeze` with `{"reason": "…"}`: an admin lets a deployment
+/// start inside a change freeze; the override and its reason go on the audit trail.
+async fn override_freeze<P: Adapters>(
+    ports: &P,
+    admin: bool,
+    d: &Deployment,
+    caller: &str,
+    request: &ApiRequest,
+) -> Answer {
+    if !admin {
+        return Err(ApiResponse::error(
+            403,
+            "forbidden",
+            format!(
+                "{caller} is not an admin (FLIGHTDECK_ADMINS): only an admin may override a change freeze"
+            ),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        reason: String,
+    }
+    let text = request
+        .body
+        .as_deref()
+        .ok_or_else(|| invalid("body", "a JSON body with a `reason` is required"))?;
+    let body: Body = serde_json::from_str(text).map_err(|e| invalid("body", e))?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(invalid("reason", "must be 1 to 200 characters"));
+    }
+    let fact = Fact::FreezeOverridden {
+        by: caller.to_string(),
+        reason: reason.to_string(),
+    };
+    handlers::apply(ports, &d.id, &fact)
+        .await
+        .map_err(from_handler)?;
+    let started = handlers::start(ports, &d.id).await.map_err(from_handler)?;
+    Ok(ApiResponse::ok(200, deployment_json(&started)))
 }
 
 /// DORA figures over the last `days` days, computed from the records.

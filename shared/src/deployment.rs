@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::Alert;
+use crate::freeze::Freeze;
+use crate::judge::{Analysis, Judgement};
 use crate::native::NativeStrategy;
 use crate::registration::{Engine, Registration};
+use crate::scan::{Finding, ScanGate};
 use crate::stop_reason::StopReason;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,9 @@ pub enum Trigger {
     /// A rollout ECS ran that Flightdeck did not start (a console or Terraform change of an
     /// `ecs-native` service), recorded when ECS called the lifecycle hook for it.
     External,
+    /// The API's rollback of a SUCCEEDED deployment: the last revision that succeeded before it,
+    /// deployed again (never frozen; approval only where the registration asks it for reverts).
+    Revert,
 }
 
 /// One entry of the audit trail: who or what caused it, why, when.
@@ -246,6 +252,21 @@ pub enum Listener {
     Default(String),
 }
 
+impl Listener {
+    /// The load balancer as CloudWatch's `LoadBalancer` dimension names it (`app/NAME/ID`),
+    /// from the listener's or rule's ARN.
+    pub fn load_balancer_dimension(&self) -> Option<&str> {
+        let arn = match self {
+            Listener::Rule(a) | Listener::Default(a) => a.as_str(),
+        };
+        let (_, rest) = arn
+            .split_once(":listener-rule/")
+            .or_else(|| arn.split_once(":listener/"))?;
+        let end = rest.match_indices('/').nth(2).map(|(i, _)| i)?;
+        Some(&rest[..end])
+    }
+}
+
 /// The `alb-weights` plan: which colour serves, which takes the new revision, and the steps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Traffic {
@@ -333,8 +354,18 @@ pub enum State {
         /// Waiting for this in-flight deployment of the same service and environment to end.
         #[serde(default)]
         queued_behind: Option<String>,
+        /// Held by a gate before anything changes (a change freeze, the image's scan).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold: Option<Hold>,
     },
-    AwaitingApproval,
+    AwaitingApproval {
+        /// Since when (missing in a record stored before reminders: its `updated_at`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<DateTime<Utc>>,
+        /// Reminders sent: 1 after the reminder interval, 2 after the escalation interval.
+        #[serde(default)]
+        reminded: u8,
+    },
     Deploying(Progress),
     /// Traffic on the new revision (alb-weights: a weight step; rolling: all of it) and baking.
     Shifting(Progress),
@@ -343,6 +374,11 @@ pub enum State {
     },
     Succeeded {
         finished_at: DateTime<Utc>,
+        /// The watch window (`gates.watch_minutes`): until then, a gating alarm or a crash loop
+        /// of the revision still rolls it back. Cleared when it ends, or when a newer deployment
+        /// of the service and environment takes over.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watch_until: Option<DateTime<Utc>>,
     },
     RolledBack {
         finished_at: DateTime<Utc>,
@@ -360,6 +396,82 @@ pub enum State {
     Aborted {
         finished_at: DateTime<Utc>,
     },
+}
+
+/// What holds a PENDING deployment before anything of it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "gate", rename_all = "kebab-case")]
+pub enum Hold {
+    /// A change freeze, until its window ends.
+    Freeze {
+        until: DateTime<Utc>,
+        window: String,
+    },
+    /// The image's vulnerability scan, for at most until `deadline`.
+    Scan { deadline: DateTime<Utc> },
+}
+
+/// The gates a deployment was registered with besides its alarms and crash count (copied at
+/// creation, as the alarms are), and what they found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GateState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    pub watch_minutes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanGate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<Freeze>,
+    pub reminder_minutes: u32,
+    pub escalation_minutes: u32,
+    /// The scan gate was passed (clean, or let through by `missing: allow`).
+    pub scan_cleared: bool,
+    /// The findings that failed the scan gate, worst first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// An admin let the rollout start inside a change freeze.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze_override: Option<FreezeOverride>,
+    /// The canary judge's latest verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<StepVerdict>,
+    /// A revert waits for approval too (where approval is required).
+    pub approval_for_reverts: bool,
+}
+
+impl Default for GateState {
+    fn default() -> Self {
+        GateState {
+            analysis: None,
+            watch_minutes: 0,
+            scan: None,
+            freeze: None,
+            reminder_minutes: crate::registration::DEFAULT_REMINDER_MINUTES,
+            escalation_minutes: crate::registration::DEFAULT_ESCALATION_MINUTES,
+            scan_cleared: false,
+            findings: Vec::new(),
+            freeze_override: None,
+            verdict: None,
+            approval_for_reverts: false,
+        }
+    }
+}
+
+/// The canary judge's verdict on one weight step, and when it was taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepVerdict {
+    pub step: usize,
+    pub percent: u8,
+    pub at: DateTime<Utc>,
+    pub judgement: Judgement,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FreezeOverride {
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A rollout under way: it must become ready by `progress_deadline`; ECS's word that it settled
@@ -380,7 +492,7 @@ impl State {
     pub fn status(&self) -> Status {
         match self {
             State::Pending { .. } => Status::Pending,
-            State::AwaitingApproval => Status::AwaitingApproval,
+            State::AwaitingApproval { .. } => Status::AwaitingApproval,
             State::Deploying(_) => Status::Deploying,
             State::Shifting(_) => Status::Shifting,
             State::RollingBack { .. } => Status::RollingBack,
@@ -581,6 +693,12 @@ pub struct Deployment {
     /// CloudWatch alarms that gate the deployment: any in ALARM rolls it back.
     #[serde(default)]
     pub alarms: Vec<String>,
+    /// The other gates: canary judge, watch window, scan, freeze, reminders.
+    #[serde(default)]
+    pub gates: GateState,
+    /// The SUCCEEDED deployment a revert undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts: Option<String>,
     #[serde(default)]
     pub approval_required: bool,
     #[serde(default)]
@@ -728,6 +846,58 @@ impl Deployment {
         d
     }
 
+    /// The revert of `reverted` (the newest SUCCEEDED deployment of its service and
+    /// environment): `target`'s revision, the last that succeeded before it, deployed again.
+    /// One revert per reverted deployment (the id says which), asked again it is the same.
+    pub fn revert_of(
+        reverted: &Deployment,
+        target: &Deployment,
+        registration: &Registration,
+        caller: &str,
+        now: DateTime<Utc>,
+    ) -> Deployment {
+        let hash = Sha256::digest(
+            format!(
+                "revert\n{}\n{}\n{}",
+                reverted.id, registration.service, registration.environment
+            )
+            .as_bytes(),
+        );
+        let hex: String = hash.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        let mut d = Deployment::new(
+            registration,
+            format!("d-{hex}"),
+            target.image.clone(),
+            target.digest.clone(),
+            target.tag.clone(),
+            Trigger::Revert,
+            now,
+        );
+        d.started_by = Some(caller.to_string());
+        d.starters = vec![caller.to_string()];
+        d.reverts = Some(reverted.id.clone());
+        d.approval_required =
+            registration.spec.gates.approval && registration.spec.gates.approval_for_reverts;
+        let what = |x: &Deployment| match &x.tag {
+            Some(tag) => format!("{tag} ({})", short_digest(&x.digest)),
+            None => short_digest(&x.digest).to_string(),
+        };
+        d.record(AuditEvent {
+            at: now,
+            status: Some(Status::Pending),
+            reason: Some(format!(
+                "revert of deployment {} ({}) requested through the API: {} again, which \
+                 succeeded as {}",
+                reverted.id,
+                what(reverted),
+                what(target),
+                target.id
+            )),
+            actor: Some(caller.to_string()),
+        });
+        d
+    }
+
     pub(crate) fn new(
         registration: &Registration,
         id: String,
@@ -794,6 +964,7 @@ impl Deployment {
             trigger,
             state: State::Pending {
                 queued_behind: None,
+                hold: None,
             },
             traffic_percent: 0,
             started_by: None,
@@ -827,6 +998,17 @@ impl Deployment {
             traffic,
             native,
             alarms: registration.spec.gates.alarms.clone(),
+            gates: GateState {
+                analysis: registration.spec.gates.analysis.clone(),
+                watch_minutes: registration.spec.gates.watch_minutes,
+                scan: registration.spec.gates.scan.clone(),
+                freeze: registration.spec.freeze.clone(),
+                reminder_minutes: registration.spec.gates.approval_reminder_minutes,
+                escalation_minutes: registration.spec.gates.approval_escalation_minutes,
+                approval_for_reverts: registration.spec.gates.approval_for_reverts,
+                ..GateState::default()
+            },
+            reverts: None,
             approval_required: registration.spec.gates.approval,
             approved_by: None,
             approved_at: None,
@@ -845,7 +1027,7 @@ impl Deployment {
     /// When it ended, once it has.
     pub fn finished_at(&self) -> Option<DateTime<Utc>> {
         match &self.state {
-            State::Succeeded { finished_at }
+            State::Succeeded { finished_at, .. }
             | State::RolledBack { finished_at, .. }
             | State::Failed { finished_at, .. }
             | State::Superseded { finished_at }
@@ -889,7 +1071,23 @@ impl Deployment {
     /// The in-flight deployment a PENDING one waits for.
     pub fn queued_behind(&self) -> Option<&str> {
         match &self.state {
-            State::Pending { queued_behind } => queued_behind.as_deref(),
+            State::Pending { queued_behind, .. } => queued_behind.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The gate holding a PENDING deployment (a freeze, the scan).
+    pub fn hold(&self) -> Option<&Hold> {
+        match &self.state {
+            State::Pending { hold, .. } => hold.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Until when a SUCCEEDED deployment is still watched.
+    pub fn watch_until(&self) -> Option<DateTime<Utc>> {
+        match &self.state {
+            State::Succeeded { watch_until, .. } => *watch_until,
             _ => None,
         }
     }
@@ -907,6 +1105,7 @@ impl Deployment {
     pub fn needs_reconcile(&self) -> bool {
         self.status().is_active()
             || !self.outbox.is_empty()
+            || self.watch_until().is_some()
             || self
                 .traffic
                 .as_ref()
@@ -926,8 +1125,11 @@ impl Deployment {
     /// right now and is left alone.
     pub fn waiting(&self) -> bool {
         match &self.state {
-            State::AwaitingApproval => true,
-            State::Pending { queued_behind } => queued_behind.is_some(),
+            State::AwaitingApproval { .. } => true,
+            State::Pending {
+                queued_behind,
+                hold,
+            } => queued_behind.is_some() || hold.is_some(),
             _ => false,
         }
     }
@@ -962,7 +1164,8 @@ impl Deployment {
         matches!(
             self.state,
             State::Pending {
-                queued_behind: None
+                queued_behind: None,
+                hold: None,
             }
         ) && (self.rollout.new_task_definition.is_some()
             || self
@@ -1074,7 +1277,10 @@ mod tests {
         assert_eq!(back.rollback(), Some(&rollback));
         assert_eq!(back.finished_at(), None);
 
-        let v = stored(State::Succeeded { finished_at: at });
+        let v = stored(State::Succeeded {
+            finished_at: at,
+            watch_until: None,
+        });
         assert_eq!(v["status"], "SUCCEEDED");
         assert!(v.get("rollback").is_none());
         let back: Deployment = serde_json::from_value(v).unwrap();
@@ -1085,6 +1291,7 @@ mod tests {
     fn a_record_in_a_phase_without_its_data_is_refused() {
         let mut v = stored(State::Pending {
             queued_behind: None,
+            hold: None,
         });
         v["status"] = "ROLLED_BACK".into();
         v["finished_at"] = "2026-11-20T10:05:00Z".into();
@@ -1101,6 +1308,7 @@ mod tests {
     fn a_rollout_stored_by_the_previous_version_is_read_into_its_phase() {
         let mut v = stored(State::Pending {
             queued_behind: None,
+            hold: None,
         });
         v["status"] = "SHIFTING".into();
         v["finished_at"] = serde_json::Value::Null;

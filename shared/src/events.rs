@@ -52,6 +52,8 @@ pub fn detail<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, 
 }
 
 pub const ECR_IMAGE_ACTION: &str = "ECR Image Action";
+pub const ECR_IMAGE_SCAN: &str = "ECR Image Scan";
+pub const INSPECTOR2_SCAN: &str = "Inspector2 Scan";
 pub const ECS_TASK_STATE_CHANGE: &str = "ECS Task State Change";
 pub const ECS_DEPLOYMENT_STATE_CHANGE: &str = "ECS Deployment State Change";
 pub const ECS_SERVICE_ACTION: &str = "ECS Service Action";
@@ -66,6 +68,26 @@ pub struct EcrImageAction {
     pub image_digest: String,
     #[serde(default)]
     pub image_tag: Option<String>,
+}
+
+/// `ECR Image Scan` (basic scanning) and `Inspector2 Scan` (enhanced) details: an image's scan
+/// finished. Enhanced scanning names the repository by its ARN.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageScanned {
+    pub scan_status: String,
+    pub repository_name: String,
+    pub image_digest: String,
+}
+
+impl ImageScanned {
+    /// The repository's name, from a name or a repository ARN.
+    pub fn repository(&self) -> &str {
+        self.repository_name
+            .split_once(":repository/")
+            .map(|(_, name)| name)
+            .unwrap_or(&self.repository_name)
+    }
 }
 
 impl EcrImageAction {

@@ -8,12 +8,15 @@ pub mod api;
 pub mod config;
 pub mod deployment;
 pub mod events;
+pub mod freeze;
+pub mod judge;
 pub mod lifecycle;
 pub mod native;
 pub mod outbox;
 pub mod ports;
 pub mod principal;
 pub mod registration;
+pub mod scan;
 pub mod stop_reason;
 
 pub mod adapters;

@@ -24,15 +24,20 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::alerts::{Alert, EventType};
 use crate::deployment::{
-    AuditEvent, Colour, Deployment, Effect, FailedTask, FailureTally, Observed, PendingEffect,
-    Progress, RECENT_FAILURES, Rollback, State, Status, short_task, short_task_definition,
+    AuditEvent, Colour, Deployment, Effect, FailedTask, FailureTally, FreezeOverride, Hold,
+    Observed, PendingEffect, Progress, RECENT_FAILURES, Rollback, State, Status, Trigger,
+    short_task, short_task_definition,
 };
+use crate::judge::{Judgement, NoData, Verdict};
 use crate::outbox;
 use crate::principal::same_principal;
+use crate::scan::{Missing, ScanReport, counts_text, findings_text};
 use crate::stop_reason::StopReason;
 
 mod alb_weights;
 mod ecs_native;
+#[cfg(test)]
+mod gate_tests;
 mod rolling;
 
 pub use ecs_native::{
@@ -236,6 +241,16 @@ pub enum Fact {
     /// ECS called the lifecycle hook (ecs-native); the answer is `hook_answer` of the record
     /// this decides.
     HookInvoked(HookCall),
+    /// What DescribeImageScanFindings says of the image (the vulnerability gate).
+    ScanRead(ScanReport),
+    /// An admin lets the rollout start inside a change freeze, for the reason given.
+    FreezeOverridden { by: String, reason: String },
+    /// The canary judge's verdict on the current weight step (alb-weights), over the minutes
+    /// since the step's weights were set.
+    Judged(Judgement),
+    /// A newer deployment of the service and environment takes over: a SUCCEEDED deployment
+    /// is watched no longer (its rollback would undo the newer one).
+    WatchEnded { by: String },
     /// Time passed (the reconcile loop's heartbeat).
     Tick,
 }
@@ -336,6 +351,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             {
                 d.state = State::Pending {
                     queued_behind: Some(behind.clone()),
+                    hold: None,
                 };
                 let reason = format!(
                     "queued: deployment {behind} of {} is in flight",
@@ -345,7 +361,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Unblocked => {
-            if let State::Pending { queued_behind } = &mut d.state
+            if let State::Pending { queued_behind, .. } = &mut d.state
                 && let Some(behind) = queued_behind.take()
             {
                 let reason = format!("deployment {behind} ended; starting");
@@ -358,7 +374,11 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                     "{} requires approval before the rollout starts",
                     d.environment
                 );
-                transition(&mut d, State::AwaitingApproval, reason, "flightdeck", now);
+                let waiting = State::AwaitingApproval {
+                    since: Some(now),
+                    reminded: 0,
+                };
+                transition(&mut d, waiting, reason, "flightdeck", now);
                 alert(&mut d, EventType::ApprovalRequired, now);
             }
         }
@@ -407,6 +427,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 &mut d,
                 State::Pending {
                     queued_behind: None,
+                    hold: None,
                 },
                 format!("approved by {by}"),
                 by,
@@ -415,11 +436,40 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::SlotTaken => {
             if d.status() == Status::Pending && !approval_before_start(&d) && !d.starting() {
-                d.state = State::Pending {
-                    queued_behind: None,
-                };
-                d.updated_at = now;
-                push_effect(&mut d, Effect::RegisterRevision);
+                start_unless_held(&mut d, now);
+            }
+        }
+        Fact::ScanRead(report) => scan_read(&mut d, report, now),
+        Fact::FreezeOverridden { by, reason } => {
+            if !matches!(d.status(), Status::Pending | Status::AwaitingApproval) || d.starting() {
+                let why = format!(
+                    "deployment {} is {}; a freeze override applies only before the rollout starts",
+                    d.id,
+                    d.status()
+                );
+                return refused(current, Refusal::WrongState(why));
+            }
+            if d.gates.freeze_override.is_none() {
+                d.gates.freeze_override = Some(FreezeOverride {
+                    by: by.clone(),
+                    reason: bounded(reason.clone()),
+                    at: now,
+                });
+                let text = format!("change freeze overridden by {by}: {reason}");
+                note(&mut d, text, by, now);
+            }
+        }
+        Fact::Judged(judgement) => judged(&mut d, judgement, now),
+        Fact::WatchEnded { by } => {
+            if let State::Succeeded { watch_until, .. } = &mut d.state
+                && watch_until.take().is_some()
+            {
+                let text = format!(
+                    "post-deployment watch ended early: deployment {by} of {} takes over",
+                    d.environment
+                );
+                note(&mut d, text, "flightdeck", now);
+                promote_after_watch(&mut d);
             }
         }
         Fact::RevisionRegistered {
@@ -556,6 +606,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             } else if d.in_flight() && d.status() != Status::RollingBack && gates {
                 let why = format!("alarm `{alarm}` is in ALARM: {reason}");
                 roll_back(&mut d, why, "aws.cloudwatch", now);
+            } else if watching(&d, now) && gates {
+                let why = format!("post-deployment watch: alarm `{alarm}` is in ALARM: {reason}");
+                roll_back(&mut d, why, "aws.cloudwatch", now);
             }
         }
         Fact::AlarmCleared { alarm, state, at } => {
@@ -676,7 +729,46 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             finish(d, ended, reason, "flightdeck", now);
             alert(d, EventType::Failed, now);
         }
+        State::Succeeded {
+            watch_until: Some(until),
+            ..
+        } if now >= *until => {
+            let minutes = d.gates.watch_minutes;
+            if let State::Succeeded { watch_until, .. } = &mut d.state {
+                *watch_until = None;
+            }
+            let text = format!("post-deployment watch of {minutes} min over with every gate green");
+            note(d, text, "flightdeck", now);
+            promote_after_watch(d);
+            engine(d).tick_succeeded(d, now);
+        }
         State::Succeeded { .. } => engine(d).tick_succeeded(d, now),
+        State::AwaitingApproval { since, reminded } => {
+            let (since, reminded) = (since.unwrap_or(d.updated_at), *reminded);
+            let waited = now - since;
+            let reminder = Duration::minutes(i64::from(d.gates.reminder_minutes.max(1)));
+            let escalation = Duration::minutes(i64::from(d.gates.escalation_minutes.max(1)));
+            let due = if reminded < 2 && waited >= escalation {
+                2
+            } else if reminded < 1 && waited >= reminder {
+                1
+            } else {
+                return;
+            };
+            d.state = State::AwaitingApproval {
+                since: Some(since),
+                reminded: due,
+            };
+            let minutes = waited.num_minutes();
+            let text = if due == 2 {
+                format!("still awaiting approval after {minutes} min: reminder escalated")
+            } else {
+                format!("still awaiting approval after {minutes} min: approvers reminded")
+            };
+            note(d, text, "flightdeck", now);
+            let alert = Alert::approval_reminder(d, due == 2, minutes, now);
+            push_effect(d, Effect::Alert(Box::new(alert)));
+        }
         _ => {}
     }
 }
@@ -753,6 +845,233 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
     }
 }
 
+/// The slot is taken: the rollout starts unless a gate holds it before anything changes — the
+/// image's scan (until a result came, or `wait_minutes` passed), then a change freeze (until its
+/// window ends; never for a revert, nor once an admin overrode it). Each hold is announced
+/// once (`.waiting`); the reconcile loop asks again every minute.
+fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
+    let previous = d.hold().cloned();
+    if let Some(gate) = d.gates.scan.clone().filter(|_| !d.gates.scan_cleared) {
+        let deadline = match &previous {
+            Some(Hold::Scan { deadline }) => *deadline,
+            _ => now + Duration::minutes(i64::from(gate.wait_minutes)),
+        };
+        if now < deadline {
+            if !matches!(previous, Some(Hold::Scan { .. })) {
+                let reason = format!(
+                    "waiting for the vulnerability scan of {} (at most {} min; findings at or above {} fail it)",
+                    crate::deployment::short_digest(&d.digest),
+                    gate.wait_minutes,
+                    gate.block_at.as_str()
+                );
+                hold(d, Hold::Scan { deadline }, reason, now);
+            }
+            return;
+        }
+        let why = format!(
+            "no vulnerability scan result within {} min",
+            gate.wait_minutes
+        );
+        if !scan_missing(d, gate.missing, &why, now) {
+            return;
+        }
+    }
+    let frozen = match (&d.gates.freeze, &d.gates.freeze_override) {
+        (Some(freeze), None) if d.trigger != Trigger::Revert => freeze.at(now),
+        _ => None,
+    };
+    if let Some(frozen) = frozen {
+        let hold_now = Hold::Freeze {
+            until: frozen.until,
+            window: frozen.window.clone(),
+        };
+        if previous.as_ref() != Some(&hold_now) {
+            let announce = !matches!(previous, Some(Hold::Freeze { .. }));
+            let reason = format!(
+                "change freeze ({}): the rollout starts at {}",
+                frozen.window,
+                frozen
+                    .until
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            if announce {
+                hold(d, hold_now, reason, now);
+            } else {
+                d.state = State::Pending {
+                    queued_behind: None,
+                    hold: Some(hold_now),
+                };
+                note(d, reason, "flightdeck", now);
+            }
+        }
+        return;
+    }
+    if let Some(Hold::Freeze { window, .. }) = &previous {
+        let text = match &d.gates.freeze_override {
+            Some(o) => format!("change freeze ({window}) overridden by {}; starting", o.by),
+            None => format!("change freeze ({window}) over; starting"),
+        };
+        note(d, text, "flightdeck", now);
+    }
+    d.state = State::Pending {
+        queued_behind: None,
+        hold: None,
+    };
+    d.updated_at = now;
+    push_effect(d, Effect::RegisterRevision);
+}
+
+/// Holds a PENDING deployment at a gate, with the reason and the `.waiting` alert.
+fn hold(d: &mut Deployment, gate: Hold, reason: String, now: DateTime<Utc>) {
+    d.state = State::Pending {
+        queued_behind: None,
+        hold: Some(gate),
+    };
+    d.reason = Some(bounded(reason.clone()));
+    note(d, reason, "flightdeck", now);
+    alert(d, EventType::Waiting, now);
+}
+
+/// No scan result will come (or none came in time): the `missing` policy decides. Whether the
+/// start may go on.
+fn scan_missing(d: &mut Deployment, missing: Missing, why: &str, now: DateTime<Utc>) -> bool {
+    match missing {
+        Missing::Fail => {
+            let reason = format!(
+                "vulnerability scan: {why} (gates.scan.missing is `fail`); nothing was changed"
+            );
+            let ended = State::Failed {
+                finished_at: now,
+                rollback: None,
+            };
+            finish(d, ended, reason, "flightdeck", now);
+            alert(d, EventType::Failed, now);
+            false
+        }
+        Missing::Allow => {
+            d.gates.scan_cleared = true;
+            let text =
+                format!("vulnerability scan: {why}; let through (gates.scan.missing is `allow`)");
+            note(d, text, "flightdeck", now);
+            true
+        }
+    }
+}
+
+/// The image's scan, as DescribeImageScanFindings reported it, for a deployment the scan holds.
+fn scan_read(d: &mut Deployment, report: &ScanReport, now: DateTime<Utc>) {
+    let Some(gate) = d.gates.scan.clone() else {
+        return;
+    };
+    if d.status() != Status::Pending || d.gates.scan_cleared || d.starting() {
+        return;
+    }
+    match report {
+        ScanReport::Pending { .. } => {}
+        ScanReport::Unavailable { status, reason } => {
+            let why = format!("ECR has no scan result for the image ({status}: {reason})");
+            if scan_missing(d, gate.missing, &why, now) {
+                release(d, now);
+            }
+        }
+        ScanReport::Complete { counts, findings } => {
+            let (total, worst) = gate.blocking(counts, findings);
+            if total > 0 {
+                let reason = format!(
+                    "vulnerability scan: {total} findings at or above {} ({}): {}; nothing was changed",
+                    gate.block_at.as_str(),
+                    counts_text(counts),
+                    findings_text(&worst)
+                );
+                d.gates.findings = worst;
+                let ended = State::Failed {
+                    finished_at: now,
+                    rollback: None,
+                };
+                finish(d, ended, reason, "aws.ecr", now);
+                alert(d, EventType::Failed, now);
+            } else {
+                d.gates.scan_cleared = true;
+                let text = format!(
+                    "vulnerability scan passed: nothing at or above {} ({})",
+                    gate.block_at.as_str(),
+                    counts_text(counts)
+                );
+                note(d, text, "aws.ecr", now);
+                release(d, now);
+            }
+        }
+    }
+}
+
+/// The scan no longer holds the deployment: it is started again by the caller (`start`).
+fn release(d: &mut Deployment, now: DateTime<Utc>) {
+    if let State::Pending { hold, .. } = &mut d.state
+        && matches!(hold, Some(Hold::Scan { .. }))
+    {
+        *hold = None;
+        d.updated_at = now;
+    }
+}
+
+/// The canary judge's verdict on the current step: a fail rolls back at once; anything else is
+/// kept for the end of the step's bake (`alb_weights::bake_passed`), and noted when it changes.
+fn judged(d: &mut Deployment, judgement: &Judgement, now: DateTime<Utc>) {
+    if d.status() != Status::Shifting || d.gates.analysis.is_none() {
+        return;
+    }
+    let Some(step) = d.traffic.as_ref().map(|t| t.step) else {
+        return;
+    };
+    let changed = d
+        .gates
+        .verdict
+        .as_ref()
+        .is_none_or(|v| v.step != step || v.judgement.verdict != judgement.verdict);
+    d.gates.verdict = Some(crate::deployment::StepVerdict {
+        step,
+        percent: d.traffic_percent,
+        at: now,
+        judgement: judgement.clone(),
+    });
+    if judgement.verdict == Verdict::Fail {
+        roll_back(d, judgement.summary.clone(), "flightdeck", now);
+    } else if changed {
+        note(d, judgement.summary.clone(), "flightdeck", now);
+    }
+}
+
+/// What the canary judge says of the step whose bake is over: `Ok` to go on, `Err` with the
+/// reason to roll back, `None` while there is no verdict taken after the bake yet.
+fn judge_at_bake_end(d: &Deployment) -> Option<Result<(), String>> {
+    let Some(analysis) = &d.gates.analysis else {
+        return Some(Ok(()));
+    };
+    // With all traffic on the new colour the stable one has none to compare with.
+    if d.traffic_percent >= 100 {
+        return Some(Ok(()));
+    }
+    let (Some(step), Some(until)) = (
+        d.traffic.as_ref().map(|t| t.step),
+        d.progress().and_then(|p| p.bake_until),
+    ) else {
+        return Some(Ok(()));
+    };
+    let v = d
+        .gates
+        .verdict
+        .as_ref()
+        .filter(|v| v.step == step && v.at >= until)?;
+    match (v.judgement.verdict, analysis.no_data) {
+        (Verdict::Pass, _) | (Verdict::NoData, NoData::Pass) => Some(Ok(())),
+        (Verdict::NoData, NoData::Fail) => Some(Err(format!(
+            "{} (gates.analysis.no_data is `fail`)",
+            v.judgement.summary
+        ))),
+        (Verdict::Fail, _) => Some(Err(v.judgement.summary.clone())),
+    }
+}
+
 /// The outbox entries a caller still has to carry out, oldest first.
 pub fn pending_effects(d: &Deployment) -> &[PendingEffect] {
     &d.outbox
@@ -760,7 +1079,7 @@ pub fn pending_effects(d: &Deployment) -> &[PendingEffect] {
 
 /// A failed task of the new revision counts once (by task ARN), however often its event comes.
 fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) {
-    if !matches!(d.status(), Status::Deploying | Status::Shifting) {
+    if !matches!(d.status(), Status::Deploying | Status::Shifting) && !watching(d, now) {
         return;
     }
     // Only the new revision's tasks say anything about the new revision.
@@ -808,7 +1127,10 @@ fn observe_task(d: &mut Deployment, task: &TaskObservation, now: DateTime<Utc>) 
         now,
     );
     if failed >= d.max_failed_tasks {
-        let reason = crash_loop_reason(d);
+        let mut reason = crash_loop_reason(d);
+        if d.status() == Status::Succeeded {
+            reason = format!("post-deployment watch: {reason}");
+        }
         roll_back(d, reason, "flightdeck", now);
     }
 }
@@ -952,19 +1274,53 @@ fn record_observed(d: &mut Deployment, observed: Observed) {
 }
 
 fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
-    let reason = engine(d).succeeded(d, now);
+    let mut reason = engine(d).succeeded(d, now);
     d.traffic_percent = 100;
+    let watch = d.gates.watch_minutes;
+    let watch_until = (watch > 0).then(|| now + Duration::minutes(i64::from(watch)));
+    if watch > 0 {
+        reason.push_str(&format!(
+            "; watched for {watch} min more (alarms, crash loops){}",
+            match &d.promote_to {
+                Some(next) => format!(", then promoted to {next}"),
+                None => String::new(),
+            }
+        ));
+        // alb-weights: the old colour stays up while the new revision is watched.
+        if let Some(t) = d.traffic.as_mut()
+            && let (Some(at), Some(until)) = (t.scale_down_at, watch_until)
+        {
+            t.scale_down_at = Some(at.max(until));
+        }
+    }
     finish(
         d,
-        State::Succeeded { finished_at: now },
+        State::Succeeded {
+            finished_at: now,
+            watch_until,
+        },
         reason,
         "flightdeck",
         now,
     );
     alert(d, EventType::Succeeded, now);
-    if let Some(environment) = d.promote_to.clone() {
+    if watch_until.is_none() {
+        promote_after_watch(d);
+    }
+}
+
+/// The promotion success owes, once the watch window (if any) is over.
+fn promote_after_watch(d: &mut Deployment) {
+    if let Some(environment) = d.promote_to.clone()
+        && !has_pending(d, |e| matches!(e, Effect::Promote { .. }))
+    {
         push_effect(d, Effect::Promote { environment });
     }
+}
+
+/// A SUCCEEDED deployment still inside its watch window.
+fn watching(d: &Deployment, now: DateTime<Utc>) -> bool {
+    d.watch_until().is_some_and(|until| now < until)
 }
 
 fn rolled_back(d: &mut Deployment, why: String, actor: &str, now: DateTime<Utc>) {

@@ -380,7 +380,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// Tags to digests (ECR), for the API's deployments by tag.
+/// ECR: tags to digests (the API's deployments by tag) and the images' scan results (the
+/// vulnerability gate).
 pub trait ImageResolver: Send + Sync {
     /// The digest `repository:tag` points at now; `None` if there is no such image.
     fn digest_of(
@@ -388,6 +389,28 @@ pub trait ImageResolver: Send + Sync {
         repository: &str,
         tag: &str,
     ) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    /// The image's scan (DescribeImageScanFindings, basic or enhanced): complete with its
+    /// counts and one page of findings, still pending, or unavailable.
+    fn scan_findings(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> impl Future<Output = PortResult<crate::scan::ScanReport>> + Send;
+}
+
+/// CloudWatch metrics (the canary judge).
+pub trait MetricsReader: Send + Sync {
+    /// Per-minute `AWS/ApplicationELB` samples (RequestCount, HTTPCode_Target_5XX_Count,
+    /// TargetResponseTime p99) of two target groups of `load_balancer` (`app/NAME/ID`) over
+    /// `[from, to)`, in one GetMetricData call.
+    fn alb_minutes(
+        &self,
+        load_balancer: &str,
+        canary_target_group: &str,
+        stable_target_group: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = PortResult<crate::judge::Samples>> + Send;
 }
 
 /// Everything the event handlers talk to, built once per cold start (see `handlers::Ports`).
@@ -397,9 +420,11 @@ pub trait Adapters: Send + Sync {
     type Traffic: TrafficControl;
     type Notifier: Notifier;
     type Clock: Clock;
+    type Images: ImageResolver;
     fn store(&self) -> &Self::Store;
     fn ecs(&self) -> &Self::Ecs;
     fn traffic(&self) -> &Self::Traffic;
     fn notifier(&self) -> &Self::Notifier;
     fn clock(&self) -> &Self::Clock;
+    fn images(&self) -> &Self::Images;
 }

@@ -36,6 +36,9 @@ pub struct ServiceSpec {
     pub deployers: Vec<String>,
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Change freezes: no rollout starts inside one (rollbacks and reverts are never frozen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<crate::freeze::Freeze>,
 }
 
 pub const DEFAULT_PROGRESS_DEADLINE_MINUTES: u32 = 10;
@@ -111,10 +114,39 @@ pub struct Gates {
     pub max_failed_tasks: u32,
     #[serde(default)]
     pub approval: bool,
+    /// A revert (API rollback of a SUCCEEDED deployment) waits for approval too.
+    #[serde(default)]
+    pub approval_for_reverts: bool,
+    /// A deployment awaiting approval this long gets `.approval_reminder`.
+    #[serde(default = "default_reminder")]
+    pub approval_reminder_minutes: u32,
+    /// And this long, the reminder again at higher severity.
+    #[serde(default = "default_escalation")]
+    pub approval_escalation_minutes: u32,
+    /// The canary judge: the new colour against the stable one, from ALB metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::judge::Analysis>,
+    /// After SUCCEEDED, alarms and crash loops keep watching this long.
+    #[serde(default)]
+    pub watch_minutes: u32,
+    /// The vulnerability gate: the image's ECR scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::scan::ScanGate>,
 }
 
 fn default_max_failed_tasks() -> u32 {
     3
+}
+
+pub const DEFAULT_REMINDER_MINUTES: u32 = 60;
+pub const DEFAULT_ESCALATION_MINUTES: u32 = 240;
+
+fn default_reminder() -> u32 {
+    DEFAULT_REMINDER_MINUTES
+}
+
+fn default_escalation() -> u32 {
+    DEFAULT_ESCALATION_MINUTES
 }
 
 impl Default for Gates {
@@ -123,6 +155,12 @@ impl Default for Gates {
             alarms: Vec::new(),
             max_failed_tasks: default_max_failed_tasks(),
             approval: false,
+            approval_for_reverts: false,
+            approval_reminder_minutes: DEFAULT_REMINDER_MINUTES,
+            approval_escalation_minutes: DEFAULT_ESCALATION_MINUTES,
+            analysis: None,
+            watch_minutes: 0,
+            scan: None,
         }
     }
 }
@@ -309,6 +347,50 @@ impl Registration {
                     "alarm names are 1 to 255 characters",
                 ));
             }
+        }
+        let gates = &spec.gates;
+        if gates.approval_reminder_minutes == 0 || gates.approval_reminder_minutes > 10080 {
+            return Err(invalid(
+                "gates.approval_reminder_minutes",
+                "must be 1 to 10080 (minutes)",
+            ));
+        }
+        if gates.approval_escalation_minutes <= gates.approval_reminder_minutes
+            || gates.approval_escalation_minutes > 20160
+        {
+            return Err(invalid(
+                "gates.approval_escalation_minutes",
+                "must be more than approval_reminder_minutes and at most 20160 (minutes)",
+            ));
+        }
+        if gates.watch_minutes > 1440 {
+            return Err(invalid(
+                "gates.watch_minutes",
+                "must be 0 to 1440 (minutes)",
+            ));
+        }
+        if let Some(analysis) = &gates.analysis {
+            analysis.check().map_err(|(f, m)| invalid(f, m))?;
+            if !matches!(spec.engine, Engine::AlbWeights { .. }) {
+                return Err(invalid(
+                    "gates.analysis",
+                    "the canary judge compares the two colours' target groups, which only \
+                     `alb-weights` names (not available for `rolling` or `ecs-native` yet)",
+                ));
+            }
+            if self.bake_minutes() < 3 {
+                return Err(invalid(
+                    "gates.analysis",
+                    "the canary judge needs per-minute samples: give each step a bake of at \
+                     least 3 minutes",
+                ));
+            }
+        }
+        if let Some(scan) = &gates.scan {
+            scan.check().map_err(|(f, m)| invalid(f, m))?;
+        }
+        if let Some(freeze) = &spec.freeze {
+            freeze.check().map_err(|(f, m)| invalid(f, &m))?;
         }
         match &spec.strategy {
             Strategy::Canary { steps, .. } => {

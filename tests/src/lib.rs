@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
+use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::adapters::{
     cloudwatch::CloudWatchAlarms, dynamodb::DynamoStore, ecs::EcsClient, elbv2::ElbTraffic,
     sns::SnsNotifier,
@@ -35,7 +36,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub type LocalPorts<C = SystemClock> =
-    Ports<DynamoStore, EcsClient, CountingTraffic, SnsNotifier, C>;
+    Ports<DynamoStore, EcsClient, CountingTraffic, SnsNotifier, C, EcrImages>;
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "eu-west-1";
@@ -290,6 +291,7 @@ impl Stack {
             traffic: CountingTraffic::new(ElbTraffic::new(self.elbv2.clone())),
             notifier: SnsNotifier::new(self.sns.clone(), self.topic_arn.clone()),
             clock,
+            images: EcrImages::new(aws_sdk_ecr::Client::new(&self.sdk)),
         }
     }
 
@@ -1082,7 +1084,7 @@ impl Stack {
     pub fn lossy_ports(
         &self,
         every: usize,
-    ) -> Ports<LossyStore, EcsClient, CountingTraffic, SnsNotifier, SystemClock> {
+    ) -> Ports<LossyStore, EcsClient, CountingTraffic, SnsNotifier, SystemClock, EcrImages> {
         let local = self.ports();
         Ports {
             store: LossyStore::new(local.store, every),
@@ -1090,6 +1092,7 @@ impl Stack {
             traffic: local.traffic,
             notifier: local.notifier,
             clock: SystemClock,
+            images: local.images,
         }
     }
 }

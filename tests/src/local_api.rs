@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::api::{self, ApiConfig, ApiResponse};
-use flightdeck::ports::{Adapters, ImageResolver};
+use flightdeck::ports::Adapters;
 use serde_json::{Value, json};
 
 use crate::{ACCOUNT, Result, repo_root};
@@ -130,12 +130,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Runs an API Gateway event through the same path as the Lambda.
-pub async fn call<P: Adapters, R: ImageResolver>(
-    ports: &P,
-    images: &R,
-    config: &ApiConfig,
-    event: &Value,
-) -> ApiResponse {
+pub async fn call<P: Adapters>(ports: &P, config: &ApiConfig, event: &Value) -> ApiResponse {
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(r) => r,
         Err(e) => {
@@ -147,7 +142,7 @@ pub async fn call<P: Adapters, R: ImageResolver>(
         }
     };
     match api::from_http(&request) {
-        Ok(parsed) => api::handle(ports, images, config, &parsed).await,
+        Ok(parsed) => api::handle(ports, config, &parsed).await,
         Err(refused) => refused,
     }
 }

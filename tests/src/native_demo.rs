@@ -24,13 +24,12 @@ use crate::timeline;
 const DEPLOYER: &str = "arn:aws:iam::123456789012:role/ci-deployer";
 const APPROVER: &str = "arn:aws:sts::123456789012:assumed-role/release-approver/dana";
 
-type SimPorts = Ports<Store, Ecs, Traffic, Sns, SimClock>;
+type SimPorts = Ports<Store, Ecs, Traffic, Sns, SimClock, Images>;
 
 struct Native {
     sim: Sim,
     ports: SimPorts,
     alarms: Alarms,
-    images: Images,
     pushes: u32,
 }
 
@@ -84,9 +83,9 @@ impl Native {
                 traffic: Traffic(sim.clone()),
                 notifier: Sns(sim.clone()),
                 clock: SimClock(sim.clone()),
+                images: Images(sim.clone()),
             },
             alarms: Alarms(sim.clone()),
-            images: Images(sim.clone()),
             sim,
             pushes: 0,
         }
@@ -256,13 +255,13 @@ pub async fn run() -> Result<()> {
         account: Some(ACCOUNT.into()),
         ..ApiRequest::default()
     };
-    let own = api::handle(&demo.ports, &demo.images, &config, &approve(DEPLOYER)).await;
+    let own = api::handle(&demo.ports, &config, &approve(DEPLOYER)).await;
     println!(
         "  POST /deployments/{first}/approve -> {} {}",
         own.status, own.body["error"]["message"]
     );
     step("a release approver approves through the API; ECS's next hook call goes on");
-    let ok = api::handle(&demo.ports, &demo.images, &config, &approve(APPROVER)).await;
+    let ok = api::handle(&demo.ports, &config, &approve(APPROVER)).await;
     println!("  POST /deployments/{first}/approve -> {}", ok.status);
     demo.run_until(30, |n| n.status(&first) == Status::Succeeded)
         .await?;
@@ -282,7 +281,7 @@ pub async fn run() -> Result<()> {
         path: format!("/deployments/{second}/approve"),
         ..approve(APPROVER)
     };
-    api::handle(&demo.ports, &demo.images, &config, &approve_second).await;
+    api::handle(&demo.ports, &config, &approve_second).await;
     demo.run_until(20, |n| {
         n.record(&second)
             .is_ok_and(|d| d.traffic_percent > 0 && d.status() == Status::Shifting)

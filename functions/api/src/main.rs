@@ -13,12 +13,11 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let api_config = ApiConfig::from_lookup(|name| std::env::var(name).ok())?;
     let aws = aws_config::load_from_env().await;
-    let ports = aws_ports(&aws, config);
-    let images = EcrImages::new(aws_sdk_ecr::Client::new(&aws));
-    let (ports, images, api_config) = (&ports, &images, &api_config);
+    let ports = aws_ports(&aws, config, EcrImages::new(aws_sdk_ecr::Client::new(&aws)));
+    let (ports, api_config) = (&ports, &api_config);
     lambda_http::run(service_fn(move |request: Request| async move {
         let response = match api::from_http(&request) {
-            Ok(parsed) => api::handle(ports, images, api_config, &parsed).await,
+            Ok(parsed) => api::handle(ports, api_config, &parsed).await,
             Err(refused) => refused,
         };
         tracing::info!(method = %request.method(), path = %request.uri().path(), status = response.status, "request");

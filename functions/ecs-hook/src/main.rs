@@ -6,8 +6,8 @@
 //! comes back inside the function's own deadline: reads still running two seconds before it
 //! give way to IN_PROGRESS, and ECS asks again.
 
-use flightdeck::adapters::aws_ports;
 use flightdeck::adapters::cloudwatch::CloudWatchAlarms;
+use flightdeck::adapters::{NoEcr, aws_ports};
 use flightdeck::config::Config;
 use flightdeck::handlers::{HandlerError, ecs_hook};
 use flightdeck::native::HookAnswer;
@@ -24,7 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ports = aws_ports(&aws, config);
+    let ports = aws_ports(&aws, config, NoEcr("ecs-hook"));
     let ports = &ports;
     let alarms = CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(&aws));
     let alarms = &alarms;

@@ -1,6 +1,7 @@
 //! `on-image-push`: wires the AWS clients into the shared handler. Clients are built once per cold start.
 
 use flightdeck::adapters::aws_ports;
+use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::config::Config;
 use flightdeck::handlers::{HandlerError, on_image_push};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -11,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ports = aws_ports(&aws, config);
+    let ports = aws_ports(&aws, config, EcrImages::new(aws_sdk_ecr::Client::new(&aws)));
     let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let outcome = on_image_push::handle(ports, event.payload).await?;

@@ -2,6 +2,7 @@
 
 use flightdeck::adapters::aws_ports;
 use flightdeck::adapters::cloudwatch::CloudWatchAlarms;
+use flightdeck::adapters::ecr::EcrImages;
 use flightdeck::config::Config;
 use flightdeck::handlers::{HandlerError, shifter};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -12,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ports = aws_ports(&aws, config);
+    let ports = aws_ports(&aws, config, EcrImages::new(aws_sdk_ecr::Client::new(&aws)));
     let ports = &ports;
     let alarms = CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(&aws));
     let alarms = &alarms;

@@ -1040,6 +1040,7 @@ mod tests {
         let mut d = deployment();
         d.state = crate::deployment::State::Succeeded {
             finished_at: d.created_at,
+            watch_until: None,
         };
         store.save(&mut d).await.unwrap();
         assert_eq!(rule.num_calls(), 1);

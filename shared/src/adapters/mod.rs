@@ -22,15 +22,17 @@ pub mod sns;
     feature = "elbv2",
     feature = "sns"
 ))]
-pub fn aws_ports(
+pub fn aws_ports<I: crate::ports::ImageResolver>(
     sdk: &aws_types::SdkConfig,
     config: crate::config::Config,
+    images: I,
 ) -> crate::handlers::Ports<
     dynamodb::DynamoStore,
     ecs::EcsClient,
     elbv2::ElbTraffic,
     sns::SnsNotifier,
     crate::ports::SystemClock,
+    I,
 > {
     crate::handlers::Ports {
         store: dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table),
@@ -38,5 +40,38 @@ pub fn aws_ports(
         traffic: elbv2::ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(sdk)),
         notifier: sns::SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn),
         clock: crate::ports::SystemClock,
+        images,
+    }
+}
+
+/// For the functions that never read ECR (`on-alarm`, `on-ecs-event`, `ecs-hook`): they carry no
+/// ECR client (nor its code). Their handlers never ask; were one to, the call fails naming the
+/// function's missing permission rather than answering anything.
+pub struct NoEcr(pub &'static str);
+
+impl crate::ports::ImageResolver for NoEcr {
+    async fn digest_of(
+        &self,
+        _repository: &str,
+        _tag: &str,
+    ) -> crate::ports::PortResult<Option<String>> {
+        Err(self.refused("ECR DescribeImages"))
+    }
+
+    async fn scan_findings(
+        &self,
+        _repository: &str,
+        _digest: &str,
+    ) -> crate::ports::PortResult<crate::scan::ScanReport> {
+        Err(self.refused("ECR DescribeImageScanFindings"))
+    }
+}
+
+impl NoEcr {
+    fn refused(&self, operation: &'static str) -> crate::ports::PortError {
+        crate::ports::PortError::Remote {
+            operation,
+            message: format!("the {} function has no ECR client or permission", self.0),
+        }
     }
 }

@@ -20,31 +20,35 @@ use crate::events::EventError;
 use crate::lifecycle::{self, Fact};
 use crate::outbox::{self, CLAIM_LEASE, Finished};
 use crate::ports::{
-    Adapters, Clock, Created, DeploymentStore, EcsControl, Notifier, PortError, TrafficControl,
+    Adapters, Clock, Created, DeploymentStore, EcsControl, ImageResolver, Notifier, PortError,
+    TrafficControl,
 };
 
 /// Everything a handler talks to. Built once per cold start.
-pub struct Ports<S, E, T, N, C> {
+pub struct Ports<S, E, T, N, C, I> {
     pub store: S,
     pub ecs: E,
     pub traffic: T,
     pub notifier: N,
     pub clock: C,
+    pub images: I,
 }
 
-impl<S, E, T, N, C> Adapters for Ports<S, E, T, N, C>
+impl<S, E, T, N, C, I> Adapters for Ports<S, E, T, N, C, I>
 where
     S: DeploymentStore,
     E: EcsControl,
     T: TrafficControl,
     N: Notifier,
     C: Clock,
+    I: ImageResolver,
 {
     type Store = S;
     type Ecs = E;
     type Traffic = T;
     type Notifier = N;
     type Clock = C;
+    type Images = I;
     fn store(&self) -> &S {
         &self.store
     }
@@ -59,6 +63,9 @@ where
     }
     fn clock(&self) -> &C {
         &self.clock
+    }
+    fn images(&self) -> &I {
+        &self.images
     }
 }
 
@@ -692,6 +699,17 @@ pub fn start<'a, P: Adapters>(
             }
             if lifecycle::approval_before_start(&d) {
                 return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
+            }
+            // The deployment before is still watched after its success: it is watched no
+            // longer once this one takes over (its rollback would undo this one). The watch's
+            // end is a conditional write on its record, so it either rolled back first (and
+            // this one queues behind it, above) or never will.
+            if let Some(h) = stage.holder.as_deref().filter(|h| *h != id)
+                && let Some(o) = ports.store().get(h).await?
+                && o.watch_until().is_some()
+            {
+                apply(ports, h, &Fact::WatchEnded { by: id.to_string() }).await?;
+                continue;
             }
             if stage.holder.as_deref() != Some(id) {
                 stage.holder = Some(id.to_string());

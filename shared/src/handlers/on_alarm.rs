@@ -47,7 +47,8 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             let Some(current) = ports.store().get(&id).await? else {
                 continue;
             };
-            if !current.in_flight() {
+            // In flight, or in its watch window after success.
+            if !current.in_flight() && current.watch_until().is_none() {
                 continue;
             }
             if let Some(d) = apply(ports, &id, &fact).await? {

@@ -68,11 +68,14 @@ pub async fn handle<P: Adapters>(ports: &P, event: Value) -> Result<Outcome, Han
             // Events speak of one ECS service: the one taking the new revision. A deployment
             // still starting or queued has no task of its own yet (its revision is recorded
             // before ECS is told to run it), so the event is not about it.
+            // A SUCCEEDED deployment in its watch window still counts its revision's crashes.
+            let watched = current.watch_until().is_some() && matches!(parsed.fact, Fact::Task(_));
             if current.rollout.ecs_service != parsed.service
-                || !matches!(
-                    current.status(),
-                    Status::Deploying | Status::Shifting | Status::RollingBack
-                )
+                || !(watched
+                    || matches!(
+                        current.status(),
+                        Status::Deploying | Status::Shifting | Status::RollingBack
+                    ))
             {
                 continue;
             }

@@ -8,14 +8,15 @@ use std::collections::{BTreeSet, HashMap};
 use tracing::{info, warn};
 
 use super::{HandlerError, Outcome, apply, start};
-use crate::deployment::{Deployment, State, Status};
+use crate::deployment::{Deployment, Hold, State, Status};
 use crate::lifecycle::{Fact, NativeView, ServiceObservation, TaskObservation};
 use crate::ports::{
     Adapters, AlarmReader, AlarmState, Clock, DeploymentStore, EcsControl, EcsService,
-    TrafficControl,
+    ImageResolver, MetricsReader, TrafficControl,
 };
+use crate::registration::target_group_dimension;
 
-pub async fn handle<P: Adapters, A: AlarmReader>(
+pub async fn handle<P: Adapters, A: AlarmReader + MetricsReader>(
     ports: &P,
     alarms: &A,
 ) -> Result<Outcome, HandlerError> {
@@ -36,7 +37,10 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
     // The alarms that gate each deployment in flight: its own list and its registration's as it
     // is now (an alarm added mid-deployment gates it too). One DescribeAlarms for all of them.
     let mut gates: HashMap<String, Vec<String>> = HashMap::new();
-    for d in deployments.iter().filter(|d| d.in_flight()) {
+    for d in deployments
+        .iter()
+        .filter(|d| d.in_flight() || d.watch_until().is_some())
+    {
         let mut alarms = d.alarms.clone();
         match ports.store().registration(&d.service, &d.environment).await {
             Ok(Some(r)) => alarms.extend(r.spec.gates.alarms),
@@ -74,7 +78,7 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
     let mut outcome = Outcome::default();
     for d in deployments {
         let gating = gates.get(&d.id).map(Vec::as_slice).unwrap_or_default();
-        match reconcile(ports, &d, gating, &firing).await {
+        match reconcile(ports, alarms, &d, gating, &firing).await {
             Ok(after) => {
                 if after.status() != d.status() || after.traffic_percent != d.traffic_percent {
                     info!(deployment_id = %d.id, from = %d.status(), to = %after.status(),
@@ -95,8 +99,9 @@ pub async fn handle<P: Adapters, A: AlarmReader>(
     }
 }
 
-async fn reconcile<P: Adapters>(
+async fn reconcile<P: Adapters, M: MetricsReader>(
     ports: &P,
+    metrics: &M,
     d: &Deployment,
     gating: &[String],
     firing: &HashMap<&str, &AlarmState>,
@@ -104,7 +109,41 @@ async fn reconcile<P: Adapters>(
     let id = d.id.as_str();
     let applied = |fact: Fact| async move { apply(ports, id, &fact).await };
     match d.status() {
-        Status::Pending => start(ports, id).await,
+        Status::Pending => {
+            // The vulnerability gate's fallback: the scan result is read here when no scan
+            // event brought it.
+            if matches!(d.hold(), Some(Hold::Scan { .. })) {
+                read_scan(ports, d).await?;
+            }
+            start(ports, id).await
+        }
+        // The watch window: the alarms and the crash loops of the revision, as in flight.
+        Status::Succeeded if d.watch_until().is_some() => {
+            if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
+                let fact = Fact::AlarmFired {
+                    alarm: alarm.name.clone(),
+                    reason: alarm.reason.clone(),
+                    gating: true,
+                    since: None,
+                };
+                return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
+            }
+            let looked = async {
+                for task in stopped_failures(ports, d).await? {
+                    if let Some(after) = applied(Fact::Task(task)).await?
+                        && after.status() != Status::Succeeded
+                    {
+                        return Ok(Some(after));
+                    }
+                }
+                Ok::<_, HandlerError>(None)
+            }
+            .await;
+            if let Ok(Some(rolled_back)) = looked {
+                return Ok(rolled_back);
+            }
+            tick_after(applied(Fact::Tick).await?, d, looked.map(|_| ()))
+        }
         Status::Deploying | Status::Shifting => {
             if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
                 let fact = Fact::AlarmFired {
@@ -120,6 +159,13 @@ async fn reconcile<P: Adapters>(
             let now = ports.clock().now();
             let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
             let looked = async {
+                // The canary judge, before the look that may end the step's bake.
+                if let Some(judgement) = judge(ports, metrics, d).await? {
+                    let after = applied(Fact::Judged(judgement)).await?;
+                    if let Some(after) = after.filter(|a| a.status() != Status::Shifting) {
+                        return Ok(Some(after));
+                    }
+                }
                 if d.native.is_some() {
                     if let Some(view) = native_view(ports, d).await? {
                         applied(Fact::NativeObserved(view)).await?;
@@ -168,6 +214,63 @@ async fn reconcile<P: Adapters>(
         }
         _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
     }
+}
+
+/// The image's scan, for a deployment the vulnerability gate holds: read and decided.
+pub(crate) async fn read_scan<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<Option<Deployment>, HandlerError> {
+    let repository = d
+        .image
+        .split_once('/')
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(repo, _)| repo)
+        .unwrap_or_default();
+    let report = ports.images().scan_findings(repository, &d.digest).await?;
+    apply(ports, &d.id, &Fact::ScanRead(report)).await
+}
+
+/// The canary judge's samples for the step being held (alb-weights with `gates.analysis`, while
+/// the stable colour still takes traffic): one GetMetricData call over the minutes since the
+/// step's weights were set. `None` when there is nothing to judge now.
+async fn judge<P: Adapters, M: MetricsReader>(
+    ports: &P,
+    metrics: &M,
+    d: &Deployment,
+) -> Result<Option<crate::judge::Judgement>, HandlerError> {
+    let (Some(analysis), Some(traffic), State::Shifting(progress)) =
+        (&d.gates.analysis, &d.traffic, &d.state)
+    else {
+        return Ok(None);
+    };
+    let (Some(stable), Some(canary), Some(until)) =
+        (traffic.stable, traffic.canary(), progress.bake_until)
+    else {
+        return Ok(None);
+    };
+    if d.traffic_percent == 0 || d.traffic_percent >= 100 {
+        return Ok(None);
+    }
+    let Some(load_balancer) = traffic.listener.load_balancer_dimension() else {
+        return Ok(None);
+    };
+    let now = ports.clock().now();
+    let from = until - chrono::Duration::minutes(i64::from(d.bake_minutes));
+    if now <= from {
+        return Ok(None);
+    }
+    let samples = metrics
+        .alb_minutes(
+            load_balancer,
+            target_group_dimension(&traffic.target(canary).target_group_arn),
+            target_group_dimension(&traffic.target(stable).target_group_arn),
+            from,
+            now,
+        )
+        .await?;
+    Ok(Some(crate::judge::judge(analysis, &samples)))
 }
 
 /// The Tick runs whether or not the reads before it worked: deadlines (the progress deadline,

@@ -100,9 +100,14 @@ impl Engine for AlbWeights {
             return;
         };
         if now >= until + super::deadline(d) {
+            let judge = if d.gates.analysis.is_some() {
+                " or its canary metrics"
+            } else {
+                ""
+            };
             let reason = format!(
                 "the end of the {}% step's bake could not be judged within {} min: the new \
-                 colour's health could not be read ({})",
+                 colour's health{judge} could not be read ({})",
                 d.traffic_percent,
                 d.progress_deadline_minutes,
                 observed_text(d)
@@ -267,6 +272,15 @@ fn bake_passed(d: &mut Deployment, healthy: Option<u32>, now: DateTime<Utc>) {
         );
         roll_back(d, reason, "flightdeck", now);
         return;
+    }
+    // The canary judge's verdict taken after the bake (read right before this look).
+    match super::judge_at_bake_end(d) {
+        None => return,
+        Some(Err(reason)) => {
+            roll_back(d, reason, "flightdeck", now);
+            return;
+        }
+        Some(Ok(())) => {}
     }
     let Some(traffic) = d.traffic.as_mut() else {
         succeed(d, now);

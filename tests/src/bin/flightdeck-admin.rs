@@ -103,6 +103,7 @@ async fn run(args: &[String]) -> flightdeck_local::Result<()> {
                 traffic: ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(&sdk)),
                 notifier: SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn),
                 clock: SystemClock,
+                images: flightdeck::adapters::ecr::EcrImages::new(aws_sdk_ecr::Client::new(&sdk)),
             };
             let d = handlers::approve(&ports, id, principal).await?;
             println!("approved {id} as {principal}: now {}", d.status());

@@ -73,7 +73,6 @@ async fn run() -> Result<()> {
     ));
     let state = Arc::new(State {
         ports: stack.ports(),
-        images: stack.images(),
         config: local_api::local_config(),
         principals: principals()?,
     });
@@ -103,7 +102,6 @@ async fn run() -> Result<()> {
 
 struct State {
     ports: flightdeck_local::LocalPorts,
-    images: flightdeck::adapters::ecr::EcrImages,
     config: flightdeck::api::ApiConfig,
     principals: std::collections::HashMap<String, String>,
 }
@@ -134,7 +132,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         Err(_) => Bytes::new(),
     };
     let event = local_api::event(&method, &path, &headers, &body, caller.as_deref());
-    let response = local_api::call(&state.ports, &state.images, &state.config, &event).await;
+    let response = local_api::call(&state.ports, &state.config, &event).await;
     println!("{method} {path} -> {}", response.status);
     let mut builder = Response::builder()
         .status(response.status)

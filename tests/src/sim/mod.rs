@@ -36,9 +36,8 @@ use world::{ACCOUNT, Alarm, BusEvent, Faults, REGION, Target, TaskId, World, sta
 
 /// What the handlers are given: the port wrappers, all over one world.
 pub struct Env {
-    pub ports: Ports<Store, ports::Ecs, Traffic, Sns, SimClock>,
+    pub ports: Ports<Store, ports::Ecs, Traffic, Sns, SimClock, Images>,
     pub alarms: Alarms,
-    pub images: Images,
     pub api: ApiConfig,
 }
 
@@ -51,9 +50,9 @@ impl Env {
                 traffic: Traffic(sim.clone()),
                 notifier: Sns(sim.clone()),
                 clock: SimClock(sim.clone()),
+                images: Images(sim.clone()),
             },
             alarms: Alarms(sim.clone()),
-            images: Images(sim.clone()),
             api: ApiConfig {
                 admins: vec![ADMIN.to_string()],
                 region: REGION.to_string(),
@@ -201,7 +200,7 @@ fn start(env: &Arc<Env>, work: &Work) -> Boxed {
         Work::Api { request, .. } => {
             let request = request.clone();
             Box::pin(async move {
-                let r = api::handle(&env.ports, &env.images, &env.api, &request).await;
+                let r = api::handle(&env.ports, &env.api, &request).await;
                 let code = r.body["error"]["code"].as_str().unwrap_or("");
                 let status = r.body["status"].as_str().unwrap_or("");
                 if r.status >= 500 {

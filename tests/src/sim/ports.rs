@@ -106,6 +106,26 @@ pub trait Brief {
     fn brief(&self) -> String;
 }
 
+impl Brief for flightdeck::scan::ScanReport {
+    fn brief(&self) -> String {
+        match self {
+            flightdeck::scan::ScanReport::Complete { counts, .. } => {
+                format!("complete: {}", flightdeck::scan::counts_text(counts))
+            }
+            flightdeck::scan::ScanReport::Pending { status } => format!("pending ({status})"),
+            flightdeck::scan::ScanReport::Unavailable { status, .. } => {
+                format!("unavailable ({status})")
+            }
+        }
+    }
+}
+
+impl Brief for flightdeck::judge::Samples {
+    fn brief(&self) -> String {
+        format!("{} / {} minutes", self.canary.len(), self.stable.len())
+    }
+}
+
 impl Brief for () {
     fn brief(&self) -> String {
         "ok".into()
@@ -1131,6 +1151,63 @@ impl ImageResolver for Images {
             .call("ECR DescribeImages", Kind::Read, tag.to_string(), |w| {
                 Ok(w.images.get(&key).cloned())
             })
+            .await
+    }
+
+    async fn scan_findings(
+        &self,
+        _repository: &str,
+        digest: &str,
+    ) -> PortResult<flightdeck::scan::ScanReport> {
+        self.0
+            .call(
+                "ECR DescribeImageScanFindings",
+                Kind::Read,
+                digest.to_string(),
+                |w| {
+                    Ok(w.scans.get(digest).cloned().unwrap_or(
+                        flightdeck::scan::ScanReport::Pending {
+                            status: "NOT_STARTED".to_string(),
+                        },
+                    ))
+                },
+            )
+            .await
+    }
+}
+
+impl flightdeck::ports::MetricsReader for Alarms {
+    async fn alb_minutes(
+        &self,
+        _load_balancer: &str,
+        canary_target_group: &str,
+        stable_target_group: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> PortResult<flightdeck::judge::Samples> {
+        self.0
+            .call(
+                "CloudWatch GetMetricData",
+                Kind::Read,
+                canary_target_group.to_string(),
+                |w| {
+                    let minutes = |tg: &str| {
+                        w.alb_metrics
+                            .get(tg)
+                            .map(|m| {
+                                m.iter()
+                                    .filter(|(at, _)| *at >= from && *at < to)
+                                    .map(|(_, minute)| *minute)
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    Ok(flightdeck::judge::Samples {
+                        canary: minutes(canary_target_group),
+                        stable: minutes(stable_target_group),
+                    })
+                },
+            )
             .await
     }
 }

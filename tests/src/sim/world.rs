@@ -457,6 +457,10 @@ pub struct World {
     pub drop_ecs_events: bool,
     /// The last DescribeTargetHealth each invocation made: (target group, healthy, when).
     pub health_reads: BTreeMap<TaskId, (String, u32, DateTime<Utc>)>,
+    /// ECR scan results by image digest (none: no scan started yet).
+    pub scans: BTreeMap<String, flightdeck::scan::ScanReport>,
+    /// Per-minute ALB samples by target group (CloudWatch's `targetgroup/NAME/ID`).
+    pub alb_metrics: BTreeMap<String, Vec<(DateTime<Utc>, flightdeck::judge::Minute)>>,
     /// The last failed port call of each running invocation and the fault behind it.
     pub last_failure: BTreeMap<TaskId, (&'static str, Fault)>,
     pub trace: Trace,
@@ -491,6 +495,8 @@ impl World {
             store_refused_after_claim: BTreeSet::new(),
             drop_ecs_events: false,
             health_reads: BTreeMap::new(),
+            scans: BTreeMap::new(),
+            alb_metrics: BTreeMap::new(),
             last_failure: BTreeMap::new(),
             trace: Trace::new(keep_trace),
         }
