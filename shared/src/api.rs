@@ -225,9 +225,13 @@ pub async fn handle<P: Adapters>(
         (Route::Service(s, e), "GET") => get_service(ports, s, e).await,
         (Route::Service(s, e), _) => put_service(ports, admin, s, e, request).await,
         (Route::Deployments, "GET") => list_deployments(ports, request).await,
-        (Route::Deployments, _) => start_deployment(ports, config, caller, admin, request).await,
+        (Route::Deployments, _) => {
+            Box::pin(start_deployment(ports, config, caller, admin, request)).await
+        }
         (Route::Deployment(id), _) => get_deployment(ports, id).await,
-        (Route::Action(id, action), _) => act(ports, caller, admin, id, action, request).await,
+        (Route::Action(id, action), _) => {
+            Box::pin(act(ports, caller, admin, id, action, request)).await
+        }
         (Route::Metrics, _) => metrics(ports, request).await,
     };
     result.unwrap_or_else(|response| response)
@@ -643,11 +647,12 @@ async fn act<P: Adapters>(
         ));
     }
     let by = caller.to_string();
+    // Boxed: each starts a deployment, whose future is large; kept off the caller's stack.
     if action == "rollback" && d.status() == Status::Succeeded {
-        return revert(ports, &registration, &d, caller).await;
+        return Box::pin(revert(ports, &registration, &d, caller)).await;
     }
     if action == "override-freeze" {
-        return override_freeze(ports, admin, &d, caller, request).await;
+        return Box::pin(override_freeze(ports, admin, &d, caller, request)).await;
     }
     let result = match action {
         "approve" => handlers::approve(ports, id, caller).await.map(Some),

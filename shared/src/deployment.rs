@@ -132,6 +132,10 @@ pub struct Rollout {
     pub ecs_deployment_id: Option<String>,
     pub desired_count: Option<u32>,
     pub started_at: Option<DateTime<Utc>>,
+    /// When the rollout call (the Deploy effect) was decided: the last moment a change freeze
+    /// is checked before ECS is told to run the new revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_decided_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub observed: Option<Observed>,
     /// Where records stored before the phase-typed state kept the rollout's progress; read
@@ -985,6 +989,7 @@ impl Deployment {
                 ecs_deployment_id: None,
                 desired_count: None,
                 started_at: None,
+                deploy_decided_at: None,
                 observed: None,
                 legacy: LegacyProgress::default(),
             },

@@ -490,7 +490,12 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                     stable_owner: stable_owner.clone(),
                 };
                 let deploy = engine(&d).deploy(&mut d, &registered);
-                push_effect(&mut d, deploy);
+                // The last decision before the rollout call: a freeze that began while the
+                // revision was being registered holds it here.
+                if !frozen(&mut d, now) {
+                    d.rollout.deploy_decided_at = Some(now);
+                    push_effect(&mut d, deploy);
+                }
             }
         }
         Fact::RolloutStarted { ecs_deployment_id } => {
@@ -876,34 +881,7 @@ fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
             return;
         }
     }
-    let frozen = match (&d.gates.freeze, &d.gates.freeze_override) {
-        (Some(freeze), None) if d.trigger != Trigger::Revert => freeze.at(now),
-        _ => None,
-    };
-    if let Some(frozen) = frozen {
-        let hold_now = Hold::Freeze {
-            until: frozen.until,
-            window: frozen.window.clone(),
-        };
-        if previous.as_ref() != Some(&hold_now) {
-            let announce = !matches!(previous, Some(Hold::Freeze { .. }));
-            let reason = format!(
-                "change freeze ({}): the rollout starts at {}",
-                frozen.window,
-                frozen
-                    .until
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            if announce {
-                hold(d, hold_now, reason, now);
-            } else {
-                d.state = State::Pending {
-                    queued_behind: None,
-                    hold: Some(hold_now),
-                };
-                note(d, reason, "flightdeck", now);
-            }
-        }
+    if frozen(d, now) {
         return;
     }
     if let Some(Hold::Freeze { window, .. }) = &previous {
@@ -918,7 +896,55 @@ fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
         hold: None,
     };
     d.updated_at = now;
-    push_effect(d, Effect::RegisterRevision);
+    if d.rollout.new_task_definition.is_some() {
+        // Registered before a freeze held it: the rollout call is what is left.
+        let registered = Registered {
+            desired_count: d.rollout.desired_count.unwrap_or(1),
+            stable: d.traffic.as_ref().and_then(|t| t.stable),
+            stable_owner: d.traffic.as_ref().and_then(|t| t.stable_owner.clone()),
+        };
+        let deploy = engine(d).deploy(d, &registered);
+        d.rollout.deploy_decided_at = Some(now);
+        push_effect(d, deploy);
+    } else {
+        push_effect(d, Effect::RegisterRevision);
+    }
+}
+
+/// Whether a change freeze holds the rollout now (never a revert's, nor once an admin overrode
+/// it); a new hold is recorded, and announced once per freeze.
+fn frozen(d: &mut Deployment, now: DateTime<Utc>) -> bool {
+    let previous = d.hold().cloned();
+    let frozen = match (&d.gates.freeze, &d.gates.freeze_override) {
+        (Some(freeze), None) if d.trigger != Trigger::Revert => freeze.at(now),
+        _ => None,
+    };
+    let Some(frozen) = frozen else {
+        return false;
+    };
+    let hold_now = Hold::Freeze {
+        until: frozen.until,
+        window: frozen.window.clone(),
+    };
+    if previous.as_ref() != Some(&hold_now) {
+        let reason = format!(
+            "change freeze ({}): the rollout starts at {}",
+            frozen.window,
+            frozen
+                .until
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if matches!(previous, Some(Hold::Freeze { .. })) {
+            d.state = State::Pending {
+                queued_behind: None,
+                hold: Some(hold_now),
+            };
+            note(d, reason, "flightdeck", now);
+        } else {
+            hold(d, hold_now, reason, now);
+        }
+    }
+    true
 }
 
 /// Holds a PENDING deployment at a gate, with the reason and the `.waiting` alert.

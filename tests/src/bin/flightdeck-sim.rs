@@ -158,6 +158,16 @@ fn main() -> ExitCode {
             );
         }
     }
+    let mut gates: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for outcome in reports.iter().flat_map(|r| &r.gate_outcomes) {
+        *gates.entry(outcome).or_default() += 1;
+    }
+    if !gates.is_empty() {
+        println!("\ngates (deployments):");
+        for (outcome, n) in &gates {
+            println!("  {outcome:<44} {n:>6}");
+        }
+    }
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     let checks: u64 = reports.iter().map(|r| r.checks).sum();
     let longest = reports.iter().map(|r| r.steps).max().unwrap_or(0);

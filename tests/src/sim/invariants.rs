@@ -30,10 +30,11 @@ pub enum Invariant {
     RecordSize,
     RuleActions,
     ClaimReleased,
+    GatesHold,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 12] = [
+    pub const ALL: [Invariant; 13] = [
         Invariant::TrafficHealth,
         Invariant::TerminalTruth,
         Invariant::OneRevision,
@@ -46,6 +47,7 @@ impl Invariant {
         Invariant::RecordSize,
         Invariant::RuleActions,
         Invariant::ClaimReleased,
+        Invariant::GatesHold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Invariant {
             Invariant::RecordSize => "record-size",
             Invariant::RuleActions => "rule-actions-kept",
             Invariant::ClaimReleased => "claim-released",
+            Invariant::GatesHold => "gates-hold",
         }
     }
 
@@ -86,6 +89,9 @@ impl Invariant {
             }
             Invariant::ClaimReleased => {
                 "an invocation that ends leaves none of its effects claimed (a failed effect releases its claim at once)"
+            }
+            Invariant::GatesHold => {
+                "no rollout starts inside a change freeze, and nothing of an image with blocking scan findings reaches ECS"
             }
         }
     }
@@ -127,8 +133,10 @@ fn minutes_since_start(t: DateTime<Utc>) -> String {
 /// `native`: an ecs-native deployment asks its approval at the lifecycle hook, once started.
 fn rank(event_type: &str, native: bool) -> u8 {
     match event_type {
-        "deployment.approval_required" if native => 1,
-        "deployment.approval_required" => 0,
+        "deployment.approval_required" | "deployment.approval_reminder" if native => 1,
+        "deployment.approval_required" | "deployment.approval_reminder" => 0,
+        // A freeze or the scan holds it before it starts.
+        "deployment.waiting" => 0,
         "deployment.started" => 1,
         // What follows an ending (a promotion, a scale-down given up on) comes after it.
         "deployment.follow_up_failed" => 3,
@@ -183,6 +191,56 @@ impl Checker {
         if self.store_generation != w.store.generation {
             self.store_generation = w.store.generation;
             self.records(w, plan, step);
+            self.gates(w, step);
+        }
+    }
+
+    /// A rollout call is never decided inside a change freeze (unless an admin overrode it, or it
+    /// is a revert), and a deployment of an image with blocking findings never registers a revision.
+    fn gates(&mut self, w: &World, step: u64) {
+        for d in w.store.deployments.values() {
+            self.checks += 1;
+            // The rollout call's decision is what a freeze holds (a call decided before it began
+            // may land inside it, retried within the progress deadline).
+            if let (Some(freeze), Some(started)) = (&d.gates.freeze, d.rollout.deploy_decided_at)
+                && d.gates.freeze_override.is_none()
+                && d.trigger != flightdeck::deployment::Trigger::Revert
+                && let Some(frozen) = freeze.at(started)
+            {
+                self.violate(
+                    Invariant::GatesHold,
+                    step,
+                    w.now,
+                    format!(
+                        "deployment {} decided its rollout call at {} inside the freeze {}",
+                        d.id,
+                        minutes_since_start(started),
+                        frozen.window
+                    ),
+                );
+            }
+            // With `missing: allow`, a scan unreadable for `wait_minutes` (the noisy phase's
+            // faults) lets the rollout through by design.
+            let blocked = d.gates.scan.as_ref().is_some_and(|gate| {
+                gate.missing == flightdeck::scan::Missing::Fail
+                    && matches!(
+                        w.scans.get(&d.digest),
+                        Some(flightdeck::scan::ScanReport::Complete { counts, findings })
+                            if gate.blocking(counts, findings).0 > 0
+                    )
+            });
+            if blocked && w.registrations_by_deployment.contains_key(&d.id) {
+                self.violate(
+                    Invariant::GatesHold,
+                    step,
+                    w.now,
+                    format!(
+                        "deployment {} of an image with blocking findings registered a revision ({})",
+                        d.id,
+                        d.status()
+                    ),
+                );
+            }
         }
     }
 
@@ -436,7 +494,9 @@ impl Checker {
                     && e.event_type == p.event_type
                     && !e.excused
             });
-            if earlier && !p.event_type.contains("reminder") {
+            // A reminder comes twice (then escalated); a hold is announced per gate.
+            if earlier && !p.event_type.contains("reminder") && p.event_type != "deployment.waiting"
+            {
                 self.violate(
                     Invariant::AlertDuplicate,
                     step,
@@ -462,7 +522,8 @@ impl Checker {
                     if r == 2
                         && seen_type != p.event_type
                         && !(seen_type == "deployment.succeeded"
-                            && p.event_type == "deployment.rolled_back") =>
+                            && (p.event_type == "deployment.rolled_back"
+                                || p.event_type == "deployment.failed")) =>
                 {
                     self.violate(
                         Invariant::AlertOrder,

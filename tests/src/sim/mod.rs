@@ -86,6 +86,59 @@ pub struct SeedReport {
     pub faults_injected: u64,
     /// Each deployment's id and final status.
     pub deployments: Vec<(String, String)>,
+    /// What the gates did, one entry per deployment a gate acted on (see `gate_outcomes`).
+    pub gate_outcomes: Vec<&'static str>,
+}
+
+/// What the gates did to each deployment, from its record and whole audit trail: held by a
+/// freeze, by the scan, failed by the scan (findings, or none in time), failed by the canary
+/// judge (worse, or no data), passed by it, rolled back in the watch window.
+fn gate_outcomes(w: &World) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for d in w.store.deployments.values() {
+        let trail = w.store.audit.get(&d.id).cloned().unwrap_or_default();
+        let said = |text: &str| {
+            trail
+                .iter()
+                .chain(&d.events)
+                .any(|e| e.reason.as_deref().is_some_and(|r| r.contains(text)))
+        };
+        let reason = d.reason.as_deref().unwrap_or("");
+        if said("change freeze (") {
+            out.push("held by a freeze");
+        }
+        if said("waiting for the vulnerability scan") {
+            out.push("held for the scan");
+        }
+        if reason.starts_with("vulnerability scan:") && reason.contains("findings at or above") {
+            out.push("failed by scan findings");
+        }
+        if reason.contains("no vulnerability scan result") {
+            out.push("failed: no scan result in time");
+        }
+        if said("let through (gates.scan.missing is `allow`)") {
+            out.push("let through: no scan result, missing allow");
+        }
+        if reason.starts_with("canary judge: fail") {
+            out.push("rolled back by the canary judge");
+        }
+        if reason.contains("gates.analysis.no_data is `fail`") {
+            out.push("rolled back by the canary judge (no data)");
+        }
+        if said("canary judge: pass") {
+            out.push("a step passed by the canary judge");
+        }
+        if reason.starts_with("post-deployment watch:") {
+            out.push("rolled back in the watch window");
+        }
+        if said("post-deployment watch of") {
+            out.push("watch window passed");
+        }
+        if said("post-deployment watch ended early") {
+            out.push("watch ended by a newer deployment");
+        }
+    }
+    out
 }
 
 impl SeedReport {
@@ -385,6 +438,24 @@ fn setup(w: &mut World, plan: &Scenario) {
     }
     for p in &plan.pushes {
         w.ecs.quality.insert(p.digest.clone(), p.quality);
+        let report = match p.scan {
+            scenario::ScanOutcome::Clean => Some(flightdeck::scan::ScanReport::Complete {
+                counts: vec![(flightdeck::scan::Severity::Low, 3)],
+                findings: Vec::new(),
+            }),
+            scenario::ScanOutcome::Blocking => Some(flightdeck::scan::ScanReport::Complete {
+                counts: vec![(flightdeck::scan::Severity::Critical, 1)],
+                findings: vec![flightdeck::scan::Finding {
+                    id: "CVE-2026-0001".into(),
+                    severity: flightdeck::scan::Severity::Critical,
+                    package: Some("openssl".into()),
+                }],
+            }),
+            scenario::ScanOutcome::Never => None,
+        };
+        if let Some(report) = report {
+            w.scans.insert(p.digest.clone(), report);
+        }
     }
     let now = w.now;
     w.ecs.settle_initial(now);
@@ -448,6 +519,53 @@ fn evaluate_alarms(w: &mut World, plan: &Scenario) {
             });
             w.log(format!("cloudwatch: {name} -> {state}"));
             w.emit(Target::Alarm, format!("alarm {name} {state}"), body);
+        }
+    }
+}
+
+/// CloudWatch's per-minute ALB samples of each colour taking traffic: about 1,000 requests a
+/// minute split by the weights; a colour running an alarming revision answers 6% errors and
+/// slowly, a good one a fraction of a percent (the canary judge's view of the revision).
+fn record_metrics(w: &mut World, plan: &Scenario) {
+    let minute = w.now.timestamp().div_euclid(60);
+    if w.metrics_minute == Some(minute) {
+        return;
+    }
+    let Some(done) = w.metrics_minute.replace(minute) else {
+        return;
+    };
+    let at = chrono::DateTime::from_timestamp(done * 60, 0).unwrap_or(w.now);
+    for reg in &plan.regs {
+        let Some(alb) = &reg.alb else { continue };
+        for colour in [&alb.blue, &alb.green] {
+            let percent = w.elb.percent_to(&alb.rule, &colour.target_group);
+            if percent == 0 {
+                continue;
+            }
+            let alarming = w.ecs.tasks.values().any(|t| {
+                t.status == TaskStatus::Running
+                    && t.quality == Quality::Alarming
+                    && t.service == colour.service
+            });
+            // Noise from the minute and the colour, not from the world's random stream (which
+            // schedules everything else: the seeds keep their schedules).
+            let mut noise = fastrand::Rng::with_seed(
+                (done as u64).wrapping_mul(0x9e37_79b9) ^ u64::from(colour.service.len() as u32),
+            );
+            let requests = f64::from(percent) * 10.0 + f64::from(noise.u32(0..40));
+            let (rate, p99) = if alarming {
+                (0.06 + noise.f64() * 0.02, 0.45 + noise.f64() * 0.1)
+            } else {
+                (noise.f64() * 0.004, 0.18 + noise.f64() * 0.04)
+            };
+            let sample = flightdeck::judge::Minute {
+                requests,
+                errors: Some((requests * rate).round()),
+                p99: Some(p99),
+            };
+            let key =
+                flightdeck::registration::target_group_dimension(&colour.target_group).to_string();
+            w.alb_metrics.entry(key).or_default().push((at, sample));
         }
     }
 }
@@ -637,6 +755,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
                 w.now = target;
                 ecs::advance(&mut w);
                 evaluate_alarms(&mut w, &plan);
+                record_metrics(&mut w, &plan);
                 for (label, work) in due_hooks(&mut w) {
                     spawn.push((label, work));
                 }
@@ -741,6 +860,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
             .values()
             .map(|d| (d.id.clone(), d.status().to_string()))
             .collect(),
+        gate_outcomes: gate_outcomes(&w),
     }
 }
 

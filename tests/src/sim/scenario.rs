@@ -67,6 +67,18 @@ pub struct PushPlan {
     /// Started through `POST /deployments` (with an Idempotency-Key) instead of an ECR push.
     pub via_api: bool,
     pub released: bool,
+    /// What the image's ECR scan finds (registrations with `gates.scan`).
+    pub scan: ScanOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// Scanned, nothing above LOW.
+    Clean,
+    /// Scanned, a CRITICAL finding.
+    Blocking,
+    /// No scan result ever comes.
+    Never,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +297,62 @@ pub fn native(rng: &mut fastrand::Rng, environment: &str, approval: bool) -> Reg
     }
 }
 
+/// Adds the gates of `gates.watch_minutes`, `gates.scan`, `freeze` and (alb-weights with bakes
+/// of 3 minutes or more) `gates.analysis` to some registrations.
+fn add_gates(rng: &mut fastrand::Rng, reg: &mut RegPlan) {
+    let spec = &mut reg.registration.spec;
+    if rng.f64() < 0.35 {
+        let watch = rng.u32(3..=8);
+        spec.gates.watch_minutes = watch;
+        // A watch rollback after success: the watch, then the rollback's deadline.
+        reg.budget += Duration::minutes(i64::from(watch) + PROGRESS_DEADLINE_MINUTES);
+    }
+    if rng.f64() < 0.25 {
+        spec.gates.scan = Some(flightdeck::scan::ScanGate {
+            block_at: pick(
+                rng,
+                &[
+                    flightdeck::scan::Severity::Critical,
+                    flightdeck::scan::Severity::High,
+                ],
+            ),
+            wait_minutes: rng.u32(2..=5),
+            missing: pick(
+                rng,
+                &[
+                    flightdeck::scan::Missing::Fail,
+                    flightdeck::scan::Missing::Allow,
+                ],
+            ),
+        });
+    }
+    if rng.f64() < 0.2 {
+        let from = start_time() + Duration::minutes(rng.i64(0..=20));
+        let to = from + Duration::minutes(rng.i64(3..=12));
+        spec.freeze = Some(flightdeck::freeze::Freeze {
+            timezone: pick(rng, &["Europe/Berlin", "America/New_York", "UTC"]).to_string(),
+            weekly: Vec::new(),
+            dates: vec![flightdeck::freeze::Dates {
+                from,
+                to,
+                reason: Some("simulated freeze".into()),
+            }],
+        });
+    }
+    if reg.alb.is_some() && reg.registration.bake_minutes() >= 3 && rng.f64() < 0.6 {
+        reg.registration.spec.gates.analysis = Some(flightdeck::judge::Analysis {
+            min_requests: 50,
+            max_error_rate_increase: 0.01,
+            max_latency_increase: 0.25,
+            confidence: 0.95,
+            no_data: flightdeck::judge::NoData::Fail,
+        });
+    }
+    if let Err(e) = reg.registration.validate() {
+        panic!("harness: gates made the registration invalid: {e}");
+    }
+}
+
 fn quality(rng: &mut fastrand::Rng) -> Quality {
     match rng.u32(0..100) {
         0..55 => Quality::Good,
@@ -327,6 +395,13 @@ pub fn generate(seed: u64) -> Scenario {
         let (e, a) = env(&mut native_rng);
         regs.push(native(&mut native_rng, e, a));
     }
+    // The gates of issue 10 (watch window, scan, freeze, canary judge), from a stream of their
+    // own, so that the seeds keep their schedules.
+    let mut gates_rng =
+        fastrand::Rng::with_seed(seed.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ 0x4741_5445);
+    for reg in regs.iter_mut() {
+        add_gates(&mut gates_rng, reg);
+    }
     let start = start_time();
     let mut pushes = Vec::new();
     let mut last = start;
@@ -341,12 +416,20 @@ pub fn generate(seed: u64) -> Scenario {
                 quality: quality(&mut rng),
                 via_api: rng.f64() < 0.2,
                 released: false,
+                scan: ScanOutcome::Clean,
             });
             last = last.max(at);
             at += Duration::seconds(rng.i64(60..=720));
         }
     }
     pushes.sort_by_key(|p| p.at);
+    for p in pushes.iter_mut() {
+        p.scan = match gates_rng.u32(0..100) {
+            0..70 => ScanOutcome::Clean,
+            70..88 => ScanOutcome::Blocking,
+            _ => ScanOutcome::Never,
+        };
+    }
     let fault_level = rng.u8(0..4);
     let faults = match fault_level {
         0 => Faults::default(),
@@ -434,24 +517,42 @@ impl Scenario {
                     _ => format!("rolling bake {}", r.registration.bake_minutes()),
                 },
             };
+            let gates = &r.registration.spec.gates;
             out.push_str(&format!(
-                "  reg {i}: {} {} desired {} {engine}, alarm {:?}, approval {}, budget {} min\n",
+                "  reg {i}: {} {} desired {} {engine}, alarm {:?}, approval {}, budget {} min; \
+                 watch {} min, scan {:?}, freeze {:?}, judge {}\n",
                 r.registration.service,
                 r.registration.environment,
                 r.desired,
                 r.alarm,
-                r.registration.spec.gates.approval,
-                r.budget.num_minutes()
+                gates.approval,
+                r.budget.num_minutes(),
+                gates.watch_minutes,
+                gates
+                    .scan
+                    .as_ref()
+                    .map(|s| (s.block_at, s.wait_minutes, s.missing)),
+                r.registration
+                    .spec
+                    .freeze
+                    .as_ref()
+                    .and_then(|f| f.dates.first())
+                    .map(|d| (
+                        (d.from - start_time()).num_minutes(),
+                        (d.to - start_time()).num_minutes()
+                    )),
+                gates.analysis.is_some()
             ));
         }
         for p in &self.pushes {
             out.push_str(&format!(
-                "  push {} at +{}s to reg {}: {} ({}){}\n",
+                "  push {} at +{}s to reg {}: {} ({}, scan {:?}){}\n",
                 p.tag,
                 (p.at - start_time()).num_seconds(),
                 p.reg,
                 &p.digest[7..19],
                 p.quality.name(),
+                p.scan,
                 if p.via_api { " via API" } else { "" }
             ));
         }

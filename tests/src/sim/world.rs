@@ -461,6 +461,8 @@ pub struct World {
     pub scans: BTreeMap<String, flightdeck::scan::ScanReport>,
     /// Per-minute ALB samples by target group (CloudWatch's `targetgroup/NAME/ID`).
     pub alb_metrics: BTreeMap<String, Vec<(DateTime<Utc>, flightdeck::judge::Minute)>>,
+    /// The minute whose ALB samples are being gathered (recorded when it is over).
+    pub metrics_minute: Option<i64>,
     /// The last failed port call of each running invocation and the fault behind it.
     pub last_failure: BTreeMap<TaskId, (&'static str, Fault)>,
     pub trace: Trace,
@@ -497,6 +499,7 @@ impl World {
             health_reads: BTreeMap::new(),
             scans: BTreeMap::new(),
             alb_metrics: BTreeMap::new(),
+            metrics_minute: None,
             last_failure: BTreeMap::new(),
             trace: Trace::new(keep_trace),
         }
