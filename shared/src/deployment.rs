@@ -697,9 +697,10 @@ pub struct Deployment {
     /// CloudWatch alarms that gate the deployment: any in ALARM rolls it back.
     #[serde(default)]
     pub alarms: Vec<String>,
-    /// The other gates: canary judge, watch window, scan, freeze, reminders.
+    /// The other gates: canary judge, watch window, scan, freeze, reminders. Boxed: a record is
+    /// held by value across the handlers' await points, and their futures stay small.
     #[serde(default)]
-    pub gates: GateState,
+    pub gates: Box<GateState>,
     /// The SUCCEEDED deployment a revert undoes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts: Option<String>,
@@ -1003,7 +1004,7 @@ impl Deployment {
             traffic,
             native,
             alarms: registration.spec.gates.alarms.clone(),
-            gates: GateState {
+            gates: Box::new(GateState {
                 analysis: registration.spec.gates.analysis.clone(),
                 watch_minutes: registration.spec.gates.watch_minutes,
                 scan: registration.spec.gates.scan.clone(),
@@ -1012,7 +1013,7 @@ impl Deployment {
                 escalation_minutes: registration.spec.gates.approval_escalation_minutes,
                 approval_for_reverts: registration.spec.gates.approval_for_reverts,
                 ..GateState::default()
-            },
+            }),
             reverts: None,
             approval_required: registration.spec.gates.approval,
             approved_by: None,
@@ -1351,6 +1352,16 @@ mod tests {
             d.progress().map(|p| p.progress_deadline),
             Some(at("2026-11-20T10:00:30Z") + chrono::Duration::minutes(10))
         );
+    }
+
+    /// A record is held by value across the handlers' await points, several times over in the
+    /// nested futures of a promotion (promote, start, apply, carry out); in a debug build those
+    /// futures live on a 2 MiB test thread's stack, which overflowed when the gates' state was
+    /// added inline (1,608 bytes). What only some deployments have is boxed.
+    #[test]
+    fn a_record_stays_small_enough_to_hold_across_await_points() {
+        let size = std::mem::size_of::<Deployment>();
+        assert!(size <= 1280, "Deployment is {size} bytes");
     }
 
     #[test]

@@ -146,31 +146,43 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
     let stable = clean(&samples.stable);
     let (cf, sf) = (figures(&canary), figures(&stable));
     let alpha = 1.0 - analysis.confidence;
+    // Kept under the record's 240-character reason bound: verdict, why, figures, p-values.
     let figures_text = format!(
-        "new {} requests, {} errors ({}), p99 {} over {} min; stable {} requests, {} errors ({}), \
-         p99 {} over {} min",
-        cf.requests,
-        cf.errors,
+        "new {} errors of {} requests, p99 {} ({} min); stable {} of {}, p99 {} ({} min)",
         percent(cf.error_rate),
+        cf.requests,
         ms(cf.p99),
         cf.minutes,
-        sf.requests,
-        sf.errors,
         percent(sf.error_rate),
+        sf.requests,
         ms(sf.p99),
         sf.minutes
     );
-    let done = |verdict, error_p, latency_p, why: String| Judgement {
-        verdict,
-        canary: cf.clone(),
-        stable: sf.clone(),
-        error_p,
-        latency_p,
-        summary: format!("canary judge: {} — {why}; {figures_text}", verdict.as_str()),
+    let done = |verdict: Verdict, error_p: Option<f64>, latency_p: Option<f64>, why: String| {
+        let p_text = if error_p.is_some() || latency_p.is_some() {
+            format!(
+                "; p errors {}, latency {}",
+                p_fmt(error_p),
+                p_fmt(latency_p)
+            )
+        } else {
+            String::new()
+        };
+        Judgement {
+            verdict,
+            canary: cf.clone(),
+            stable: sf.clone(),
+            error_p,
+            latency_p,
+            summary: format!(
+                "canary judge {}: {why}. {figures_text}{p_text}",
+                verdict.as_str()
+            ),
+        }
     };
     if cf.requests < analysis.min_requests {
         let why = format!(
-            "{} of the {} requests needed reached the new colour",
+            "{} of {} requests needed on the new colour",
             cf.requests, analysis.min_requests
         );
         return done(Verdict::NoData, None, None, why);
@@ -183,9 +195,7 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
             Verdict::Pass
         };
         let why = format!(
-            "the stable colour had no requests to compare with; the new colour's error rate {} \
-             against the margin of {} (latency not judged without a baseline)",
-            percent(cf.error_rate),
+            "no stable traffic to compare with; new error rate against the {} margin alone",
             percent(analysis.max_error_rate_increase)
         );
         return done(verdict, None, None, why);
@@ -208,42 +218,29 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
     let errors_worse = error_p.is_some_and(|p| p < alpha);
     let latency_worse = latency_p.is_some_and(|p| p < alpha);
     let level = format!("{:.0}%", analysis.confidence * 100.0);
+    let errors = format!(
+        "errors worse by > {}",
+        percent(analysis.max_error_rate_increase)
+    );
+    let latency = format!(
+        "p99 slower by > {:.0}%",
+        analysis.max_latency_increase * 100.0
+    );
     let why = match (errors_worse, latency_worse) {
-        (true, true) => format!(
-            "error rate higher by more than {} and p99 slower by more than {:.0}% ({level} \
-             confidence)",
-            percent(analysis.max_error_rate_increase),
-            analysis.max_latency_increase * 100.0
-        ),
-        (true, false) => format!(
-            "error rate higher than the stable colour's by more than {} ({level} confidence)",
-            percent(analysis.max_error_rate_increase)
-        ),
-        (false, true) => format!(
-            "p99 response time slower than the stable colour's by more than {:.0}% ({level} \
-             confidence)",
-            analysis.max_latency_increase * 100.0
-        ),
-        (false, false) => format!(
-            "not worse than the stable colour beyond the margins ({level} confidence{})",
-            if latency_p.is_none() {
-                "; latency not judged: no p99 samples"
-            } else {
-                ""
-            }
-        ),
+        (true, true) => format!("{errors} and {latency} at {level}"),
+        (true, false) => format!("{errors} at {level}"),
+        (false, true) => format!("{latency} at {level}"),
+        (false, false) if latency_p.is_none() => {
+            format!("not worse beyond the margins at {level} (no p99 samples)")
+        }
+        (false, false) => format!("not worse beyond the margins at {level}"),
     };
     let verdict = if errors_worse || latency_worse {
         Verdict::Fail
     } else {
         Verdict::Pass
     };
-    let p_text = format!(
-        "p-values: errors {}, latency {}",
-        p_fmt(error_p),
-        p_fmt(latency_p)
-    );
-    done(verdict, error_p, latency_p, format!("{why}; {p_text}"))
+    done(verdict, error_p, latency_p, why)
 }
 
 /// Minutes that say something: requests a finite, positive count; errors and p99 finite (a
@@ -488,7 +485,7 @@ mod tests {
                 ),
                 stable.clone(),
                 Verdict::Fail,
-                "error rate higher by more than 1.00% and p99 slower",
+                "errors worse by > 1.00% and p99 slower by > 25% at 95%",
             ),
             (
                 "clearly equal",
@@ -499,7 +496,7 @@ mod tests {
                 ),
                 stable.clone(),
                 Verdict::Pass,
-                "not worse than the stable colour",
+                "not worse beyond the margins at 95%",
             ),
             (
                 "marginal: worse, but within both margins",
@@ -510,21 +507,21 @@ mod tests {
                 ),
                 stable.clone(),
                 Verdict::Pass,
-                "not worse than the stable colour beyond the margins",
+                "not worse beyond the margins",
             ),
             (
                 "too few requests",
                 minutes(15.0, [0.0; 5], BASE_P99),
                 stable.clone(),
                 Verdict::NoData,
-                "75 of the 100 requests needed",
+                "75 of 100 requests needed",
             ),
             (
                 "zero-traffic baseline, new colour within the margin",
                 minutes(200.0, [0.0, 0.005, 0.0, 0.005, 0.0], BASE_P99),
                 Vec::new(),
                 Verdict::Pass,
-                "the stable colour had no requests",
+                "no stable traffic to compare with",
             ),
             (
                 "zero-traffic baseline, new colour over the margin",
@@ -535,21 +532,21 @@ mod tests {
                     p99: None,
                 }],
                 Verdict::Fail,
-                "the stable colour had no requests",
+                "no stable traffic to compare with",
             ),
             (
                 "NaN and empty samples are dropped, never read as zero",
                 vec![nan; 5],
                 stable.clone(),
                 Verdict::NoData,
-                "0 of the 100 requests needed",
+                "0 of 100 requests needed",
             ),
             (
                 "no samples at all",
                 Vec::new(),
                 Vec::new(),
                 Verdict::NoData,
-                "0 of the 100 requests needed",
+                "0 of 100 requests needed",
             ),
             (
                 "latency-only regression",
@@ -560,7 +557,7 @@ mod tests {
                 ),
                 stable.clone(),
                 Verdict::Fail,
-                "p99 response time slower than the stable colour's by more than 25%",
+                "canary judge fail: p99 slower by > 25% at 95%.",
             ),
             (
                 "error-only regression",
@@ -571,7 +568,7 @@ mod tests {
                 ),
                 stable.clone(),
                 Verdict::Fail,
-                "error rate higher than the stable colour's by more than 1.00%",
+                "canary judge fail: errors worse by > 1.00% at 95%.",
             ),
         ];
         for (name, canary, stable, verdict, text) in cases {

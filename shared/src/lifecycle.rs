@@ -886,8 +886,8 @@ fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
     }
     if let Some(Hold::Freeze { window, .. }) = &previous {
         let text = match &d.gates.freeze_override {
-            Some(o) => format!("change freeze ({window}) overridden by {}; starting", o.by),
-            None => format!("change freeze ({window}) over; starting"),
+            Some(o) => format!("change freeze {window} overridden by {}; starting", o.by),
+            None => format!("change freeze {window} over; starting"),
         };
         note(d, text, "flightdeck", now);
     }
@@ -928,7 +928,7 @@ fn frozen(d: &mut Deployment, now: DateTime<Utc>) -> bool {
     };
     if previous.as_ref() != Some(&hold_now) {
         let reason = format!(
-            "change freeze ({}): the rollout starts at {}",
+            "change freeze {}: the rollout starts at {}",
             frozen.window,
             frozen
                 .until

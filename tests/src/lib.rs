@@ -5,6 +5,7 @@
 //! Every `Stack` gets its own table, topic, queue, cluster and service (named by a prefix), so
 //! tests start from a clean state without resetting the emulator under each other.
 
+pub mod gates_demo;
 pub mod local_api;
 pub mod native_demo;
 pub mod sim;
@@ -638,6 +639,10 @@ pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
 impl ManualClock {
     pub fn starting_now() -> ManualClock {
         ManualClock(Arc::new(Mutex::new(Utc::now())))
+    }
+
+    pub fn starting_at(at: DateTime<Utc>) -> ManualClock {
+        ManualClock(Arc::new(Mutex::new(at)))
     }
 
     pub fn advance(&self, by: chrono::Duration) {

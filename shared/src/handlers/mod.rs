@@ -247,7 +247,8 @@ async fn carry_out<P: Adapters>(
         let Some(pending) = d.outbox.iter().find(|e| e.seq == seq).cloned() else {
             continue;
         };
-        d = match effect(ports, &d, &pending, token).await {
+        // Boxed: an effect may start another deployment (a promotion), nesting these futures.
+        d = match Box::pin(effect(ports, &d, &pending, token)).await {
             Ok(follow_up) => record_done(ports, d, seq, follow_up).await?,
             Err(e) => {
                 let waiting = matches!(e, HandlerError::Waiting(_));

@@ -3,8 +3,10 @@
 //! back by itself. ECS's scheduler is simulated: it reports task and deployment events the way ECS
 //! does, reading the service's task definition back from the emulator. Then an ALB canary cut
 //! short by an alarm, and ECS's own canary (ecs-native) held at its hook for approval and rolled
-//! back by an alarm (on the simulation's ECS: see `native_demo`). Exits non-zero if anything ends
-//! other than it should.
+//! back by an alarm (on the simulation's ECS: see `native_demo`); then the gates: a canary failed
+//! by the canary judge on ALB metrics from the local CloudWatch, a push held by a change freeze,
+//! and a revert in one call (see `gates_demo`). Exits non-zero if anything ends other than it
+//! should.
 
 use std::process::ExitCode;
 
@@ -282,5 +284,6 @@ async fn canary() -> Result<()> {
     println!(
         "\nCanary: 10% on green, alarm fired, all traffic back on blue in one ELBv2 call; deployment ROLLED_BACK."
     );
-    flightdeck_local::native_demo::run().await
+    flightdeck_local::native_demo::run().await?;
+    flightdeck_local::gates_demo::run().await
 }

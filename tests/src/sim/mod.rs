@@ -104,7 +104,7 @@ fn gate_outcomes(w: &World) -> Vec<&'static str> {
                 .any(|e| e.reason.as_deref().is_some_and(|r| r.contains(text)))
         };
         let reason = d.reason.as_deref().unwrap_or("");
-        if said("change freeze (") {
+        if said("change freeze ") {
             out.push("held by a freeze");
         }
         if said("waiting for the vulnerability scan") {
@@ -119,13 +119,13 @@ fn gate_outcomes(w: &World) -> Vec<&'static str> {
         if said("let through (gates.scan.missing is `allow`)") {
             out.push("let through: no scan result, missing allow");
         }
-        if reason.starts_with("canary judge: fail") {
+        if reason.starts_with("canary judge fail") {
             out.push("rolled back by the canary judge");
         }
         if reason.contains("gates.analysis.no_data is `fail`") {
             out.push("rolled back by the canary judge (no data)");
         }
-        if said("canary judge: pass") {
+        if said("canary judge pass") {
             out.push("a step passed by the canary judge");
         }
         if reason.starts_with("post-deployment watch:") {
