@@ -178,6 +178,10 @@ pub struct NativeRollout {
     /// `deployment.approval_required` went out (once).
     #[serde(default)]
     pub approval_asked: bool,
+    /// A rollout started outside Flightdeck inside a change freeze: its hook answers IN_PROGRESS
+    /// before production traffic until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -956,6 +960,7 @@ impl Deployment {
                 stage: None,
                 last_hook: None,
                 approval_asked: false,
+                frozen_until: None,
             }),
             _ => None,
         };

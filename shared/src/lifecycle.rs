@@ -96,7 +96,7 @@ trait Engine {
     fn started(&self, _d: &mut Deployment, _now: DateTime<Utc>) {}
     /// The engine holds the rollout on purpose (an approval asked at the hook): the progress
     /// deadline waits.
-    fn held(&self, _d: &Deployment) -> bool {
+    fn held(&self, _d: &Deployment, _now: DateTime<Utc>) -> bool {
         false
     }
     /// Whether an approval is asked before anything changes (else the engine asks it itself).
@@ -441,7 +441,15 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::ScanRead(report) => scan_read(&mut d, report, now),
         Fact::FreezeOverridden { by, reason } => {
-            if !matches!(d.status(), Status::Pending | Status::AwaitingApproval) || d.starting() {
+            // A rollout started outside Flightdeck, held at its hook by the freeze, is in flight.
+            let hook_frozen = d.native.as_ref().is_some_and(|n| n.frozen_until.is_some());
+            if hook_frozen && let Some(native) = d.native.as_mut() {
+                native.frozen_until = None;
+            }
+            if !hook_frozen
+                && (!matches!(d.status(), Status::Pending | Status::AwaitingApproval)
+                    || d.starting())
+            {
                 let why = format!(
                     "deployment {} is {}; a freeze override applies only before the rollout starts",
                     d.id,
@@ -695,7 +703,7 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
         State::Deploying(progress) | State::Shifting(progress)
             if now >= progress.progress_deadline
                 && (d.status() == Status::Deploying || engine(d).deadline_reason(d).is_some())
-                && !engine(d).held(d) =>
+                && !engine(d).held(d, now) =>
         {
             let reason = engine(d).deadline_reason(d).unwrap_or_else(|| {
                 format!(

@@ -150,10 +150,16 @@ impl Engine for EcsNative {
         )
     }
 
-    /// Held on purpose only once the hook has asked for the approval: before that (ECS has not
-    /// reached a hooked stage, say tasks that cannot be placed) the progress deadline runs.
-    fn held(&self, d: &Deployment) -> bool {
-        approval_pending(d) && d.native.as_ref().is_some_and(|n| n.approval_asked)
+    /// Held on purpose only once the hook has asked for the approval, or holds a rollout
+    /// started outside Flightdeck for a change freeze (until the freeze ends): before that (ECS
+    /// has not reached a hooked stage, say tasks that cannot be placed) the progress deadline
+    /// runs.
+    fn held(&self, d: &Deployment, now: DateTime<Utc>) -> bool {
+        let native = d.native.as_ref();
+        (approval_pending(d) && native.is_some_and(|n| n.approval_asked))
+            || native
+                .and_then(|n| n.frozen_until)
+                .is_some_and(|until| now < until)
     }
 
     fn approval_at_start(&self) -> bool {
@@ -473,6 +479,23 @@ pub fn hook_answer(d: &Deployment) -> (HookStatus, String) {
             "the rollout's start is still being recorded".to_string(),
         ),
         Status::Deploying | Status::Shifting
+            if d.native.as_ref().is_some_and(|n| n.frozen_until.is_some()) =>
+        {
+            let until = d
+                .native
+                .as_ref()
+                .and_then(|n| n.frozen_until)
+                .map(|u| u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            (
+                HookStatus::InProgress,
+                format!(
+                    "a change freeze holds this rollout, started outside Flightdeck, before \
+                     production traffic until {until}"
+                ),
+            )
+        }
+        Status::Deploying | Status::Shifting
             if approval_pending(d) && d.native.as_ref().is_some_and(|n| n.approval_asked) =>
         {
             (
@@ -572,6 +595,7 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
         note(d, text, "flightdeck", now);
         alert(d, EventType::ApprovalRequired, now);
     }
+    freeze_at_hook(d, before_production, &call.stage, now);
     let (status, why) = hook_answer(d);
     let answer = format!("{} {status:?}", call.stage);
     if d.native.as_ref().and_then(|n| n.last_hook.as_deref()) != Some(answer.as_str()) {
@@ -586,6 +610,53 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
             status.name(),
         );
         note(d, text, "aws.ecs", now);
+    }
+}
+
+/// A rollout started outside Flightdeck (a console or infrastructure-code change) skipped the
+/// freeze Flightdeck's own starts wait out: inside a freeze its hook holds it before production
+/// traffic (IN_PROGRESS; ECS asks again every `callBackDelay`), announced once; the freeze over
+/// (or overridden), the hook lets ECS go on.
+fn freeze_at_hook(d: &mut Deployment, before_production: bool, stage: &str, now: DateTime<Utc>) {
+    if d.trigger != Trigger::External || !matches!(d.status(), Status::Deploying | Status::Shifting)
+    {
+        return;
+    }
+    let held = d.native.as_ref().and_then(|n| n.frozen_until);
+    let frozen = match (&d.gates.freeze, &d.gates.freeze_override) {
+        (Some(freeze), None) if before_production => freeze.at(now),
+        _ => None,
+    };
+    match (held, frozen) {
+        (None, Some(frozen)) => {
+            if let Some(native) = d.native.as_mut() {
+                native.frozen_until = Some(frozen.until);
+            }
+            let reason = format!(
+                "change freeze {}: this rollout, started outside Flightdeck, is held at {stage} \
+                 until {}",
+                frozen.window,
+                frozen
+                    .until
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            d.reason = Some(super::bounded(reason.clone()));
+            note(d, reason, "flightdeck", now);
+            alert(d, EventType::Waiting, now);
+        }
+        (Some(_), None) => {
+            if let Some(native) = d.native.as_mut() {
+                native.frozen_until = None;
+            }
+            let text = format!("change freeze over; the hook at {stage} lets ECS go on");
+            note(d, text, "flightdeck", now);
+        }
+        (Some(until), Some(frozen)) if frozen.until != until => {
+            if let Some(native) = d.native.as_mut() {
+                native.frozen_until = Some(frozen.until);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -663,6 +734,7 @@ pub fn external(
             stage: None,
             last_hook: None,
             approval_asked: false,
+            frozen_until: None,
         });
     }
     let progress = Progress {

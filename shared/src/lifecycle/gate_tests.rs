@@ -639,3 +639,63 @@ fn alb_weights_keeps_the_old_colour_through_the_watch_and_rolls_back_by_weights(
             .starts_with("post-deployment watch:")
     );
 }
+
+const SD: &str = "arn:aws:ecs:eu-west-1:123456789012:service-deployment/prod/checkout-api/sd-1";
+
+fn native_hook(stage: &str) -> Fact {
+    Fact::HookInvoked(HookCall {
+        service_deployment_arn: SD.into(),
+        stage: stage.into(),
+        target_task_definition: None,
+        test_percent: None,
+        production_percent: None,
+    })
+}
+
+/// A rollout started outside Flightdeck (the console) inside a freeze skipped the hold every
+/// start of Flightdeck's own waits in: its hook holds it before production traffic.
+#[test]
+fn a_rollout_started_outside_flightdeck_inside_a_freeze_is_held_at_its_hook_until_the_window_ends()
+{
+    let json = r#"{"cluster":"prod","repository":"checkout-api","container":"app",
+        "engine":{"type":"ecs-native","service":"checkout-api"},
+        "strategy":{"type":"canary","steps":[10,100],"bake_minutes":3},
+        "freeze":{"timezone":"UTC","dates":[{"from":"2026-11-20T09:00:00Z",
+                  "to":"2026-11-20T11:00:00Z","reason":"launch day"}]}}"#;
+    let reg = Registration::parse("checkout-api", "production", json).unwrap();
+    let rollout = super::ExternalRollout {
+        service_deployment_arn: SD.into(),
+        previous_task_definition: OLD_TD.into(),
+        new_task_definition: NEW_TD.into(),
+        image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/checkout-api:v9".into(),
+        desired_count: 2,
+    };
+    let d = super::external(&reg, &rollout, "POST_SCALE_UP", t(0));
+    // Stages before it go on; the one before production traffic is held.
+    let d = at(&d, native_hook("POST_SCALE_UP"), t(10));
+    assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+    let d = at(&d, native_hook("PRE_PRODUCTION_TRAFFIC_SHIFT"), t(20));
+    let (status, why) = hook_answer(&d);
+    assert_eq!(status, crate::native::HookStatus::InProgress, "{why}");
+    assert!(why.contains("change freeze"), "{why}");
+    assert!(alerts(&d).contains(&EventType::Waiting));
+    // The progress deadline waits while the freeze holds it.
+    let d = at(&d, Fact::Tick, t(20) + Duration::minutes(45));
+    assert_eq!(d.status(), Status::Deploying, "{:?}", d.reason);
+    // ECS asks again after the window: the hook lets it go on.
+    let d = at(&d, native_hook("PRE_PRODUCTION_TRAFFIC_SHIFT"), minutes(61));
+    assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+    assert!(d.events.iter().any(|e| {
+        e.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("change freeze over"))
+    }));
+    assert_eq!(
+        alerts(&d)
+            .iter()
+            .filter(|e| **e == EventType::Waiting)
+            .count(),
+        1,
+        "announced once"
+    );
+}
