@@ -182,6 +182,12 @@ pub struct NativeRollout {
     /// before production traffic until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_until: Option<DateTime<Utc>>,
+    /// When the approval was asked at the hook, and the reminders sent since (1, then 2
+    /// escalated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_asked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reminded: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -961,6 +967,8 @@ impl Deployment {
                 last_hook: None,
                 approval_asked: false,
                 frozen_until: None,
+                approval_asked_at: None,
+                reminded: 0,
             }),
             _ => None,
         };

@@ -758,32 +758,66 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
         State::Succeeded { .. } => engine(d).tick_succeeded(d, now),
         State::AwaitingApproval { since, reminded } => {
             let (since, reminded) = (since.unwrap_or(d.updated_at), *reminded);
-            let waited = now - since;
-            let reminder = Duration::minutes(i64::from(d.gates.reminder_minutes.max(1)));
-            let escalation = Duration::minutes(i64::from(d.gates.escalation_minutes.max(1)));
-            let due = if reminded < 2 && waited >= escalation {
-                2
-            } else if reminded < 1 && waited >= reminder {
-                1
-            } else {
+            if let Some(due) = remind(d, since, reminded, now) {
+                d.state = State::AwaitingApproval {
+                    since: Some(since),
+                    reminded: due,
+                };
+            }
+        }
+        // ecs-native asks its approval at the hook, with the rollout held in flight.
+        State::Deploying(_) | State::Shifting(_)
+            if d.approval_required
+                && d.approved_by.is_none()
+                && d.native.as_ref().is_some_and(|n| n.approval_asked) =>
+        {
+            let Some((since, reminded)) = d
+                .native
+                .as_ref()
+                .map(|n| (n.approval_asked_at.unwrap_or(d.updated_at), n.reminded))
+            else {
                 return;
             };
-            d.state = State::AwaitingApproval {
-                since: Some(since),
-                reminded: due,
-            };
-            let minutes = waited.num_minutes();
-            let text = if due == 2 {
-                format!("still awaiting approval after {minutes} min: reminder escalated")
-            } else {
-                format!("still awaiting approval after {minutes} min: approvers reminded")
-            };
-            note(d, text, "flightdeck", now);
-            let alert = Alert::approval_reminder(d, due == 2, minutes, now);
-            push_effect(d, Effect::Alert(Box::new(alert)));
+            if let Some(due) = remind(d, since, reminded, now)
+                && let Some(native) = d.native.as_mut()
+            {
+                native.approval_asked_at = Some(since);
+                native.reminded = due;
+            }
         }
         _ => {}
     }
+}
+
+/// An approval asked at `since` and reminded `reminded` times: the reminder after the reminder
+/// interval, the escalation after the escalation interval, once each (only the escalation when
+/// both are due at once). Returns how many reminders have gone out now, when one just did.
+fn remind(
+    d: &mut Deployment,
+    since: DateTime<Utc>,
+    reminded: u8,
+    now: DateTime<Utc>,
+) -> Option<u8> {
+    let waited = now - since;
+    let reminder = Duration::minutes(i64::from(d.gates.reminder_minutes.max(1)));
+    let escalation = Duration::minutes(i64::from(d.gates.escalation_minutes.max(1)));
+    let due = if reminded < 2 && waited >= escalation {
+        2
+    } else if reminded < 1 && waited >= reminder {
+        1
+    } else {
+        return None;
+    };
+    let minutes = waited.num_minutes();
+    let text = if due == 2 {
+        format!("still awaiting approval after {minutes} min: reminder escalated")
+    } else {
+        format!("still awaiting approval after {minutes} min: approvers reminded")
+    };
+    note(d, text, "flightdeck", now);
+    let alert = Alert::approval_reminder(d, due == 2, minutes, now);
+    push_effect(d, Effect::Alert(Box::new(alert)));
+    Some(due)
 }
 
 fn observed_text(d: &Deployment) -> String {

@@ -587,6 +587,7 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
     {
         if let Some(native) = d.native.as_mut() {
             native.approval_asked = true;
+            native.approval_asked_at = Some(now);
         }
         let text = format!(
             "held at {} until approved: {} requires approval",
@@ -735,6 +736,8 @@ pub fn external(
             last_hook: None,
             approval_asked: false,
             frozen_until: None,
+            approval_asked_at: None,
+            reminded: 0,
         });
     }
     let progress = Progress {

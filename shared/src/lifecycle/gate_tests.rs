@@ -699,3 +699,41 @@ fn a_rollout_started_outside_flightdeck_inside_a_freeze_is_held_at_its_hook_unti
         "announced once"
     );
 }
+
+/// ecs-native asks its approval at the hook, with the rollout held in flight: the same reminders.
+#[test]
+fn an_approval_held_at_the_ecs_native_hook_is_reminded_then_escalated() {
+    let json = r#"{"cluster":"prod","repository":"checkout-api","container":"app",
+        "engine":{"type":"ecs-native","service":"checkout-api"},
+        "strategy":{"type":"canary","steps":[10,100],"bake_minutes":3},
+        "gates":{"approval":true,"approval_reminder_minutes":20,"approval_escalation_minutes":90}}"#;
+    let reg = Registration::parse("checkout-api", "production", json).unwrap();
+    let rollout = super::ExternalRollout {
+        service_deployment_arn: SD.into(),
+        previous_task_definition: OLD_TD.into(),
+        new_task_definition: NEW_TD.into(),
+        image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/checkout-api:v9".into(),
+        desired_count: 2,
+    };
+    let d = super::external(&reg, &rollout, "POST_SCALE_UP", t(0));
+    let d = at(&d, native_hook("PRE_PRODUCTION_TRAFFIC_SHIFT"), t(30));
+    assert!(alerts(&d).contains(&EventType::ApprovalRequired));
+    let d = at(&d, Fact::Tick, t(30) + Duration::minutes(19));
+    assert!(!alerts(&d).contains(&EventType::ApprovalReminder));
+    let d = at(&d, Fact::Tick, t(30) + Duration::minutes(20));
+    let d = at(&d, Fact::Tick, t(30) + Duration::minutes(21));
+    let d = at(&d, Fact::Tick, t(30) + Duration::minutes(90));
+    let d = at(&d, Fact::Tick, t(30) + Duration::minutes(200));
+    let reminders: Vec<String> = d
+        .outbox
+        .iter()
+        .filter_map(|e| match &e.effect {
+            Effect::Alert(a) if a.document.event_type == EventType::ApprovalReminder => {
+                Some(a.document.severity.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reminders, vec!["warning", "critical"]);
+    assert_eq!(d.status(), Status::Deploying, "held, not rolled back");
+}
