@@ -3322,3 +3322,56 @@ fn a_push_held_by_a_freeze_starts_on_an_admin_override_with_its_reason_recorded(
         "{trail}"
     );
 }
+
+/// GetMetricData failing (throttled) never passes a canary step: the bake ends only on a verdict
+/// taken after it; the step is held, and rolled back once its end could not be judged within
+/// the progress deadline.
+#[test]
+fn a_failing_metrics_read_never_passes_a_canary_step() {
+    let mut h = H::alb(
+        2,
+        0,
+        r#"{"type":"canary","steps":[10,100],"bake_minutes":3}"#,
+    );
+    h.w()
+        .store
+        .registrations
+        .get_mut(&("web".to_string(), "staging".to_string()))
+        .expect("registration")
+        .spec
+        .gates
+        .analysis = Some(flightdeck::judge::Analysis {
+        min_requests: 10,
+        max_error_rate_increase: 0.01,
+        max_latency_increase: 0.25,
+        confidence: 0.95,
+        no_data: flightdeck::judge::NoData::Pass,
+    });
+    let id = h.pushed_to_step("v2", 10, 600);
+    for _ in 0..8 {
+        h.advance(60, false, false);
+        let _ = block_on(shifter::handle(&h.ports, &FailingAlarms));
+        let d = h.get(&id);
+        assert!(
+            d.status() == Status::Shifting && d.traffic_percent == 10,
+            "{} at {}%: {:?}",
+            d.status(),
+            d.traffic_percent,
+            d.reason
+        );
+    }
+    assert_eq!(h.percent_to(TG_GREEN), 10);
+    assert!(
+        h.until(60, 900, false, |h| {
+            let _ = block_on(shifter::handle(&h.ports, &FailingAlarms));
+            h.get(&id).status() == Status::RolledBack
+        }),
+        "{}",
+        h.trace_tail(20)
+    );
+    let reason = h.get(&id).reason.unwrap_or_default();
+    assert!(
+        reason.contains("canary metrics could not be read"),
+        "{reason}"
+    );
+}

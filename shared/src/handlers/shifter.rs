@@ -119,53 +119,40 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
         }
         // The watch window: the alarms and the crash loops of the revision, as in flight.
         Status::Succeeded if d.watch_until().is_some() => {
-            if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
-                let fact = Fact::AlarmFired {
-                    alarm: alarm.name.clone(),
-                    reason: alarm.reason.clone(),
-                    gating: true,
-                    since: None,
-                };
+            if let Some(fact) = firing_gate(gating, firing) {
                 return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
             }
-            let looked = async {
-                for task in stopped_failures(ports, d).await? {
-                    if let Some(after) = applied(Fact::Task(task)).await?
-                        && after.status() != Status::Succeeded
-                    {
-                        return Ok(Some(after));
-                    }
-                }
-                Ok::<_, HandlerError>(None)
-            }
-            .await;
+            let looked = count_stopped_failures(ports, d, |s| s == Status::Succeeded).await;
             if let Ok(Some(rolled_back)) = looked {
                 return Ok(rolled_back);
             }
             tick_after(applied(Fact::Tick).await?, d, looked.map(|_| ()))
         }
         Status::Deploying | Status::Shifting => {
-            if let Some(alarm) = gating.iter().find_map(|a| firing.get(a.as_str())) {
-                let fact = Fact::AlarmFired {
-                    alarm: alarm.name.clone(),
-                    reason: alarm.reason.clone(),
-                    gating: true,
-                    since: None,
-                };
+            if let Some(fact) = firing_gate(gating, firing) {
                 return Ok(applied(fact).await?.unwrap_or_else(|| d.clone()));
             }
             // DEPLOYING waits for readiness; SHIFTING needs a look only when a bake ends (its
             // gate: the new colour healthy at its desired count), so holding a step reads nothing.
             let now = ports.clock().now();
             let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
-            let looked = async {
-                // The canary judge, before the look that may end the step's bake.
+            // The canary judge, before the look that may end the step's bake. A metrics read
+            // that fails passes nothing (the bake ends only on a verdict taken after it) and
+            // holds up none of the other reads.
+            let judged = async {
                 if let Some(judgement) = judge(ports, metrics, d).await? {
                     let after = applied(Fact::Judged(judgement)).await?;
                     if let Some(after) = after.filter(|a| a.status() != Status::Shifting) {
                         return Ok(Some(after));
                     }
                 }
+                Ok::<_, HandlerError>(None)
+            }
+            .await;
+            if let Ok(Some(ended)) = judged {
+                return Ok(ended);
+            }
+            let looked = async {
                 if d.native.is_some() {
                     if let Some(view) = native_view(ports, d).await? {
                         applied(Fact::NativeObserved(view)).await?;
@@ -176,22 +163,18 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
                     applied(Fact::ServiceObserved(seen)).await?;
                 }
                 // Crash loops are counted from what ECS keeps of stopped tasks too, so that
-                // lost task events cannot hide one. Failures already counted are not applied
-                // again.
-                for task in stopped_failures(ports, d).await? {
-                    if let Some(after) = applied(Fact::Task(task)).await?
-                        && !matches!(after.status(), Status::Deploying | Status::Shifting)
-                    {
-                        return Ok(Some(after));
-                    }
-                }
-                Ok::<_, HandlerError>(None)
+                // lost task events cannot hide one.
+                count_stopped_failures(ports, d, |s| {
+                    matches!(s, Status::Deploying | Status::Shifting)
+                })
+                .await
             }
             .await;
             if let Ok(Some(ended)) = looked {
                 return Ok(ended);
             }
-            tick_after(applied(Fact::Tick).await?, d, looked.map(|_| ()))
+            let read = judged.and(looked).map(|_| ());
+            tick_after(applied(Fact::Tick).await?, d, read)
         }
         Status::RollingBack => {
             let looked = async {
@@ -214,6 +197,36 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
         }
         _ => Ok(applied(Fact::Tick).await?.unwrap_or_else(|| d.clone())),
     }
+}
+
+/// The gating alarm the reconcile loop's DescribeAlarms found in ALARM, as the fact that rolls
+/// the deployment back.
+fn firing_gate(gating: &[String], firing: &HashMap<&str, &AlarmState>) -> Option<Fact> {
+    let alarm = gating.iter().find_map(|a| firing.get(a.as_str()))?;
+    Some(Fact::AlarmFired {
+        alarm: alarm.name.clone(),
+        reason: alarm.reason.clone(),
+        gating: true,
+        since: None,
+    })
+}
+
+/// Failed tasks of the new revision that ECS still lists and the record has not counted yet,
+/// applied one by one; the record once one of them ended the phase `watched` holds (a crash
+/// loop rolled it back).
+async fn count_stopped_failures<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    watched: impl Fn(Status) -> bool,
+) -> Result<Option<Deployment>, HandlerError> {
+    for task in stopped_failures(ports, d).await? {
+        if let Some(after) = apply(ports, &d.id, &Fact::Task(task)).await?
+            && !watched(after.status())
+        {
+            return Ok(Some(after));
+        }
+    }
+    Ok(None)
 }
 
 /// The image's scan, for a deployment the vulnerability gate holds: read and decided.
