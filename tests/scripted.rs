@@ -3375,3 +3375,294 @@ fn a_failing_metrics_read_never_passes_a_canary_step() {
         "{reason}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Adversarial review of the gates (f3dc03d..HEAD): schedules the design asks to survive.
+
+/// Adds a production registration (ECS service `api-prod`) that staging `api` promotes to (its
+/// tag pattern matches none of the pushes: production gets only promotions).
+fn promoting_to_production(h: &H) {
+    let mut w = h.w();
+    let key = ("api".to_string(), "staging".to_string());
+    if let Some(reg) = w.store.registrations.get_mut(&key) {
+        reg.spec.promote_to = Some("production".into());
+    }
+    let json = format!(
+        r#"{{"cluster":"{CLUSTER}","repository":"api","container":"app","tag_pattern":"release-*",
+            "engine":{{"type":"rolling","service":"api-prod"}},
+            "strategy":{{"type":"all-at-once","bake_minutes":0}},
+            "gates":{{"max_failed_tasks":3}},
+            "deployers":["arn:aws:iam::{ACCOUNT}:role/ci-deployer"]}}"#
+    );
+    let reg = Registration::parse("api", "production", &json).expect("registration");
+    w.store
+        .registrations
+        .insert(("api".into(), "production".into()), reg);
+    let td = w
+        .ecs
+        .register("api", "app", &image("api", &digest('0')), None);
+    w.ecs.create_service(CLUSTER, "api-prod", &td, 2, None);
+    let now = w.now;
+    w.ecs.settle_initial(now);
+}
+
+/// The vulnerability gate waits at most `wait_minutes` for a scan result, then the `missing`
+/// policy decides. When DescribeImageScanFindings itself fails (the role lacks the permission on
+/// this repository, KMS, a throttle that lasts), the reconcile loop's fallback read errors out
+/// before it asks the deadline, every minute: the deployment stays PENDING for ever, with one
+/// `.waiting` alert and nothing after it.
+#[test]
+fn a_scan_that_cannot_be_read_still_ends_its_hold_after_wait_minutes() {
+    let mut h = H::rolling(
+        2,
+        r#","scan":{"block_at":"CRITICAL","wait_minutes":10,"missing":"fail"}"#,
+    );
+    h.w().failing.push("ECR DescribeImageScanFindings");
+    let (push, id) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(
+        matches!(
+            h.get(&id).hold(),
+            Some(flightdeck::deployment::Hold::Scan { .. })
+        ),
+        "harness: held for the scan"
+    );
+    // An hour: six times the 10-minute wait.
+    h.until(30, 3600, true, |h| h.get(&id).status() != Status::Pending);
+    let d = h.get(&id);
+    assert_eq!(
+        d.status(),
+        Status::Failed,
+        "an hour after a push held for at most 10 min by the scan gate (missing: fail), it is \
+         {} ({:?}, hold {:?}); alerts: waiting {}, failed {}",
+        d.status(),
+        d.reason,
+        d.hold(),
+        published(&h, &id, "deployment.waiting"),
+        published(&h, &id, "deployment.failed")
+    );
+}
+
+/// A revert of the newest SUCCEEDED deployment ends that deployment's watch window when it takes
+/// the slot (`Fact::WatchEnded`), and ending the watch owes the promotion the watch had held
+/// back: the revision an operator is reverting, because it is bad, is promoted to production by
+/// the revert itself.
+#[test]
+fn a_revert_never_promotes_the_revision_it_reverts() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"],"watch_minutes":30"#);
+    promoting_to_production(&h);
+    let deployer = format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer");
+    let (push, good) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&good).status() == Status::Succeeded));
+    // Its watch passes quietly: v2 is promoted to production (as designed).
+    assert!(h.until(30, 2400, true, |h| h.get(&good).watch_until().is_none()));
+    let (push, bad) = h.push_event("api", "api", "v3", 'd');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&bad).status() == Status::Succeeded));
+    assert!(
+        h.get(&bad).watch_until().is_some(),
+        "harness: v3 is watched"
+    );
+    // Two minutes later the operator reverts v3.
+    h.until(5, 120, true, |_| false);
+    let (status, body) = api_call(
+        &h,
+        "POST",
+        &format!("/deployments/{bad}/rollback"),
+        &deployer,
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let revert = body["id"].as_str().unwrap().to_string();
+    h.until(5, 900, true, |h| !h.get(&revert).status().is_active());
+    let promoted_bad: Vec<(String, Status)> = h
+        .w()
+        .store
+        .deployments
+        .values()
+        .filter(|d| d.environment == "production" && d.digest == digest('d'))
+        .map(|d| (d.id.clone(), d.status()))
+        .collect();
+    assert!(
+        promoted_bad.is_empty(),
+        "reverting v3 in staging promoted v3 to production: {promoted_bad:?}; v3's trail:\n{}",
+        audit(&h.get(&bad)).join("\n")
+    );
+}
+
+/// A revert is of "the newest SUCCEEDED deployment": it deploys the last revision that succeeded
+/// before it. Asked while a newer push is DEPLOYING, the revert queues behind it and, once that
+/// push has succeeded, deploys the old revision over it: the newest release (perhaps the fix)
+/// is undone by a revert of an older one, which by then is not the newest SUCCEEDED.
+#[test]
+fn a_revert_asked_while_a_newer_push_deploys_never_undoes_that_push() {
+    let mut h = H::rolling(2, "");
+    let deployer = format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer");
+    for (tag, c) in [("v2", 'c'), ("v3", 'd')] {
+        let (push, id) = h.push_event("api", "api", tag, c);
+        h.handle_push(push);
+        assert!(h.until(5, 600, true, |h| h.get(&id).status() == Status::Succeeded));
+    }
+    let v3 = h
+        .w()
+        .store
+        .deployments
+        .values()
+        .find(|d| d.digest == digest('d'))
+        .map(|d| d.id.clone())
+        .unwrap();
+    let (push, v4) = h.push_event("api", "api", "v4", 'e');
+    h.handle_push(push);
+    assert_eq!(h.get(&v4).status(), Status::Deploying, "harness");
+    let (status, body) = api_call(
+        &h,
+        "POST",
+        &format!("/deployments/{v3}/rollback"),
+        &deployer,
+        None,
+    );
+    if status == 409 {
+        return; // refused while a newer deployment is in flight: fine
+    }
+    assert_eq!(status, 201, "{body}");
+    let revert = body["id"].as_str().unwrap().to_string();
+    h.until(5, 1800, true, |h| {
+        !h.get(&v4).status().is_active() && !h.get(&revert).status().is_active()
+    });
+    let now_serving = image_of(&h, &serving(&h, "api"));
+    assert!(
+        h.get(&v4).status() != Status::Succeeded || now_serving.ends_with(&digest('e')),
+        "v4 ({v4}) succeeded after the revert of v3 was asked; the revert {revert} ({}) then \
+         deployed v2 over it: the service runs {now_serving}",
+        h.get(&revert).status()
+    );
+}
+
+/// A rollout started outside Flightdeck (ecs-native: a console or Terraform change) is recorded
+/// by the hook and takes the service's slot — without ending the watch window of the SUCCEEDED
+/// deployment before it. A gating alarm then (the new rollout's own trouble, say) rolls the
+/// watched deployment back while the newer rollout is in flight: the watched one asks ECS for
+/// its previous revision over the rollout that took over.
+#[test]
+fn a_rollout_started_outside_flightdeck_ends_the_watch_of_the_one_before() {
+    let mut h = H::native(1, r#"{"type":"all-at-once","bake_minutes":0}"#);
+    {
+        let mut w = h.w();
+        let key = ("svc".to_string(), "staging".to_string());
+        if let Some(reg) = w.store.registrations.get_mut(&key) {
+            reg.spec.gates.watch_minutes = 30;
+        }
+    }
+    let (id, sd1) = h.push_native("v2", 'a');
+    answer_every_hook(&h, &sd1, 5, 3600, true, false, |h| {
+        h.get(&id).status() == Status::Succeeded
+    });
+    assert_eq!(h.get(&id).status(), Status::Succeeded, "harness");
+    assert!(h.get(&id).watch_until().is_some(), "harness: watched");
+    // A console change starts a rollout of another revision.
+    let sd_ext = {
+        let mut w = h.w();
+        let td = w
+            .ecs
+            .register("svc", "app", &image("svc", &digest('e')), None);
+        let now = w.now;
+        let strategy = flightdeck::native::NativeStrategy::BlueGreen { bake_minutes: 0 };
+        w.ecs
+            .update_service_native("svc", &td, &strategy, now)
+            .expect("console update")
+            .expect("a service deployment")
+    };
+    let external = flightdeck::lifecycle::external_deployment_id(&sd_ext);
+    answer_every_hook(&h, &sd_ext, 5, 600, false, false, |h| {
+        h.w()
+            .store
+            .deployments
+            .get(&external)
+            .is_some_and(|d| d.status().is_active())
+    });
+    let ext = h.get(&external);
+    assert!(
+        ext.status().is_active(),
+        "harness: the outside rollout is recorded and in flight"
+    );
+    // The gating alarm fires while the outside rollout is in flight.
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "ALARM".into();
+    }
+    h.fire_alarm("evt-review-watch-ext", "svc");
+    let d = h.get(&id);
+    let calls: Vec<String> = d.outbox.iter().map(|e| e.effect.describe()).collect();
+    // What ECS is asked for next, once both records have acted.
+    if let Some(alarm) = h.w().alarms.get_mut("svc-5xx") {
+        alarm.state = "OK".into();
+    }
+    answer_every_hook(&h, &sd_ext, 5, 900, true, false, |_| false);
+    let after = h.get(&id);
+    let serving = h.w().ecs.describe("svc").expect("svc").task_definition;
+    assert_eq!(
+        d.status(),
+        Status::Succeeded,
+        "the watched deployment {id} rolled back ({:?}) while the newer rollout {external} ({}) \
+         held the slot; its rollback call: {calls:?}; 15 min later it is {} and the service \
+         runs {serving}",
+        d.reason,
+        h.get(&external).status(),
+        after.status()
+    );
+}
+
+/// The watch ends early when a newer deployment "takes over" — but a push the vulnerability gate
+/// fails (or a freeze holds) takes the slot before its gates are read, and never changes
+/// anything. Here v3 is failed by the scan before anything changes; the watched v2 is watched no
+/// more, and when its alarm fires inside its window nothing rolls it back.
+#[test]
+fn a_push_failed_by_the_scan_gate_does_not_end_the_watch_of_the_release_before_it() {
+    let mut h = H::rolling(
+        2,
+        r#","alarms":["api-5xx"],"watch_minutes":30,"scan":{"block_at":"HIGH"}"#,
+    );
+    let before = serving(&h, "api");
+    let clean = flightdeck::scan::ScanReport::Complete {
+        counts: Vec::new(),
+        findings: Vec::new(),
+    };
+    h.w().scans.insert(digest('c'), clean);
+    let (push, v2) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&v2).status() == Status::Succeeded));
+    assert!(h.get(&v2).watch_until().is_some(), "harness: v2 watched");
+    // v3 has a HIGH finding: it fails before anything changes.
+    h.w().scans.insert(
+        digest('d'),
+        flightdeck::scan::ScanReport::Complete {
+            counts: vec![(flightdeck::scan::Severity::High, 1)],
+            findings: vec![flightdeck::scan::Finding {
+                id: "CVE-2026-4242".into(),
+                severity: flightdeck::scan::Severity::High,
+                package: Some("libxml2".into()),
+            }],
+        },
+    );
+    let (push, v3) = h.push_event("api", "api", "v3", 'd');
+    h.handle_push(push);
+    assert_eq!(
+        h.get(&v3).status(),
+        Status::Failed,
+        "harness: v3 failed by the scan"
+    );
+    // Five minutes later, inside v2's window, its alarm fires.
+    h.until(5, 300, true, |_| false);
+    h.fire_alarm("evt-review-watch-scan", "api");
+    let d = h.get(&v2);
+    assert_eq!(
+        d.status(),
+        Status::RollingBack,
+        "v2's alarm fired 5 min into its 30-min watch and nothing rolled it back ({}, watch \
+         until {:?}); the service still runs v2 ({} was before it). v2's trail:\n{}",
+        d.status(),
+        d.watch_until(),
+        before,
+        audit(&d).join("\n")
+    );
+}

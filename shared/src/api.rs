@@ -714,9 +714,61 @@ async fn revert<P: Adapters>(
             ),
         ));
     };
-    let revert = Deployment::revert_of(d, target, registration, caller, ports.clock().now());
-    if let Some(existing) = ports.store().get(&revert.id).await.map_err(upstream)? {
-        return Ok(ApiResponse::ok(200, deployment_json(&existing)));
+    // Asked before: the same revert, unless that one ended without success (then the next
+    // attempt).
+    let now = ports.clock().now();
+    let mut revert = None;
+    for attempt in 0..REVERT_ATTEMPTS {
+        let candidate = Deployment::revert_of(d, target, registration, caller, attempt, now);
+        match ports.store().get(&candidate.id).await.map_err(upstream)? {
+            None => {
+                revert = Some(candidate);
+                break;
+            }
+            Some(existing)
+                if existing.status() == Status::Succeeded || existing.status().is_active() =>
+            {
+                return Ok(ApiResponse::ok(200, deployment_json(&existing)));
+            }
+            Some(_) => {}
+        }
+    }
+    let Some(revert) = revert else {
+        return Err(ApiResponse::error(
+            409,
+            "conflict",
+            format!(
+                "deployment {} was reverted {REVERT_ATTEMPTS} times without success; deploy a \
+                 revision by digest instead",
+                d.id
+            ),
+        ));
+    };
+    // A deployment in flight or waiting is newer than the one reverted: the revert would undo
+    // it once it ends.
+    for other in ports
+        .store()
+        .active(&d.service, &d.environment)
+        .await
+        .map_err(upstream)?
+    {
+        if let Some(o) = ports.store().get(&other).await.map_err(upstream)?
+            && o.status().is_active()
+        {
+            return Err(ApiResponse::error(
+                409,
+                "conflict",
+                format!(
+                    "deployment {} of {} in {} is {}: a revert of {} would undo it; roll that one \
+                     back (or abort it), or revert once it ended",
+                    o.id,
+                    d.service,
+                    d.environment,
+                    o.status(),
+                    d.id
+                ),
+            ));
+        }
     }
     let revert_id = revert.id.clone();
     let started = create_and_start(ports, revert)
@@ -732,6 +784,10 @@ async fn revert<P: Adapters>(
     }
     Ok(ApiResponse::ok(201, deployment_json(&started)))
 }
+
+/// How many reverts of one deployment may be asked, each after the one before ended without
+/// success.
+const REVERT_ATTEMPTS: u32 = 5;
 
 /// `POST /deployments/{id}/override-freeze` with `{"reason": "…"}`: an admin lets a deployment
 /// start inside a change freeze; the override and its reason go on the audit trail.

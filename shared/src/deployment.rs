@@ -863,17 +863,19 @@ impl Deployment {
 
     /// The revert of `reverted` (the newest SUCCEEDED deployment of its service and
     /// environment): `target`'s revision, the last that succeeded before it, deployed again.
-    /// One revert per reverted deployment (the id says which), asked again it is the same.
+    /// Its id says which deployment it reverts and which attempt it is: asked again, the same
+    /// revert; asked after one that ended without success, the next attempt.
     pub fn revert_of(
         reverted: &Deployment,
         target: &Deployment,
         registration: &Registration,
         caller: &str,
+        attempt: u32,
         now: DateTime<Utc>,
     ) -> Deployment {
         let hash = Sha256::digest(
             format!(
-                "revert\n{}\n{}\n{}",
+                "revert\n{}\n{}\n{}\n{attempt}",
                 reverted.id, registration.service, registration.environment
             )
             .as_bytes(),

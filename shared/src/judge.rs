@@ -206,7 +206,17 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
         .map(|m| rate(m) - analysis.max_error_rate_increase)
         .collect();
     let stable_rates: Vec<f64> = stable.iter().map(rate).collect();
-    let error_p = mann_whitney_greater(&canary_rates, &stable_rates);
+    // Errors are judged twice: minute by minute (the rank test, robust to a bad minute on
+    // either side), and over all requests (a one-sided test of the two proportions, which has
+    // power from the first minutes on: a few minutes cannot make a rank test significant, and
+    // a canary failing every request must not pass for want of them). Worse by either is worse.
+    let error_p = match (
+        mann_whitney_greater(&canary_rates, &stable_rates),
+        proportion_greater(&cf, &sf, analysis.max_error_rate_increase),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let scale = 1.0 + analysis.max_latency_increase;
     let canary_p99: Vec<f64> = canary
         .iter()
@@ -217,7 +227,14 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
     let latency_p = mann_whitney_greater(&canary_p99, &stable_p99);
     let errors_worse = error_p.is_some_and(|p| p < alpha);
     let latency_worse = latency_p.is_some_and(|p| p < alpha);
-    let level = format!("{:.0}%", analysis.confidence * 100.0);
+    // Too few minutes for the rank test to reach the confidence at all: a p99 that looks worse
+    // beyond the margin is no pass (no verdict yet; after the bake `no_data` decides).
+    let (n, m) = (canary_p99.len(), stable_p99.len());
+    let underpowered = n > 0 && m > 0 && smallest_p(n, m) >= alpha;
+    let latency_suspect = !latency_worse
+        && underpowered
+        && matches!((cf.p99, sf.p99), (Some(c), Some(s)) if c > s * scale);
+    let level = percent_level(analysis.confidence);
     let errors = format!(
         "errors worse by > {}",
         percent(analysis.max_error_rate_increase)
@@ -230,17 +247,64 @@ pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
         (true, true) => format!("{errors} and {latency} at {level}"),
         (true, false) => format!("{errors} at {level}"),
         (false, true) => format!("{latency} at {level}"),
+        (false, false) if latency_suspect => format!(
+            "p99 looks slower by > {:.0}% but {n} minutes cannot show it at {level}",
+            analysis.max_latency_increase * 100.0
+        ),
         (false, false) if latency_p.is_none() => {
             format!("not worse beyond the margins at {level} (no p99 samples)")
+        }
+        (false, false) if underpowered => {
+            format!("not worse beyond the margins at {level} (p99: {n} minutes)")
         }
         (false, false) => format!("not worse beyond the margins at {level}"),
     };
     let verdict = if errors_worse || latency_worse {
         Verdict::Fail
+    } else if latency_suspect {
+        Verdict::NoData
     } else {
         Verdict::Pass
     };
     done(verdict, error_p, latency_p, why)
+}
+
+/// `95%`, `99.9%`.
+fn percent_level(confidence: f64) -> String {
+    let p = confidence * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// One-sided p-value of "the new colour's error rate exceeds the stable one's by more than
+/// `margin`", over all requests (a Wald test of the difference of two proportions); `None`
+/// without requests on either side.
+fn proportion_greater(canary: &Figures, stable: &Figures, margin: f64) -> Option<f64> {
+    if canary.requests == 0 || stable.requests == 0 {
+        return None;
+    }
+    let (n1, n2) = (canary.requests as f64, stable.requests as f64);
+    let (p1, p2) = (canary.error_rate, stable.error_rate);
+    let excess = p1 - p2 - margin;
+    let se = (p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2).sqrt();
+    if se <= 0.0 || !se.is_finite() {
+        return Some(if excess > 0.0 { 0.0 } else { 1.0 });
+    }
+    let normal = Normal::standard();
+    Some((1.0 - normal.cdf(excess / se)).clamp(0.0, 1.0))
+}
+
+/// The smallest one-sided p-value a rank test of `n` against `m` samples can give (every new
+/// sample above every stable one): 1 / C(n+m, n).
+fn smallest_p(n: usize, m: usize) -> f64 {
+    let mut c = 1.0_f64;
+    for i in 0..n.min(m) {
+        c = c * (n + m - i) as f64 / (i + 1) as f64;
+    }
+    1.0 / c
 }
 
 /// Minutes that say something: requests a finite, positive count; errors and p99 finite (a
@@ -592,8 +656,10 @@ mod tests {
 
     #[test]
     fn a_higher_confidence_needs_more_evidence_to_fail() {
-        // Worse in every one of 5 minutes: p = 1/252, significant at 95%, not at 99.9%.
-        let canary = minutes(200.0, [0.03, 0.035, 0.02, 0.04, 0.03], BASE_P99);
+        // Worse in every one of 5 minutes, on little traffic (2.5% of 40 requests a minute):
+        // the rank test is significant at 95%, not at 99.9%, and the 200 requests in all are
+        // too few for the test of the proportions to be.
+        let canary = minutes(40.0, [0.025; 5], BASE_P99);
         let stable = minutes(1000.0, BASE_RATES, BASE_P99);
         let samples = Samples { canary, stable };
         let at_95 = judge(&analysis(), &samples);
@@ -604,5 +670,97 @@ mod tests {
         let at_999 = judge(&strict, &samples);
         assert_eq!(at_95.verdict, Verdict::Fail, "{}", at_95.summary);
         assert_eq!(at_999.verdict, Verdict::Pass, "{}", at_999.summary);
+        assert!(at_999.summary.contains("at 99.9%"), "{}", at_999.summary);
+    }
+
+    /// A few minutes cannot make a rank test significant, however bad the new colour is: the
+    /// errors over all requests decide then, and a p99 that looks worse but cannot be shown is
+    /// no pass.
+    #[test]
+    fn few_minutes_never_pass_a_clearly_worse_colour() {
+        let stable = minutes(1000.0, BASE_RATES, BASE_P99);
+        let two = |m: Vec<Minute>| m.into_iter().take(2).collect::<Vec<_>>();
+        let failing_all = minutes(200.0, [1.0; 5], BASE_P99);
+        let j = judge(
+            &analysis(),
+            &Samples {
+                canary: two(failing_all),
+                stable: two(stable.clone()),
+            },
+        );
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.summary);
+        let slow = minutes(200.0, [0.0; 5], [0.9; 5]);
+        let j = judge(
+            &analysis(),
+            &Samples {
+                canary: two(slow),
+                stable: two(stable),
+            },
+        );
+        assert_eq!(j.verdict, Verdict::NoData, "{}", j.summary);
+        assert!(j.summary.contains("cannot show it"), "{}", j.summary);
+    }
+}
+
+#[cfg(test)]
+mod few_minutes_tests {
+    use super::*;
+
+    fn minute(requests: f64, rate: f64, p99: f64) -> Minute {
+        Minute {
+            requests,
+            errors: Some((requests * rate).round()),
+            p99: Some(p99),
+        }
+    }
+
+    /// "No data is never a pass by itself", and a step passes only when the new revision is not
+    /// worse beyond the margin *with statistical confidence*. With the few per-minute samples a
+    /// step's bake gives (the registration allows a 3-minute bake; CloudWatch has the last
+    /// minute or two of ALB metrics only after a delay), the rank test cannot reach the
+    /// configured confidence however bad the new colour is: a canary answering every request
+    /// with a 5XX is passed. (With no stable traffic at all the same canary fails on the margin
+    /// alone.)
+    #[test]
+    fn a_canary_failing_every_request_is_never_passed_for_want_of_minutes() {
+        let stable = |n: usize| -> Vec<Minute> {
+            (0..n)
+                .map(|i| minute(1000.0, 0.001 * (i + 1) as f64, 0.20 + 0.001 * i as f64))
+                .collect()
+        };
+        let broken =
+            |n: usize| -> Vec<Minute> { (0..n).map(|_| minute(200.0, 1.0, 0.2)).collect() };
+        let cases: [(&str, f64, usize); 3] = [
+            ("3-minute bake, confidence 0.99", 0.99, 3),
+            ("6-minute bake, confidence 0.999", 0.999, 6),
+            (
+                "5-minute bake read with two minutes in CloudWatch, confidence 0.95",
+                0.95,
+                2,
+            ),
+        ];
+        let mut passed = Vec::new();
+        for (name, confidence, n) in cases {
+            let analysis = Analysis {
+                confidence,
+                ..serde_json::from_str("{}").unwrap()
+            };
+            assert!(analysis.check().is_ok(), "harness: valid settings");
+            let j = judge(
+                &analysis,
+                &Samples {
+                    canary: broken(n),
+                    stable: stable(n),
+                },
+            );
+            if j.verdict != Verdict::Fail {
+                passed.push(format!("{name}: {:?} — {}", j.verdict, j.summary));
+            }
+        }
+        assert!(
+            passed.is_empty(),
+            "a canary with a 100% error rate against a 0.1-0.3% stable colour was not failed:\n{}",
+            passed.join("\n")
+        );
     }
 }

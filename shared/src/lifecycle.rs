@@ -245,9 +245,12 @@ pub enum Fact {
     ScanRead(ScanReport),
     /// An admin lets the rollout start inside a change freeze, for the reason given.
     FreezeOverridden { by: String, reason: String },
-    /// The canary judge's verdict on the current weight step (alb-weights), over the minutes
-    /// since the step's weights were set.
-    Judged(Judgement),
+    /// The canary judge's verdict on weight step `step` (alb-weights), over the minutes since
+    /// that step's weights were set; a verdict on a step the deployment has left is ignored.
+    Judged { judgement: Judgement, step: usize },
+    /// Before it takes the slot: the gates that hold a PENDING deployment before anything changes
+    /// (the scan, a freeze) hold it now, or end it (the scan's `missing` policy); it never starts.
+    CheckGates,
     /// A newer deployment of the service and environment takes over: a SUCCEEDED deployment
     /// is watched no longer (its rollback would undo the newer one).
     WatchEnded { by: String },
@@ -440,6 +443,11 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::ScanRead(report) => scan_read(&mut d, report, now),
+        Fact::CheckGates => {
+            if d.status() == Status::Pending && !approval_before_start(&d) && !d.starting() {
+                held_at_gates(&mut d, now);
+            }
+        }
         Fact::FreezeOverridden { by, reason } => {
             // A rollout started outside Flightdeck, held at its hook by the freeze, is in flight.
             let hook_frozen = d.native.as_ref().is_some_and(|n| n.frozen_until.is_some());
@@ -467,17 +475,25 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 note(&mut d, text, by, now);
             }
         }
-        Fact::Judged(judgement) => judged(&mut d, judgement, now),
+        Fact::Judged { judgement, step } => judged(&mut d, judgement, *step, now),
         Fact::WatchEnded { by } => {
             if let State::Succeeded { watch_until, .. } = &mut d.state
                 && watch_until.take().is_some()
             {
-                let text = format!(
-                    "post-deployment watch ended early: deployment {by} of {} takes over",
-                    d.environment
-                );
+                // A watch cut short proves nothing: the revision is not promoted (a revert, or a
+                // newer release, takes over from it).
+                let text = match &d.promote_to {
+                    Some(next) => format!(
+                        "post-deployment watch ended early: deployment {by} of {} takes over; not \
+                         promoted to {next}",
+                        d.environment
+                    ),
+                    None => format!(
+                        "post-deployment watch ended early: deployment {by} of {} takes over",
+                        d.environment
+                    ),
+                };
                 note(&mut d, text, "flightdeck", now);
-                promote_after_watch(&mut d);
             }
         }
         Fact::RevisionRegistered {
@@ -608,7 +624,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             let gates = *gating || d.alarms.contains(alarm);
             let before = since.filter(|at| d.rollout.started_at.is_some_and(|s| *at < s));
             if let Some(at) = before
-                && d.in_flight()
+                && (d.in_flight() || watching(&d, now))
                 && gates
             {
                 let text = format!(
@@ -897,36 +913,10 @@ fn gave_up(d: &mut Deployment, seq: u32, error: &str, now: DateTime<Utc>) {
 /// window ends; never for a revert, nor once an admin overrode it). Each hold is announced
 /// once (`.waiting`); the reconcile loop asks again every minute.
 fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
-    let previous = d.hold().cloned();
-    if let Some(gate) = d.gates.scan.clone().filter(|_| !d.gates.scan_cleared) {
-        let deadline = match &previous {
-            Some(Hold::Scan { deadline }) => *deadline,
-            _ => now + Duration::minutes(i64::from(gate.wait_minutes)),
-        };
-        if now < deadline {
-            if !matches!(previous, Some(Hold::Scan { .. })) {
-                let reason = format!(
-                    "waiting for the vulnerability scan of {} (at most {} min; findings at or above {} fail it)",
-                    crate::deployment::short_digest(&d.digest),
-                    gate.wait_minutes,
-                    gate.block_at.as_str()
-                );
-                hold(d, Hold::Scan { deadline }, reason, now);
-            }
-            return;
-        }
-        let why = format!(
-            "no vulnerability scan result within {} min",
-            gate.wait_minutes
-        );
-        if !scan_missing(d, gate.missing, &why, now) {
-            return;
-        }
-    }
-    if frozen(d, now) {
+    if held_at_gates(d, now) {
         return;
     }
-    if let Some(Hold::Freeze { window, .. }) = &previous {
+    if let Some(Hold::Freeze { window, .. }) = d.hold().cloned() {
         let text = match &d.gates.freeze_override {
             Some(o) => format!("change freeze {window} overridden by {}; starting", o.by),
             None => format!("change freeze {window} over; starting"),
@@ -951,6 +941,58 @@ fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
     } else {
         push_effect(d, Effect::RegisterRevision);
     }
+}
+
+/// Whether a gate that holds a PENDING deployment before anything changes would hold it now
+/// (read only: `start` asks before it takes the slot, so that a push held or failed by a gate
+/// never ends the watch of the release before it).
+pub fn held_before_start(d: &Deployment, now: DateTime<Utc>) -> bool {
+    let scan = d.gates.scan.is_some() && !d.gates.scan_cleared;
+    let frozen = matches!(
+        (&d.gates.freeze, &d.gates.freeze_override),
+        (Some(freeze), None) if d.trigger != Trigger::Revert && freeze.at(now).is_some()
+    );
+    scan || frozen
+}
+
+/// The gates before anything changes: the image's scan (until a result came, or `wait_minutes`
+/// passed: then `missing` decides), then a change freeze. Whether one holds the deployment (or
+/// ended it).
+fn held_at_gates(d: &mut Deployment, now: DateTime<Utc>) -> bool {
+    let previous = d.hold().cloned();
+    if let Some(gate) = d.gates.scan.clone().filter(|_| !d.gates.scan_cleared) {
+        let deadline = match &previous {
+            Some(Hold::Scan { deadline }) => *deadline,
+            _ => now + Duration::minutes(i64::from(gate.wait_minutes)),
+        };
+        if now < deadline {
+            if !matches!(previous, Some(Hold::Scan { .. })) {
+                let reason = format!(
+                    "waiting for the vulnerability scan of {} (at most {} min; findings at or above {} fail it)",
+                    crate::deployment::short_digest(&d.digest),
+                    gate.wait_minutes,
+                    gate.block_at.as_str()
+                );
+                hold(d, Hold::Scan { deadline }, reason, now);
+            }
+            return true;
+        }
+        let why = format!(
+            "no vulnerability scan result within {} min",
+            gate.wait_minutes
+        );
+        if !scan_missing(d, gate.missing, &why, now) {
+            return true;
+        }
+    }
+    if frozen(d, now) {
+        return true;
+    }
+    if d.status() != Status::Pending {
+        // Ended by the scan's `missing` policy.
+        return true;
+    }
+    false
 }
 
 /// Whether a change freeze holds the rollout now (never a revert's, nor once an admin overrode
@@ -1084,13 +1126,13 @@ fn release(d: &mut Deployment, now: DateTime<Utc>) {
 
 /// The canary judge's verdict on the current step: a fail rolls back at once; anything else is
 /// kept for the end of the step's bake (`alb_weights::bake_passed`), and noted when it changes.
-fn judged(d: &mut Deployment, judgement: &Judgement, now: DateTime<Utc>) {
+fn judged(d: &mut Deployment, judgement: &Judgement, step: usize, now: DateTime<Utc>) {
     if d.status() != Status::Shifting || d.gates.analysis.is_none() {
         return;
     }
-    let Some(step) = d.traffic.as_ref().map(|t| t.step) else {
+    if d.traffic.as_ref().map(|t| t.step) != Some(step) {
         return;
-    };
+    }
     let changed = d
         .gates
         .verdict

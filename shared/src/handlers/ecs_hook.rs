@@ -437,11 +437,18 @@ async fn record_external<P: Adapters>(
     let free = match holder.as_deref() {
         None => true,
         Some(h) if h == id => false,
-        Some(h) => ports
-            .store()
-            .get(h)
-            .await?
-            .is_none_or(|o| !o.status().is_active()),
+        Some(h) => match ports.store().get(h).await? {
+            None => true,
+            // ECS runs a newer rollout now: the release before is watched no longer (its watch
+            // rollback would undo this one), unless it rolled back first.
+            Some(o) if o.watch_until().is_some() => {
+                let fact = Fact::WatchEnded { by: id.clone() };
+                apply(ports, h, &fact)
+                    .await?
+                    .is_none_or(|after| !after.status().is_active())
+            }
+            Some(o) => !o.status().is_active(),
+        },
     };
     if free {
         update_stage(ports, service, environment, |stage, _| {

@@ -656,7 +656,7 @@ pub fn start<'a, P: Adapters>(
     id: &'a str,
 ) -> Pin<Box<dyn Future<Output = Result<Deployment, HandlerError>> + Send + 'a>> {
     Box::pin(async move {
-        let d = ports
+        let mut d = ports
             .store()
             .get(id)
             .await?
@@ -665,7 +665,8 @@ pub fn start<'a, P: Adapters>(
             // Finish whatever is owed (a start in the outbox, alerts).
             return Ok(apply(ports, id, &Fact::Resume).await?.unwrap_or(d));
         }
-        let (service, environment) = (d.service.as_str(), d.environment.as_str());
+        let (service, environment) = (d.service.clone(), d.environment.clone());
+        let (service, environment) = (service.as_str(), environment.as_str());
         // One deployment per service and environment goes ahead, the newest: an older push
         // never deploys after a newer one, however their invocations interleave. A newer
         // deployment makes this one moot; this one makes the older ones still waiting moot.
@@ -700,6 +701,16 @@ pub fn start<'a, P: Adapters>(
             }
             if lifecycle::approval_before_start(&d) {
                 return Ok(apply(ports, id, &Fact::ApprovalNeeded).await?.unwrap_or(d));
+            }
+            // A gate that holds it before anything changes (the scan, a freeze) holds it here,
+            // before it takes the slot: a push held or failed by a gate never ends the watch of
+            // the release before it.
+            if lifecycle::held_before_start(&d, ports.clock().now()) {
+                let after = apply(ports, id, &Fact::CheckGates).await?.unwrap_or(d);
+                if after.status() != Status::Pending || after.hold().is_some() {
+                    return Ok(after);
+                }
+                d = after;
             }
             // The deployment before is still watched after its success: it is watched no
             // longer once this one takes over (its rollback would undo this one). The watch's

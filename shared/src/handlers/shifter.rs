@@ -112,10 +112,16 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
         Status::Pending => {
             // The vulnerability gate's fallback: the scan result is read here when no scan
             // event brought it.
-            if matches!(d.hold(), Some(Hold::Scan { .. })) {
-                read_scan(ports, d).await?;
-            }
-            start(ports, id).await
+            // A read that fails holds nothing up: `start` still ends the hold at `wait_minutes`
+            // (the `missing` policy), and the failure is reported after it.
+            let read = if matches!(d.hold(), Some(Hold::Scan { .. })) {
+                read_scan(ports, d).await.map(|_| ())
+            } else {
+                Ok(())
+            };
+            let started = start(ports, id).await?;
+            read?;
+            Ok(started)
         }
         // The watch window: the alarms and the crash loops of the revision, as in flight.
         Status::Succeeded if d.watch_until().is_some() => {
@@ -140,8 +146,8 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
             // that fails passes nothing (the bake ends only on a verdict taken after it) and
             // holds up none of the other reads.
             let judged = async {
-                if let Some(judgement) = judge(ports, metrics, d).await? {
-                    let after = applied(Fact::Judged(judgement)).await?;
+                if let Some((judgement, step)) = judge(ports, metrics, d).await? {
+                    let after = applied(Fact::Judged { judgement, step }).await?;
                     if let Some(after) = after.filter(|a| a.status() != Status::Shifting) {
                         return Ok(Some(after));
                     }
@@ -252,7 +258,7 @@ async fn judge<P: Adapters, M: MetricsReader>(
     ports: &P,
     metrics: &M,
     d: &Deployment,
-) -> Result<Option<crate::judge::Judgement>, HandlerError> {
+) -> Result<Option<(crate::judge::Judgement, usize)>, HandlerError> {
     let (Some(analysis), Some(traffic), State::Shifting(progress)) =
         (&d.gates.analysis, &d.traffic, &d.state)
     else {
@@ -283,7 +289,10 @@ async fn judge<P: Adapters, M: MetricsReader>(
             now,
         )
         .await?;
-    Ok(Some(crate::judge::judge(analysis, &samples)))
+    Ok(Some((
+        crate::judge::judge(analysis, &samples),
+        traffic.step,
+    )))
 }
 
 /// The Tick runs whether or not the reads before it worked: deadlines (the progress deadline,

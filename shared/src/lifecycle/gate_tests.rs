@@ -249,7 +249,7 @@ fn a_revert_is_never_frozen() {
     let good = succeeded_rolling(&rolling(""), t(30));
     let mut bad = good.clone();
     bad.id = "d-bad".into();
-    let revert = Deployment::revert_of(&bad, &good, &r, "arn:aws:iam::1:role/ci", minutes(60));
+    let revert = Deployment::revert_of(&bad, &good, &r, "arn:aws:iam::1:role/ci", 0, minutes(60));
     assert_eq!(revert.trigger, Trigger::Revert);
     let d = at(&revert, Fact::SlotTaken, minutes(60));
     assert_eq!(d.hold(), None);
@@ -472,7 +472,7 @@ fn a_crash_loop_inside_the_watch_window_rolls_back_and_after_it_nothing_does() {
 }
 
 #[test]
-fn a_watch_ended_by_a_newer_deployment_never_rolls_back() {
+fn a_watch_ended_by_a_newer_deployment_never_rolls_back_nor_promotes() {
     let r = rolling(r#", "gates": { "alarms": ["api-5xx"], "watch_minutes": 30 }"#);
     let d = succeeded_rolling(&r, minutes(2));
     let d = at(
@@ -483,7 +483,19 @@ fn a_watch_ended_by_a_newer_deployment_never_rolls_back() {
         minutes(4),
     );
     assert_eq!(d.watch_until(), None);
-    assert!(has(&d, |e| matches!(e, Effect::Promote { .. })));
+    assert!(
+        !has(&d, |e| matches!(e, Effect::Promote { .. })),
+        "a watch cut short promotes nothing"
+    );
+    assert!(
+        d.events
+            .last()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not promoted to production")
+    );
     let fired = Fact::AlarmFired {
         alarm: "api-5xx".into(),
         reason: "r".into(),
@@ -530,7 +542,14 @@ fn verdict(canary_rate: f64) -> Judgement {
 #[test]
 fn the_canary_judge_fails_a_step_at_once_with_its_figures_on_the_trail() {
     let d = alb_at_first_step(JUDGED);
-    let d = at(&d, Fact::Judged(verdict(0.08)), minutes(4));
+    let d = at(
+        &d,
+        Fact::Judged {
+            judgement: verdict(0.08),
+            step: 0,
+        },
+        minutes(4),
+    );
     assert_eq!(d.status(), Status::RollingBack);
     let reason = d.reason.clone().unwrap();
     assert!(reason.starts_with("canary judge fail"), "{reason}");
@@ -545,14 +564,28 @@ fn the_canary_judge_fails_a_step_at_once_with_its_figures_on_the_trail() {
 fn the_bake_ends_only_on_a_passing_verdict_taken_after_it() {
     let d = alb_at_first_step(JUDGED);
     // A pass during the bake does not carry over its end.
-    let d = at(&d, Fact::Judged(verdict(0.0)), minutes(4));
+    let d = at(
+        &d,
+        Fact::Judged {
+            judgement: verdict(0.0),
+            step: 0,
+        },
+        minutes(4),
+    );
     let d = at(&d, green_ready(), minutes(7));
     assert_eq!(d.traffic_percent, 10);
     assert!(
         !has(&d, |e| matches!(e, Effect::SetWeights { .. })),
         "waits for a verdict after the bake"
     );
-    let d = at(&d, Fact::Judged(verdict(0.0)), minutes(8));
+    let d = at(
+        &d,
+        Fact::Judged {
+            judgement: verdict(0.0),
+            step: 0,
+        },
+        minutes(8),
+    );
     let d = at(&d, green_ready(), minutes(8));
     assert!(has(&d, |e| matches!(e, Effect::SetWeights { percent: 50 })));
     assert!(d.events.iter().any(|e| {
@@ -575,13 +608,27 @@ fn too_few_requests_wait_during_the_bake_and_the_no_data_policy_decides_after_it
     let analysis = alb(JUDGED).spec.gates.analysis.unwrap();
     let no_data = crate::judge::judge(&analysis, &few);
     let d = alb_at_first_step(JUDGED);
-    let during = at(&d, Fact::Judged(no_data.clone()), minutes(4));
+    let during = at(
+        &d,
+        Fact::Judged {
+            judgement: no_data.clone(),
+            step: 0,
+        },
+        minutes(4),
+    );
     assert_eq!(
         during.status(),
         Status::Shifting,
         "no data is no fail during the bake"
     );
-    let after = at(&during, Fact::Judged(no_data.clone()), minutes(8));
+    let after = at(
+        &during,
+        Fact::Judged {
+            judgement: no_data.clone(),
+            step: 0,
+        },
+        minutes(8),
+    );
     let after = at(&after, green_ready(), minutes(8));
     assert_eq!(
         after.status(),
@@ -597,7 +644,14 @@ fn too_few_requests_wait_during_the_bake_and_the_no_data_policy_decides_after_it
     );
 
     let lenient = alb_at_first_step(r#", "analysis": { "min_requests": 50, "no_data": "pass" }"#);
-    let after = at(&lenient, Fact::Judged(no_data), minutes(8));
+    let after = at(
+        &lenient,
+        Fact::Judged {
+            judgement: no_data,
+            step: 0,
+        },
+        minutes(8),
+    );
     let after = at(&after, green_ready(), minutes(8));
     assert!(has(&after, |e| matches!(
         e,
@@ -736,4 +790,86 @@ fn an_approval_held_at_the_ecs_native_hook_is_reminded_then_escalated() {
         .collect();
     assert_eq!(reminders, vec!["warning", "critical"]);
     assert_eq!(d.status(), Status::Deploying, "held, not rolled back");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found in review of the gates: each failed before its fix.
+
+/// An ALARM event from before the rollout started (EventBridge's redelivery, or Lambda's retry
+/// of an invocation that failed) says nothing about this revision: in flight the core leaves it
+/// to the reconcile loop's reading of the alarm (`Fact::AlarmFired::since`). Inside the watch
+/// window the same stale event must not roll a healthy SUCCEEDED deployment back either.
+#[test]
+fn an_alarm_event_from_before_the_rollout_never_rolls_back_a_watched_deployment() {
+    let r = rolling(r#", "gates": { "alarms": ["api-5xx"], "watch_minutes": 30 }"#);
+    let d = succeeded_rolling(&r, minutes(2));
+    let started = d.rollout.started_at.expect("started");
+    assert!(d.watch_until().is_some(), "harness: watched");
+    // The alarm went into ALARM ten minutes before the rollout started (and cleared since);
+    // its event comes again five minutes after SUCCEEDED.
+    let stale = Fact::AlarmFired {
+        alarm: "api-5xx".into(),
+        reason: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)".into(),
+        gating: true,
+        since: Some(started - Duration::minutes(10)),
+    };
+    let after = at(&d, stale, minutes(7));
+    assert_eq!(
+        after.status(),
+        Status::Succeeded,
+        "a redelivered ALARM event from {} (before the rollout started at {started}) rolled the \
+         watched deployment back: {:?}",
+        started - Duration::minutes(10),
+        after.reason
+    );
+}
+
+/// DESIGN.md, "Alerts": "A deployment waiting for approval longer than the reminder interval gets
+/// a reminder, and after the escalation interval a reminder at higher severity". An
+/// `ecs-native` deployment asks its approval at the lifecycle hook (held before production
+/// traffic, status DEPLOYING/SHIFTING), not in AWAITING_APPROVAL: the reconcile loop's reminders
+/// look only at AWAITING_APPROVAL, so its approvers are never reminded, however long ECS waits.
+#[test]
+fn an_ecs_native_approval_held_at_the_hook_is_reminded_and_escalated_too() {
+    let json = r#"{"cluster":"prod","repository":"checkout-api","container":"app",
+        "engine":{"type":"ecs-native","service":"checkout-api"},
+        "strategy":{"type":"canary","steps":[10,100],"bake_minutes":3},
+        "gates":{"approval":true}}"#;
+    let reg = Registration::parse("checkout-api", "production", json).unwrap();
+    let rollout = super::ExternalRollout {
+        service_deployment_arn: SD.into(),
+        previous_task_definition: OLD_TD.into(),
+        new_task_definition: NEW_TD.into(),
+        image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/checkout-api:v9".into(),
+        desired_count: 2,
+    };
+    let d = super::external(&reg, &rollout, "POST_SCALE_UP", t(0));
+    let d = at(&d, native_hook("PRE_PRODUCTION_TRAFFIC_SHIFT"), t(20));
+    let (status, why) = hook_answer(&d);
+    assert_eq!(
+        status,
+        crate::native::HookStatus::InProgress,
+        "harness: {why}"
+    );
+    assert!(alerts(&d).contains(&EventType::ApprovalRequired), "harness");
+    // Five hours later (reminder 60 min, escalation 240 min by default), ticked every minute.
+    let mut d = d;
+    for m in 1..=300 {
+        d = at(&d, Fact::Tick, t(20) + Duration::minutes(m));
+    }
+    assert!(
+        matches!(d.status(), Status::Deploying | Status::Shifting),
+        "harness: still held for the approval ({:?})",
+        d.reason
+    );
+    let reminders = alerts(&d)
+        .iter()
+        .filter(|e| **e == EventType::ApprovalReminder)
+        .count();
+    assert_eq!(
+        reminders,
+        2,
+        "five hours waiting for approval at the hook: {reminders} reminders (alerts {:?})",
+        alerts(&d)
+    );
 }
