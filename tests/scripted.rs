@@ -1755,11 +1755,14 @@ fn seeds_keep_the_invariants(seeds: &[u64], options: &flightdeck_local::sim::Opt
 /// 2579: ECS's ROLLBACK_SUCCESSFUL onto a revision an earlier rollout left crashing was taken
 /// for ROLLED_BACK; 3099 and 4663: ECS's SUCCESSFUL while the new revision's tasks crash was
 /// taken for SUCCEEDED (`ecs_success_is_success_only_once_the_new_revision_runs_at_its_desired_count`,
-/// `ecs_rollback_success_onto_a_revision_that_does_not_run_is_not_rolled_back`).
+/// `ecs_rollback_success_onto_a_revision_that_does_not_run_is_not_rolled_back`). With the gates,
+/// 577 and 1689 (one-deployment-at-a-time): an ecs-native watch rollback's UpdateService landed
+/// with the invocation that made it stopped before it recorded the call; the hook took the
+/// rollback's service deployment for a rollout started outside Flightdeck.
 #[test]
 fn seeds_found_in_review_keep_the_invariants() {
     seeds_keep_the_invariants(
-        &[1667, 2579, 3099, 4663, 22070, 126675],
+        &[1667, 2579, 3099, 4663, 22070, 126675, 577, 1689],
         &flightdeck_local::sim::Options::default(),
     );
 }
@@ -3663,6 +3666,157 @@ fn a_push_failed_by_the_scan_gate_does_not_end_the_watch_of_the_release_before_i
         d.status(),
         d.watch_until(),
         before,
+        audit(&d).join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Second review of the gates (the fixes of fa7b645): each fails on that commit.
+
+/// The hook records a rollout started outside Flightdeck (PutItem create), then ends the watch
+/// of the stage holder and takes the slot. Any call after the create may fail (a throttled
+/// stage read, a Lambda timeout): the hook answers IN_PROGRESS and ECS asks again — and the
+/// next invocation finds the record (bound to the service deployment) and never gets to
+/// `record_external` again. The release before stays watched and holds the slot while ECS runs
+/// the newer rollout: its watch rollback (the alarm the newer revision trips) asks ECS for the
+/// revision before it, over the rollout that took over.
+#[test]
+fn a_rollout_started_outside_flightdeck_ends_the_watch_even_when_its_first_hook_call_failed_after_recording_it()
+ {
+    let mut h = H::native(1, r#"{"type":"all-at-once","bake_minutes":0}"#);
+    {
+        let mut w = h.w();
+        let key = ("svc".to_string(), "staging".to_string());
+        if let Some(reg) = w.store.registrations.get_mut(&key) {
+            reg.spec.gates.watch_minutes = 30;
+        }
+    }
+    let (id, sd1) = h.push_native("v2", 'a');
+    answer_every_hook(&h, &sd1, 5, 3600, true, false, |h| {
+        h.get(&id).status() == Status::Succeeded
+    });
+    assert!(h.get(&id).watch_until().is_some(), "harness: watched");
+    let sd_ext = {
+        let mut w = h.w();
+        let td = w
+            .ecs
+            .register("svc", "app", &image("svc", &digest('e')), None);
+        let now = w.now;
+        let strategy = flightdeck::native::NativeStrategy::BlueGreen { bake_minutes: 0 };
+        w.ecs
+            .update_service_native("svc", &td, &strategy, now)
+            .expect("console update")
+            .expect("a service deployment")
+    };
+    let external = flightdeck::lifecycle::external_deployment_id(&sd_ext);
+    // The first invocation: recorded, then the stage read is throttled.
+    let payload = h.hook_due(&sd_ext, 600);
+    h.w().failing.push("DynamoDB GetItem stage");
+    let answer = hook_answer(&h, &payload);
+    h.w().failing.retain(|op| *op != "DynamoDB GetItem stage");
+    assert_eq!(answer.hook_status.name(), "IN_PROGRESS", "harness");
+    assert!(
+        h.w().store.deployments.contains_key(&external),
+        "harness: recorded before the failure"
+    );
+    {
+        let mut w = h.w();
+        let now = w.now;
+        let execution = payload["executionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(sd) = w.ecs.service_deployments.get_mut(&sd_ext) {
+            sd.answered(
+                &execution,
+                Some(("IN_PROGRESS", flightdeck::handlers::ecs_hook::RETRY_SECONDS)),
+                now,
+            );
+        }
+    }
+    // ECS asks again; every call works now.
+    let answers = answer_every_hook(&h, &sd_ext, 5, 120, false, false, |_| false);
+    assert!(!answers.is_empty(), "harness: ECS asked again");
+    let holder = h
+        .w()
+        .store
+        .stages
+        .get(&("svc".to_string(), "staging".to_string()))
+        .and_then(|s| s.holder.clone());
+    let before = h.get(&id);
+    assert!(
+        before.watch_until().is_none() && holder.as_deref() == Some(external.as_str()),
+        "ECS runs the outside rollout {external} ({}; hook answers {answers:?}), yet {id} is \
+         still watched until {:?} and the slot is held by {holder:?}",
+        h.get(&external).status(),
+        before.watch_until()
+    );
+}
+
+/// The fix ends the watch of the release before only "once its own gates (scan, freeze) let it
+/// start, so a push they hold leaves the watch on". But the freeze is asked again at the last
+/// decision before the rollout call (`RevisionRegistered`), after the watch was ended: here
+/// RegisterTaskDefinition is throttled for a minute across the start of a change freeze; v3 is
+/// then held PENDING for the whole freeze, having changed nothing — and v2, 10 minutes into its
+/// 30-minute watch, is watched no more: its alarm rolls nothing back.
+#[test]
+fn a_push_held_by_a_freeze_that_began_while_its_revision_was_registered_leaves_the_watch_on() {
+    let mut h = H::rolling(2, r#","alarms":["api-5xx"],"watch_minutes":30"#);
+    let (push, v2) = h.push_event("api", "api", "v2", 'c');
+    h.handle_push(push);
+    assert!(h.until(5, 600, true, |h| h.get(&v2).status() == Status::Succeeded));
+    let v2_serving = serving(&h, "api");
+    // A freeze from 10 minutes from now, for a day.
+    let from = h.w().now + Duration::minutes(10);
+    let freeze: flightdeck::freeze::Freeze = serde_json::from_value(serde_json::json!({
+        "timezone": "UTC",
+        "dates": [{ "from": from.to_rfc3339(), "to": (from + Duration::days(1)).to_rfc3339(),
+                    "reason": "launch day" }]
+    }))
+    .expect("freeze");
+    h.w()
+        .store
+        .registrations
+        .get_mut(&("api".to_string(), "staging".to_string()))
+        .expect("registration")
+        .spec
+        .freeze = Some(freeze);
+    // v3 is pushed 30 s before the freeze; RegisterTaskDefinition is throttled for a minute.
+    h.until(10, 570, true, |h| h.w().now >= from - Duration::seconds(30));
+    lock(&h.script).register_fails = true;
+    let (push, v3) = h.push_event("api", "api", "v3", 'd');
+    h.handle_push(push);
+    h.until(10, 60, true, |_| false);
+    lock(&h.script).register_fails = false;
+    h.until(10, 180, true, |h| {
+        matches!(
+            h.get(&v3).hold(),
+            Some(flightdeck::deployment::Hold::Freeze { .. })
+        )
+    });
+    let d3 = h.get(&v3);
+    assert!(
+        matches!(d3.hold(), Some(flightdeck::deployment::Hold::Freeze { .. })),
+        "harness: v3 held by the freeze ({}, {:?})",
+        d3.status(),
+        d3.reason
+    );
+    assert_eq!(
+        serving(&h, "api"),
+        v2_serving,
+        "harness: v3 changed nothing"
+    );
+    // Inside v2's watch window, its alarm fires.
+    h.fire_alarm("evt-review2-freeze", "api");
+    let d = h.get(&v2);
+    assert_eq!(
+        d.status(),
+        Status::RollingBack,
+        "v2's alarm fired {} min after its success, inside its 30-min watch, while v3 waits out \
+         the freeze having changed nothing; v2 is {} (watch until {:?}). v2's trail:\n{}",
+        (h.w().now - h.get(&v2).finished_at().unwrap_or(h.w().now)).num_minutes(),
+        d.status(),
+        d.watch_until(),
         audit(&d).join("\n")
     );
 }

@@ -140,12 +140,41 @@ pub struct Judgement {
     pub summary: String,
 }
 
-/// Judges the new colour against the stable one.
+/// Which look at a step this is. The reconcile loop looks every minute of a step's bake (a
+/// clearly worse colour is rolled back at once) and once more at its end; each look runs three
+/// tests (errors minute by minute, errors over all requests, p99). So that a colour that is not
+/// worse beyond the margins is failed at most `1 - confidence` of the time over a whole step,
+/// the error rate is split (Bonferroni): half for the look at the end, half shared by the looks
+/// during the bake, and each look's share by its three tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Look {
+    During { bake_minutes: u32 },
+    End,
+}
+
+impl Look {
+    /// The significance each of a look's tests is held to.
+    fn test_alpha(self, confidence: f64) -> f64 {
+        let alpha = 1.0 - confidence;
+        let look = match self {
+            Look::End => alpha / 2.0,
+            Look::During { bake_minutes } => alpha / (2.0 * f64::from(bake_minutes.max(1))),
+        };
+        look / 3.0
+    }
+}
+
+/// The look at the end of a step's bake (see `judge_look`).
 pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
+    judge_look(analysis, samples, Look::End)
+}
+
+/// Judges the new colour against the stable one at `look`.
+pub fn judge_look(analysis: &Analysis, samples: &Samples, look: Look) -> Judgement {
     let canary = clean(&samples.canary);
     let stable = clean(&samples.stable);
     let (cf, sf) = (figures(&canary), figures(&stable));
-    let alpha = 1.0 - analysis.confidence;
+    let alpha = look.test_alpha(analysis.confidence);
     // Kept under the record's 240-character reason bound: verdict, why, figures, p-values.
     let figures_text = format!(
         "new {} errors of {} requests, p99 {} ({} min); stable {} of {}, p99 {} ({} min)",

@@ -477,7 +477,12 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
         }
         Fact::Judged { judgement, step } => judged(&mut d, judgement, *step, now),
         Fact::WatchEnded { by } => {
-            if let State::Succeeded { watch_until, .. } = &mut d.state
+            let ran_its_course = d.watch_until().is_some_and(|until| now >= until);
+            if ran_its_course {
+                // Over before the newer deployment came: as the reconcile loop's Tick would
+                // have ended it (promotion owed), not cut short.
+                tick(&mut d, now);
+            } else if let State::Succeeded { watch_until, .. } = &mut d.state
                 && watch_until.take().is_some()
             {
                 // A watch cut short proves nothing: the revision is not promoted (a revert, or a

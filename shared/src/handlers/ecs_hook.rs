@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::shifter::{revision_task_definition, stopped_failures};
 use super::{HandlerError, StageEdit, apply, update_stage};
-use crate::deployment::{Deployment, Status};
+use crate::deployment::{Deployment, Status, Trigger};
 use crate::events::EventError;
 use crate::lifecycle::{self, ExternalRollout, Fact, HookCall};
 use crate::native::{HookAnswer, HookInvocation, HookStatus};
@@ -307,7 +307,12 @@ async fn rollback_of<P: Adapters>(
         .iter()
         .filter(|d| !active.iter().any(|a| a.id == d.id));
     for d in active.iter().chain(ended).filter(|d| !bound_to(d, arn)) {
-        let Some(rollback) = d.rollback().filter(|r| r.issued_at.is_some()) else {
+        // Rolling back, the call may have landed with its answer (or the invocation that made
+        // it) lost: its service deployment is recognised by its target revision all the same.
+        let Some(rollback) = d
+            .rollback()
+            .filter(|r| r.issued_at.is_some() || d.status() == Status::RollingBack)
+        else {
             continue;
         };
         let ours = match rollback.ecs_deployment_id.as_deref() {
@@ -348,6 +353,13 @@ async fn find_or_record<P: Adapters>(
     let mut unbound = Vec::new();
     for d in active {
         if bound_to(&d, arn) {
+            // ECS runs this rollout: a release before it still watched is watched no longer
+            // (asked at every hook call, so that a call that failed after recording the
+            // rollout is made up for by the next).
+            if d.trigger == Trigger::External && d.in_flight() {
+                take_slot(ports, registration, &d.id).await?;
+                super::end_watches(ports, &d).await?;
+            }
             return Ok(Some((d, None)));
         }
         let free = d
@@ -382,6 +394,44 @@ async fn find_or_record<P: Adapters>(
         return Ok(Some((d, Some(target))));
     }
     record_external(ports, registration, call, stage, target).await
+}
+
+/// A rollout started outside Flightdeck holds its service and environment's slot (a push
+/// arriving meanwhile queues behind it), unless a deployment of Flightdeck's own holds it in
+/// flight.
+async fn take_slot<P: Adapters>(
+    ports: &P,
+    registration: &Registration,
+    id: &str,
+) -> Result<(), HandlerError> {
+    let (service, environment) = (&registration.service, &registration.environment);
+    let mut holders = Vec::new();
+    update_stage(ports, service, environment, |stage, _| {
+        holders.push(stage.holder.clone());
+        Ok(StageEdit::Keep(()))
+    })
+    .await?;
+    let holder = holders.into_iter().flatten().next();
+    let free = match holder.as_deref() {
+        None => true,
+        Some(h) if h == id => false,
+        Some(h) => ports
+            .store()
+            .get(h)
+            .await?
+            .is_none_or(|o| !o.status().is_active()),
+    };
+    if free {
+        update_stage(ports, service, environment, |stage, _| {
+            if stage.holder != holder {
+                return Ok(StageEdit::Keep(()));
+            }
+            stage.holder = Some(id.to_string());
+            Ok(StageEdit::Save(()))
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Records a rollout started outside Flightdeck (once: its id comes from the service
@@ -426,43 +476,13 @@ async fn record_external<P: Adapters>(
     if ports.store().create(&d).await? == Created::New {
         info!(deployment_id = %id, service_deployment = %arn, "rollout started outside Flightdeck recorded");
     }
-    let (service, environment) = (&registration.service, &registration.environment);
-    let mut holders = Vec::new();
-    update_stage(ports, service, environment, |stage, _| {
-        holders.push(stage.holder.clone());
-        Ok(StageEdit::Keep(()))
-    })
-    .await?;
-    let holder = holders.into_iter().flatten().next();
-    let free = match holder.as_deref() {
-        None => true,
-        Some(h) if h == id => false,
-        Some(h) => match ports.store().get(h).await? {
-            None => true,
-            // ECS runs a newer rollout now: the release before is watched no longer (its watch
-            // rollback would undo this one), unless it rolled back first.
-            Some(o) if o.watch_until().is_some() => {
-                let fact = Fact::WatchEnded { by: id.clone() };
-                apply(ports, h, &fact)
-                    .await?
-                    .is_none_or(|after| !after.status().is_active())
-            }
-            Some(o) => !o.status().is_active(),
-        },
-    };
-    if free {
-        update_stage(ports, service, environment, |stage, _| {
-            if stage.holder != holder {
-                return Ok(StageEdit::Keep(()));
-            }
-            stage.holder = Some(id.clone());
-            Ok(StageEdit::Save(()))
-        })
-        .await?;
-    }
+    take_slot(ports, registration, &id).await?;
     let d = apply(ports, &id, &Fact::Resume)
         .await?
         .ok_or_else(|| HandlerError::NotFound(id.clone()))?;
+    // ECS runs this rollout now: the release before is watched no longer (its watch rollback
+    // would undo this one).
+    super::end_watches(ports, &d).await?;
     Ok(Some((d, None)))
 }
 

@@ -283,6 +283,7 @@ async fn effect<P: Adapters>(
             strategy: Some(strategy),
             ..
         } => {
+            watch_handed_over(ports, d, pending).await?;
             // An earlier attempt whose answer was lost may have started it: the service
             // deployment is known already (the hook or the reconcile loop bound it), or it is
             // the service's current one, rolling out this revision. Started once only.
@@ -317,6 +318,7 @@ async fn effect<P: Adapters>(
             desired_count,
             strategy: None,
         } => {
+            watch_handed_over(ports, d, pending).await?;
             take_idle_colour(ports, d).await?;
             let ecs_deployment_id = ports
                 .ecs()
@@ -712,17 +714,6 @@ pub fn start<'a, P: Adapters>(
                 }
                 d = after;
             }
-            // The deployment before is still watched after its success: it is watched no
-            // longer once this one takes over (its rollback would undo this one). The watch's
-            // end is a conditional write on its record, so it either rolled back first (and
-            // this one queues behind it, above) or never will.
-            if let Some(h) = stage.holder.as_deref().filter(|h| *h != id)
-                && let Some(o) = ports.store().get(h).await?
-                && o.watch_until().is_some()
-            {
-                apply(ports, h, &Fact::WatchEnded { by: id.to_string() }).await?;
-                continue;
-            }
             if stage.holder.as_deref() != Some(id) {
                 stage.holder = Some(id.to_string());
                 match ports
@@ -855,6 +846,74 @@ async fn take_idle_colour<P: Adapters>(ports: &P, d: &Deployment) -> Result<(), 
         Ok(StageEdit::Save(()))
     })
     .await
+}
+
+/// Right before the rollout call: a release of the same service and environment still in its
+/// watch window is watched no longer (its watch rollback would undo this rollout). The watch's
+/// end is a conditional write on its record, so either it rolled back first — then this call
+/// waits until that rollback has ended — or it never will. Done here, at the last step before
+/// ECS is told anything, so that a push held or failed before it (a gate, a freeze that began
+/// while its revision registered) leaves the release before it watched.
+async fn watch_handed_over<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+    pending: &PendingEffect,
+) -> Result<(), HandlerError> {
+    let (touched, rolling_back) = end_watches(ports, d).await?;
+    if let Some(rolling_back) = rolling_back {
+        return Err(busy(format!(
+            "deployment {rolling_back} of {} is rolling back (its post-deployment watch); the \
+             rollout waits for it",
+            d.environment
+        )));
+    }
+    // Time passed while other records were read and written: the call goes out only while this
+    // deployment still owes it (not cancelled by a phase it has moved to meanwhile).
+    if touched {
+        let owed = ports.store().get(&d.id).await?.is_some_and(|fresh| {
+            fresh
+                .outbox
+                .iter()
+                .any(|e| e.seq == pending.seq && !e.cancelled)
+        });
+        if !owed {
+            let why = format!(
+                "deployment {}: the rollout call was cancelled while the watch before it ended",
+                d.id
+            );
+            return Err(HandlerError::Refused(lifecycle::Refusal::WrongState(why)));
+        }
+    }
+    Ok(())
+}
+
+/// Ends the watch of every other deployment of `d`'s service and environment still in its
+/// watch window. Whether another record was read, and the id of one that is in flight instead
+/// (a watch rollback decided first).
+pub(crate) async fn end_watches<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<(bool, Option<String>), HandlerError> {
+    let mut touched = false;
+    for other in ports.store().active(&d.service, &d.environment).await? {
+        if other == d.id {
+            continue;
+        }
+        touched = true;
+        let Some(o) = ports.store().get(&other).await? else {
+            continue;
+        };
+        let after = if o.watch_until().is_some() {
+            let fact = Fact::WatchEnded { by: d.id.clone() };
+            apply(ports, &other, &fact).await?
+        } else {
+            Some(o)
+        };
+        if let Some(after) = after.filter(|a| a.in_flight() && a.created_at <= d.created_at) {
+            return Ok((touched, Some(after.id)));
+        }
+    }
+    Ok((touched, None))
 }
 
 /// Success in one environment starts the same digest in the next.

@@ -289,10 +289,15 @@ async fn judge<P: Adapters, M: MetricsReader>(
             now,
         )
         .await?;
-    Ok(Some((
-        crate::judge::judge(analysis, &samples),
-        traffic.step,
-    )))
+    let look = if now >= until {
+        crate::judge::Look::End
+    } else {
+        crate::judge::Look::During {
+            bake_minutes: d.bake_minutes,
+        }
+    };
+    let judgement = crate::judge::judge_look(analysis, &samples, look);
+    Ok(Some((judgement, traffic.step)))
 }
 
 /// The Tick runs whether or not the reads before it worked: deadlines (the progress deadline,

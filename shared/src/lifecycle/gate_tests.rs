@@ -873,3 +873,114 @@ fn an_ecs_native_approval_held_at_the_hook_is_reminded_and_escalated_too() {
         alerts(&d)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Second review of the gates (the fixes of fa7b645): each fails on that commit.
+
+/// The watch ran its whole course with every gate green; the reconcile loop's Tick that clears
+/// `watch_until` and owes the promotion comes up to a minute later (longer while the loop
+/// fails). A newer push that takes the slot in between applies `WatchEnded`, which takes the
+/// `watch_until` that already passed, records "post-deployment watch ended early … not promoted"
+/// — untrue — and owes no promotion: a release whose watch passed in full never reaches the
+/// next environment.
+#[test]
+fn a_watch_that_ran_its_course_is_promoted_even_when_a_newer_push_ends_it_before_the_tick() {
+    let r = rolling(r#", "gates": { "alarms": ["api-5xx"], "watch_minutes": 30 }"#);
+    let d = succeeded_rolling(&r, minutes(2));
+    let until = d.watch_until().expect("harness: watched");
+    // 40 s after the window ended, before the next Tick: a newer push takes over.
+    let d = at(
+        &d,
+        Fact::WatchEnded {
+            by: "d-next".into(),
+        },
+        until + Duration::seconds(40),
+    );
+    assert_eq!(d.watch_until(), None);
+    let trail: Vec<String> = d.events.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(
+        has(
+            &d,
+            |e| matches!(e, Effect::Promote { environment } if environment == "production")
+        ),
+        "a 30-min watch that passed in full (until {until}) was not promoted because a newer \
+         push came 40 s before the Tick; the trail ends: {:?}",
+        trail.last()
+    );
+}
+
+/// `confidence` bounds how often a canary that is NOT worse beyond the margin is failed. The
+/// reconcile loop judges every minute of a step's bake over the minutes since the step began,
+/// and any single Fail rolls back at once; the fix added a test of the two proportions (power
+/// from the first minute on) and takes the smaller of its p-value and the rank test's, without
+/// correction. A canary whose error rate is exactly at the margin (0.75% stable, 1.75% new,
+/// margin one point), 500/4500 requests a minute, a 5-minute bake at 95%: the false-fail rate
+/// must stay near 5%.
+#[test]
+fn a_canary_at_the_margin_is_failed_no_more_often_than_the_confidence_allows_over_a_bake() {
+    struct Rng(u64);
+    impl Rng {
+        fn uniform(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        /// Binomial(n, p) by inversion (p small).
+        fn binomial(&mut self, n: u32, p: f64) -> f64 {
+            let u = self.uniform();
+            let q = 1.0 - p;
+            let mut pk = q.powi(n as i32);
+            let mut cdf = pk;
+            let mut k = 0u32;
+            while u > cdf && k < n {
+                pk *= (f64::from(n - k) / f64::from(k + 1)) * (p / q);
+                k += 1;
+                cdf += pk;
+            }
+            f64::from(k)
+        }
+    }
+    let analysis: crate::judge::Analysis = serde_json::from_str("{}").unwrap();
+    assert_eq!(
+        (analysis.confidence, analysis.max_error_rate_increase),
+        (0.95, 0.01),
+        "harness: the defaults"
+    );
+    let (stable_rate, canary_rate) = (0.0075, 0.0175);
+    let (canary_requests, stable_requests, bake) = (500u32, 4500u32, 5usize);
+    let trials = 4000;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut failed, mut failed_at_end) = (0, 0);
+    for _ in 0..trials {
+        let mut samples = Samples::default();
+        let mut any = false;
+        let mut last = false;
+        for _ in 0..bake {
+            samples.canary.push(Minute {
+                requests: f64::from(canary_requests),
+                errors: Some(rng.binomial(canary_requests, canary_rate)),
+                p99: Some(0.2 + 0.02 * rng.uniform()),
+            });
+            samples.stable.push(Minute {
+                requests: f64::from(stable_requests),
+                errors: Some(rng.binomial(stable_requests, stable_rate)),
+                p99: Some(0.2 + 0.02 * rng.uniform()),
+            });
+            // The reconcile loop's look this minute.
+            last = crate::judge::judge(&analysis, &samples).verdict == crate::judge::Verdict::Fail;
+            any |= last;
+        }
+        failed += usize::from(any);
+        failed_at_end += usize::from(last);
+    }
+    let rate = failed as f64 / f64::from(trials);
+    let at_end = failed_at_end as f64 / f64::from(trials);
+    assert!(
+        rate <= 0.06,
+        "a canary exactly at the margin was rolled back in {:.1}% of {trials} bakes at 95% \
+         confidence (judged at the bake's end only: {:.1}%)",
+        rate * 100.0,
+        at_end * 100.0
+    );
+}
