@@ -3820,3 +3820,33 @@ fn a_push_held_by_a_freeze_that_began_while_its_revision_was_registered_leaves_t
         audit(&d).join("\n")
     );
 }
+/// README, API: a revert "asked again" answers 200 with the same revert (a client retrying a
+/// call whose answer it lost — API Gateway's 29-s timeout, say). Once that revert has
+/// succeeded, the reverted deployment is no longer the newest SUCCEEDED one, and the retry is
+/// refused with 409 "deploy an earlier revision by digest instead" — the branch of `revert`
+/// that answers 200 for a SUCCEEDED revert is never reached.
+#[test]
+fn a_revert_asked_again_after_it_succeeded_answers_200_with_that_revert() {
+    let mut h = H::rolling(2, "");
+    let deployer = format!("arn:aws:iam::{ACCOUNT}:role/ci-deployer");
+    let mut ids = Vec::new();
+    for (tag, c) in [("v2", 'c'), ("v3", 'd')] {
+        let (push, id) = h.push_event("api", "api", tag, c);
+        h.handle_push(push);
+        assert!(h.until(5, 600, true, |h| h.get(&id).status() == Status::Succeeded));
+        ids.push(id);
+    }
+    let bad = &ids[1];
+    let path = format!("/deployments/{bad}/rollback");
+    let (status, body) = api_call(&h, "POST", &path, &deployer, None);
+    assert_eq!(status, 201, "{body}");
+    let revert = body["id"].as_str().unwrap().to_string();
+    assert!(h.until(5, 600, true, |h| h.get(&revert).status()
+        == Status::Succeeded));
+    let (status, again) = api_call(&h, "POST", &path, &deployer, None);
+    assert_eq!(
+        (status, again["id"].as_str()),
+        (200, Some(revert.as_str())),
+        "the same revert asked again after it succeeded: {again}"
+    );
+}

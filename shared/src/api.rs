@@ -683,6 +683,34 @@ async fn revert<P: Adapters>(
     d: &Deployment,
     caller: &str,
 ) -> Answer {
+    // Asked before: the same revert (its id says which deployment it reverts and which
+    // attempt it is), whatever has happened since — before anything else is checked.
+    let mut attempt = 0;
+    while attempt < REVERT_ATTEMPTS {
+        let id =
+            Deployment::revert_id(d, &registration.service, &registration.environment, attempt);
+        match ports.store().get(&id).await.map_err(upstream)? {
+            None => break,
+            Some(existing)
+                if existing.status() == Status::Succeeded || existing.status().is_active() =>
+            {
+                return Ok(ApiResponse::ok(200, deployment_json(&existing)));
+            }
+            // Ended without success: the next attempt.
+            Some(_) => attempt += 1,
+        }
+    }
+    if attempt == REVERT_ATTEMPTS {
+        return Err(ApiResponse::error(
+            409,
+            "conflict",
+            format!(
+                "deployment {} was reverted {REVERT_ATTEMPTS} times without success; deploy a \
+                 revision by digest instead",
+                d.id
+            ),
+        ));
+    }
     let succeeded = ports
         .store()
         .page(&d.service, &d.environment, Some("SUCCEEDED"), 50, None)
@@ -714,36 +742,14 @@ async fn revert<P: Adapters>(
             ),
         ));
     };
-    // Asked before: the same revert, unless that one ended without success (then the next
-    // attempt).
-    let now = ports.clock().now();
-    let mut revert = None;
-    for attempt in 0..REVERT_ATTEMPTS {
-        let candidate = Deployment::revert_of(d, target, registration, caller, attempt, now);
-        match ports.store().get(&candidate.id).await.map_err(upstream)? {
-            None => {
-                revert = Some(candidate);
-                break;
-            }
-            Some(existing)
-                if existing.status() == Status::Succeeded || existing.status().is_active() =>
-            {
-                return Ok(ApiResponse::ok(200, deployment_json(&existing)));
-            }
-            Some(_) => {}
-        }
-    }
-    let Some(revert) = revert else {
-        return Err(ApiResponse::error(
-            409,
-            "conflict",
-            format!(
-                "deployment {} was reverted {REVERT_ATTEMPTS} times without success; deploy a \
-                 revision by digest instead",
-                d.id
-            ),
-        ));
-    };
+    let revert = Deployment::revert_of(
+        d,
+        target,
+        registration,
+        caller,
+        attempt,
+        ports.clock().now(),
+    );
     // A deployment in flight or waiting is newer than the one reverted: the revert would undo
     // it once it ends.
     for other in ports

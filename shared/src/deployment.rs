@@ -873,17 +873,14 @@ impl Deployment {
         attempt: u32,
         now: DateTime<Utc>,
     ) -> Deployment {
-        let hash = Sha256::digest(
-            format!(
-                "revert\n{}\n{}\n{}\n{attempt}",
-                reverted.id, registration.service, registration.environment
-            )
-            .as_bytes(),
-        );
-        let hex: String = hash.iter().take(10).map(|b| format!("{b:02x}")).collect();
         let mut d = Deployment::new(
             registration,
-            format!("d-{hex}"),
+            Deployment::revert_id(
+                reverted,
+                &registration.service,
+                &registration.environment,
+                attempt,
+            ),
             target.image.clone(),
             target.digest.clone(),
             target.tag.clone(),
@@ -893,6 +890,8 @@ impl Deployment {
         d.started_by = Some(caller.to_string());
         d.starters = vec![caller.to_string()];
         d.reverts = Some(reverted.id.clone());
+        // A revert puts an environment back; it does not carry the older revision onward.
+        d.promote_to = None;
         d.approval_required =
             registration.spec.gates.approval && registration.spec.gates.approval_for_reverts;
         let what = |x: &Deployment| match &x.tag {
@@ -913,6 +912,24 @@ impl Deployment {
             actor: Some(caller.to_string()),
         });
         d
+    }
+
+    /// The id of the `attempt`-th revert of `reverted` (see `revert_of`).
+    pub fn revert_id(
+        reverted: &Deployment,
+        service: &str,
+        environment: &str,
+        attempt: u32,
+    ) -> String {
+        let hash = Sha256::digest(
+            format!(
+                "revert\n{}\n{service}\n{environment}\n{attempt}",
+                reverted.id
+            )
+            .as_bytes(),
+        );
+        let hex: String = hash.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        format!("d-{hex}")
     }
 
     pub(crate) fn new(
