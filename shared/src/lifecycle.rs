@@ -953,11 +953,16 @@ fn start_unless_held(d: &mut Deployment, now: DateTime<Utc>) {
 /// never ends the watch of the release before it).
 pub fn held_before_start(d: &Deployment, now: DateTime<Utc>) -> bool {
     let scan = d.gates.scan.is_some() && !d.gates.scan_cleared;
-    let frozen = matches!(
-        (&d.gates.freeze, &d.gates.freeze_override),
-        (Some(freeze), None) if d.trigger != Trigger::Revert && freeze.at(now).is_some()
-    );
-    scan || frozen
+    scan || freeze_now(d, now).is_some()
+}
+
+/// The change freeze that holds a rollout of `d` now: never a revert's, nor once an admin
+/// overrode it.
+fn freeze_now(d: &Deployment, now: DateTime<Utc>) -> Option<crate::freeze::Frozen> {
+    match (&d.gates.freeze, &d.gates.freeze_override) {
+        (Some(freeze), None) if d.trigger != Trigger::Revert => freeze.at(now),
+        _ => None,
+    }
 }
 
 /// The gates before anything changes: the image's scan (until a result came, or `wait_minutes`
@@ -1004,11 +1009,7 @@ fn held_at_gates(d: &mut Deployment, now: DateTime<Utc>) -> bool {
 /// it); a new hold is recorded, and announced once per freeze.
 fn frozen(d: &mut Deployment, now: DateTime<Utc>) -> bool {
     let previous = d.hold().cloned();
-    let frozen = match (&d.gates.freeze, &d.gates.freeze_override) {
-        (Some(freeze), None) if d.trigger != Trigger::Revert => freeze.at(now),
-        _ => None,
-    };
-    let Some(frozen) = frozen else {
+    let Some(frozen) = freeze_now(d, now) else {
         return false;
     };
     let hold_now = Hold::Freeze {
