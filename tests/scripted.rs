@@ -1397,6 +1397,16 @@ fn every_function_times_out_before_its_claims_can_lapse() {
 // ---------------------------------------------------------------------------------------------
 // Second review (commits 9df6987..584eb9e).
 
+/// The whole audit trail as stored (the record keeps only the recent entries).
+fn full_audit(h: &H, id: &str) -> Vec<String> {
+    h.w()
+        .store
+        .audit
+        .get(id)
+        .map(|events| events.iter().filter_map(|e| e.reason.clone()).collect())
+        .unwrap_or_default()
+}
+
 fn audit(d: &Deployment) -> Vec<String> {
     d.events
         .iter()
@@ -1771,14 +1781,17 @@ fn seeds_found_in_review_keep_the_invariants() {
 /// 1830 (traffic-health: a crash-looping canary holds 100% of the traffic through its bake,
 /// because nothing but the end of a bake looks at the new colour's health when task events are
 /// lost) and 2725 (deadline: a rolling rollback overruns its deadline while whole reconcile
-/// ticks are lost to one failed DescribeAlarms or GetItem).
+/// ticks are lost to one failed DescribeAlarms or GetItem); 4312 (traffic-health: a push planned
+/// the idle colour while the release before served, whose watch then rolled it back onto that
+/// colour before the rollout call, which put the new revision on the colour taking all traffic)
+/// and 1031 (the same schedule once the call reads the listener first).
 #[test]
 fn seeds_found_in_review_keep_the_invariants_with_every_ecs_event_lost() {
     let options = flightdeck_local::sim::Options {
         keep_trace: false,
         drop_ecs_events: true,
     };
-    seeds_keep_the_invariants(&[1830, 2725], &options);
+    seeds_keep_the_invariants(&[1830, 2725, 4312, 1031], &options);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2847,7 +2860,7 @@ fn each_native_strategy_ends_succeeded_with_its_stages_and_weights_on_the_trail(
             h.get(&id).status() == Status::Succeeded
         });
         let d = h.get(&id);
-        let trail = audit(&d).join("\n");
+        let trail = full_audit(&h, &id).join("\n");
         assert_eq!(d.status(), Status::Succeeded, "{strategy}:\n{trail}");
         for stage in [
             "POST_SCALE_UP",
@@ -3848,5 +3861,200 @@ fn a_revert_asked_again_after_it_succeeded_answers_200_with_that_revert() {
         (status, again["id"].as_str()),
         (200, Some(revert.as_str())),
         "the same revert asked again after it succeeded: {again}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The canary judge on ECS's own CANARY steps (ecs-native).
+
+/// An ecs-native `svc` judged by `gates.analysis`, behind production rule `RULE` whose forward
+/// action splits TG_BLUE (serving) / TG_GREEN; each minute's ALB samples come from `minute`
+/// (by target group ARN and the share of production traffic on it).
+fn native_judged(strategy: &str) -> H {
+    let h = H::native(2, strategy);
+    {
+        let mut w = h.w();
+        w.store
+            .registrations
+            .get_mut(&("svc".to_string(), "staging".to_string()))
+            .expect("registration")
+            .spec
+            .gates
+            .analysis = Some(flightdeck::judge::Analysis {
+            min_requests: 50,
+            max_error_rate_increase: 0.01,
+            max_latency_increase: 0.25,
+            confidence: 0.95,
+            no_data: flightdeck::judge::NoData::Fail,
+        });
+        if let Some(s) = w.ecs.services.get_mut("svc") {
+            s.production_rule = Some(RULE.into());
+        }
+        w.elb.rules.insert(
+            RULE.into(),
+            vec![RuleAction::Forward {
+                groups: vec![(TG_BLUE.into(), 100), (TG_GREEN.into(), 0)],
+                stickiness: None,
+            }],
+        );
+    }
+    h
+}
+
+/// One minute of ALB samples for both target groups: `canary_rate` errors on TG_GREEN at
+/// `percent` of 1,000 requests a minute, a tenth of a percent on TG_BLUE.
+fn alb_minute(h: &H, percent: u8, canary_rate: f64) {
+    let mut w = h.w();
+    let at = w.now - Duration::seconds(30);
+    for (tg, share, rate) in [
+        (TG_GREEN, f64::from(percent), canary_rate),
+        (TG_BLUE, 100.0 - f64::from(percent), 0.001),
+    ] {
+        let requests = share * 10.0;
+        let key = flightdeck::registration::target_group_dimension(tg).to_string();
+        w.alb_metrics.entry(key).or_default().push((
+            at,
+            flightdeck::judge::Minute {
+                requests,
+                errors: Some((requests * rate).round()),
+                p99: Some(0.2),
+            },
+        ));
+    }
+}
+
+/// Runs the world minute by minute for at most `minutes`: ECS's hook invocations answered by
+/// `ecs-hook` (with the rule's weights moved as ECS shifts), the reconcile loop every minute,
+/// ALB samples recorded at each minute's share; stops when `done` holds.
+fn run_native(
+    h: &H,
+    arn: &str,
+    canary_rate: f64,
+    minutes: i64,
+    done: impl Fn(&H) -> bool,
+) -> Vec<String> {
+    let mut answers = Vec::new();
+    for _ in 0..minutes * 12 {
+        if done(h) {
+            break;
+        }
+        let due = {
+            let w = h.w();
+            w.ecs.service_deployments[arn]
+                .hook
+                .as_ref()
+                .is_some_and(|hook| hook.asked.is_none() && hook.due <= w.now)
+        };
+        if due {
+            let payload = h.hook_due(arn, 5);
+            let answer = hook_answer(h, &payload);
+            let status = answer.hook_status.name();
+            answers.push(format!(
+                "{} {}",
+                payload["lifecycleStage"].as_str().unwrap_or_default(),
+                status
+            ));
+            let execution = payload["executionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut w = h.w();
+            let now = w.now;
+            let delay = answer.call_back_delay.unwrap_or(30);
+            if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
+                sd.answered(&execution, Some((status, delay)), now);
+            }
+        }
+        let percent = h.w().ecs.service_deployments[arn].percent;
+        {
+            let mut w = h.w();
+            if let Some(RuleAction::Forward { groups, .. }) =
+                w.elb.rules.get_mut(RULE).and_then(|a| a.first_mut())
+            {
+                *groups = vec![
+                    (TG_BLUE.into(), 100 - u32::from(percent)),
+                    (TG_GREEN.into(), u32::from(percent)),
+                ];
+            }
+        }
+        let minute_before = h.w().now.timestamp() / 60;
+        h.advance(5, true, false);
+        if h.w().now.timestamp() / 60 != minute_before && percent > 0 && percent < 100 {
+            alb_minute(h, percent, canary_rate);
+        }
+    }
+    answers
+}
+
+/// The judge tells the new revision's target group from the stable one's by the production
+/// rule read before ECS moves production traffic, judges ECS's 10% canary step from
+/// GetMetricData, and a canary answering 8% errors is stopped (StopServiceDeployment); ECS
+/// rolls back and the record ends ROLLED_BACK with the verdict's figures as its reason.
+#[test]
+fn an_ecs_native_canary_worse_than_the_stable_revision_is_rolled_back_by_the_judge() {
+    let mut h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let before = h.w().ecs.describe("svc").expect("svc").task_definition;
+    let (id, arn) = h.push_native("v2", 'a');
+    let answers = run_native(&h, &arn, 0.08, 40, |h| !h.get(&id).status().is_active());
+    let d = h.get(&id);
+    let groups = d
+        .native
+        .as_ref()
+        .and_then(|n| n.judged_groups.clone())
+        .expect("told apart");
+    assert_eq!(
+        (groups.canary.as_str(), groups.stable.as_str()),
+        (TG_GREEN, TG_BLUE)
+    );
+    assert_eq!(
+        d.status(),
+        Status::RolledBack,
+        "{:?}\n{answers:?}",
+        d.reason
+    );
+    let reason = d.reason.clone().unwrap_or_default();
+    let trail = audit(&d).join("\n");
+    assert!(trail.contains("canary judge fail"), "{trail}");
+    assert!(
+        !answers
+            .iter()
+            .any(|a| a.starts_with("PRODUCTION_TRAFFIC_SHIFT") && a.contains("100")),
+        "ECS never shifted on: {answers:?}"
+    );
+    assert_eq!(
+        h.w().ecs.describe("svc").expect("svc").task_definition,
+        before,
+        "{reason}"
+    );
+}
+
+/// A canary as good as the stable revision: the hook before ECS's next shift holds it
+/// (IN_PROGRESS) until the judge has a verdict taken after the step's bake, then lets ECS go on
+/// to 100% and the rollout succeeds; the judge's reads are one GetMetricData per look.
+#[test]
+fn an_ecs_native_canary_as_good_as_the_stable_revision_passes_after_its_bake() {
+    let mut h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let (id, arn) = h.push_native("v2", 'a');
+    let answers = run_native(&h, &arn, 0.001, 60, |h| {
+        h.get(&id).status() == Status::Succeeded
+    });
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::Succeeded, "{:?}\n{answers:?}", d.reason);
+    let trail = audit(&d).join("\n");
+    assert!(trail.contains("canary judge pass"), "{trail}");
+    assert!(trail.contains("compares target group web-green"), "{trail}");
+    let v = d.gates.verdict.clone().expect("a verdict");
+    let since = d
+        .events
+        .iter()
+        .find(|e| {
+            e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("10% of production traffic"))
+        })
+        .map(|e| e.at);
+    assert!(
+        since.is_none_or(|s| v.at >= s + Duration::minutes(5)),
+        "the verdict that let ECS go on was taken after the bake: {v:?}"
     );
 }

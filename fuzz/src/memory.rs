@@ -379,6 +379,7 @@ impl EcsControl for Ecs {
                 completed: true,
             }],
             current_service_deployment: None,
+            production_listener_rule: None,
         })
     }
 

@@ -188,6 +188,28 @@ pub struct NativeRollout {
     pub approval_asked_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub reminded: u8,
+    /// When ECS's production weight on the new revision last changed: the canary judge's
+    /// window for the step at that weight starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_since: Option<DateTime<Utc>>,
+    /// The target groups the canary judge compares (`gates.analysis`), once told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_groups: Option<Box<JudgedGroups>>,
+    /// The hook holds the production step before the next shift until the canary judge has a
+    /// verdict taken after the step's bake.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verdict_hold: bool,
+}
+
+/// ecs-native with `gates.analysis`: the two target groups behind the service's production
+/// listener rule, told apart by which one took all production traffic before ECS moved any
+/// (or, first seen mid-shift, by which weight matches the new revision's share).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgedGroups {
+    /// The `LoadBalancer` dimension of AWS/ApplicationELB (`app/NAME/ID`).
+    pub load_balancer: String,
+    pub canary: String,
+    pub stable: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -988,6 +1010,9 @@ impl Deployment {
                 frozen_until: None,
                 approval_asked_at: None,
                 reminded: 0,
+                percent_since: None,
+                judged_groups: None,
+                verdict_hold: false,
             }),
             _ => None,
         };

@@ -164,6 +164,23 @@ impl Look {
     }
 }
 
+impl Judgement {
+    /// No verdict, for a reason found before any sample was read (the target groups to compare
+    /// cannot be told apart, say): the `no_data` policy decides after the bake, as for too few
+    /// requests.
+    pub fn no_data(why: &str) -> Judgement {
+        let none = figures(&[]);
+        Judgement {
+            verdict: Verdict::NoData,
+            canary: none.clone(),
+            stable: none,
+            error_p: None,
+            latency_p: None,
+            summary: format!("canary judge {}: {why}", Verdict::NoData.as_str()),
+        }
+    }
+}
+
 /// The look at the end of a step's bake (see `judge_look`).
 pub fn judge(analysis: &Analysis, samples: &Samples) -> Judgement {
     judge_look(analysis, samples, Look::End)

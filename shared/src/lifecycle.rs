@@ -167,6 +167,17 @@ pub enum Fact {
     },
     /// ECS was told to run the new revision.
     RolloutStarted { ecs_deployment_id: Option<String> },
+    /// alb-weights, right before the rollout call: the listener sends all traffic to the colour
+    /// the new revision was to go on (the release before was rolled back, by its watch, after
+    /// this deployment read the listener). The revision goes on the other colour instead, now
+    /// idle; `previous_task_definition` and `desired_count` are the live colour's, and
+    /// `stable_owner` the deployment that put its revision there, as the stage item says.
+    LiveColourMoved {
+        live: Colour,
+        previous_task_definition: String,
+        desired_count: u32,
+        stable_owner: Option<String>,
+    },
     /// A newer deployment of the same service and environment took over.
     Superseded { by: String },
     /// An `ECS Task State Change` of the deployment's service.
@@ -245,9 +256,17 @@ pub enum Fact {
     ScanRead(ScanReport),
     /// An admin lets the rollout start inside a change freeze, for the reason given.
     FreezeOverridden { by: String, reason: String },
-    /// The canary judge's verdict on weight step `step` (alb-weights), over the minutes since
-    /// that step's weights were set; a verdict on a step the deployment has left is ignored.
+    /// The canary judge's verdict on step `step` (alb-weights: the weight step's index;
+    /// ecs-native: ECS's production percent on the new revision), over the minutes since that
+    /// step's weights were set; a verdict on a step the deployment has left is ignored.
     Judged { judgement: Judgement, step: usize },
+    /// ecs-native with `gates.analysis`: the service's production listener rule (DescribeServices)
+    /// and its forward weights (DescribeRules), read so the judge can tell the new revision's
+    /// target group from the stable one.
+    ProductionRuleRead {
+        rule: Option<String>,
+        weights: Vec<(String, u32)>,
+    },
     /// Before it takes the slot: the gates that hold a PENDING deployment before anything changes
     /// (the scan, a freeze) hold it now, or end it (the scan's `missing` policy); it never starts.
     CheckGates,
@@ -476,6 +495,9 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             }
         }
         Fact::Judged { judgement, step } => judged(&mut d, judgement, *step, now),
+        Fact::ProductionRuleRead { rule, weights } => {
+            ecs_native::production_rule_read(&mut d, rule.as_deref(), weights, now);
+        }
         Fact::WatchEnded { by } => {
             let ran_its_course = d.watch_until().is_some_and(|until| now >= until);
             if ran_its_course {
@@ -525,6 +547,39 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                     d.rollout.deploy_decided_at = Some(now);
                     push_effect(&mut d, deploy);
                 }
+            }
+        }
+        Fact::LiveColourMoved {
+            live,
+            previous_task_definition,
+            desired_count,
+            stable_owner,
+        } => {
+            let planned = d.traffic.as_ref().and_then(|t| t.canary());
+            if d.status() == Status::Pending
+                && d.rollout.started_at.is_none()
+                && d.rollout.new_task_definition.is_some()
+                && planned == Some(*live)
+            {
+                let from = d.rollout.ecs_service.clone();
+                d.rollout.previous_task_definition = Some(previous_task_definition.clone());
+                d.rollout.desired_count = Some(*desired_count);
+                d.updated_at = now;
+                let registered = Registered {
+                    desired_count: *desired_count,
+                    stable: Some(*live),
+                    stable_owner: stable_owner.clone(),
+                };
+                let deploy = engine(&d).deploy(&mut d, &registered);
+                let text = format!(
+                    "the listener sends all traffic to {from}, the colour this deployment was to \
+                     go on (the release before it was rolled back after this deployment read the \
+                     listener): it goes on {} instead",
+                    d.rollout.ecs_service
+                );
+                note(&mut d, text, "flightdeck", now);
+                d.rollout.deploy_decided_at = Some(now);
+                push_effect(&mut d, deploy);
             }
         }
         Fact::RolloutStarted { ecs_deployment_id } => {
@@ -1136,7 +1191,7 @@ fn judged(d: &mut Deployment, judgement: &Judgement, step: usize, now: DateTime<
     if d.status() != Status::Shifting || d.gates.analysis.is_none() {
         return;
     }
-    if d.traffic.as_ref().map(|t| t.step) != Some(step) {
+    if judge_window(d).map(|(current, ..)| current) != Some(step) {
         return;
     }
     let changed = d
@@ -1157,20 +1212,30 @@ fn judged(d: &mut Deployment, judgement: &Judgement, step: usize, now: DateTime<
     }
 }
 
+/// The step the canary judge looks at while the new revision takes part of the traffic: its
+/// identity (alb-weights: the weight step's index; ecs-native: ECS's production percent, each
+/// step's being larger than the one before), when it started and when its bake ends.
+pub(crate) fn judge_window(d: &Deployment) -> Option<(usize, DateTime<Utc>, DateTime<Utc>)> {
+    if d.traffic_percent == 0 || d.traffic_percent >= 100 {
+        return None;
+    }
+    let bake = Duration::minutes(i64::from(d.bake_minutes));
+    if let Some(native) = &d.native {
+        let since = native.percent_since?;
+        return Some((usize::from(d.traffic_percent), since, since + bake));
+    }
+    let until = d.progress()?.bake_until?;
+    Some((d.traffic.as_ref()?.step, until - bake, until))
+}
+
 /// What the canary judge says of the step whose bake is over: `Ok` to go on, `Err` with the
 /// reason to roll back, `None` while there is no verdict taken after the bake yet.
 fn judge_at_bake_end(d: &Deployment) -> Option<Result<(), String>> {
     let Some(analysis) = &d.gates.analysis else {
         return Some(Ok(()));
     };
-    // With all traffic on the new colour the stable one has none to compare with.
-    if d.traffic_percent >= 100 {
-        return Some(Ok(()));
-    }
-    let (Some(step), Some(until)) = (
-        d.traffic.as_ref().map(|t| t.step),
-        d.progress().and_then(|p| p.bake_until),
-    ) else {
+    // With all traffic on the new revision the stable one has none to compare with.
+    let Some((step, _, until)) = judge_window(d) else {
         return Some(Ok(()));
     };
     let v = d
@@ -3287,5 +3352,268 @@ mod tests {
             late.traffic_percent,
             trail(&late)
         );
+    }
+
+    // --- ecs-native: the canary judge on ECS's production steps ---
+
+    const TG_A: &str =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/checkout-a/1";
+    const TG_B: &str =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/checkout-b/2";
+    const PROD_RULE: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener-rule/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
+
+    /// A CANARY rollout of 10% with a 5 minute bake, judged, bound to its service deployment;
+    /// its production rule read before ECS moved any traffic (A stable, B idle).
+    fn native_judged(no_data: &str) -> Deployment {
+        let json = format!(
+            r#"{{"cluster":"prod","repository":"checkout-api","container":"app",
+                "engine":{{"type":"ecs-native","service":"checkout-api"}},
+                "strategy":{{"type":"canary","steps":[10,100],"bake_minutes":5}},
+                "gates":{{"alarms":["checkout-api-5xx"],"analysis":{{"min_requests":100,
+                    "no_data":"{no_data}"}}}}}}"#
+        );
+        let reg = Registration::parse("checkout-api", "production", &json).unwrap();
+        let push = ImagePush {
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository: "checkout-api".into(),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            tag: Some("v2.0.0".into()),
+            event_id: "evt-native-judged".into(),
+        };
+        let d = started(Deployment::from_push(&reg, &push, t(0)), 2, None, Some(SD));
+        let d = decide(&d, &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(0)), t(10)).deployment;
+        decide(&d, &rule_read(100, 0), t(10)).deployment
+    }
+
+    fn rule_read(a: u32, b: u32) -> Fact {
+        Fact::ProductionRuleRead {
+            rule: Some(PROD_RULE.into()),
+            weights: vec![(TG_A.into(), a), (TG_B.into(), b)],
+        }
+    }
+
+    /// Per-minute samples: the new revision answering `rate` errors, the stable one hardly any.
+    fn judgement(d: &Deployment, rate: f64, look: crate::judge::Look) -> Judgement {
+        let minute = |requests: f64, rate: f64| crate::judge::Minute {
+            requests,
+            errors: Some((requests * rate).round()),
+            p99: Some(0.2),
+        };
+        let samples = crate::judge::Samples {
+            canary: (0..5)
+                .map(|i| minute(100.0, rate + 0.001 * f64::from(i)))
+                .collect(),
+            stable: (0..5)
+                .map(|i| minute(900.0, 0.001 * f64::from(i)))
+                .collect(),
+        };
+        crate::judge::judge_look(d.gates.analysis.as_ref().unwrap(), &samples, look)
+    }
+
+    fn judged_at(
+        d: &Deployment,
+        rate: f64,
+        look: crate::judge::Look,
+        now: DateTime<Utc>,
+    ) -> Deployment {
+        let judgement = judgement(d, rate, look);
+        decide(
+            d,
+            &Fact::Judged {
+                judgement,
+                step: 10,
+            },
+            now,
+        )
+        .deployment
+    }
+
+    const DURING: crate::judge::Look = crate::judge::Look::During { bake_minutes: 5 };
+
+    #[test]
+    fn a_native_canary_step_passes_the_hook_before_the_next_shift_only_on_a_verdict_after_its_bake()
+    {
+        let d = native_judged("fail");
+        let groups = d.native.as_ref().unwrap().judged_groups.clone().unwrap();
+        assert_eq!(
+            (groups.canary.as_str(), groups.stable.as_str()),
+            (TG_B, TG_A)
+        );
+        assert_eq!(groups.load_balancer, "app/web/50dc6c495c0c9188");
+        // ECS shifts 10% and calls the hook at that step: the judge holds nothing there.
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60)).deployment;
+        assert_eq!(d.status(), Status::Shifting);
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+        // A pass during the bake (reconcile loop) does not carry over its end.
+        let d = judged_at(&d, 0.0, DURING, t(60 + 180));
+        let d = decide(
+            &d,
+            &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60 + 200),
+        )
+        .deployment;
+        let (status, why) = hook_answer(&d);
+        assert_eq!(status, crate::native::HookStatus::InProgress, "{why}");
+        assert!(why.contains("no verdict on the 10% step"), "{why}");
+        // Asked again after the bake, with the verdict taken then: the next shift goes.
+        let d = judged_at(&d, 0.0, crate::judge::Look::End, t(60 + 301));
+        let d = decide(
+            &d,
+            &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60 + 301),
+        )
+        .deployment;
+        let (status, why) = hook_answer(&d);
+        assert_eq!(status, crate::native::HookStatus::Succeeded, "{why}");
+        assert!(trail(&d).contains("canary judge pass"), "{}", trail(&d));
+        // ECS moves on to 100%: no judging there, and no rollback for moving on.
+        let d = decide(
+            &d,
+            &hook("PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(60 + 330),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Shifting);
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_failing_verdict_on_a_native_step_stops_the_service_deployment_and_fails_the_hook() {
+        let d = native_judged("fail");
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60)).deployment;
+        let d = judged_at(&d, 0.08, DURING, t(60 + 120));
+        assert_eq!(d.status(), Status::RollingBack);
+        assert!(
+            d.reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("canary judge fail")
+        );
+        assert!(
+            aws_effects(&d)
+                .iter()
+                .any(|e| matches!(e, Effect::StopRollout { .. }))
+        );
+        let d = decide(
+            &d,
+            &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60 + 130),
+        )
+        .deployment;
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Failed);
+    }
+
+    #[test]
+    fn no_data_after_a_native_step_bake_is_decided_by_the_no_data_policy_at_the_hook() {
+        let few = |d: &Deployment| {
+            let samples = crate::judge::Samples {
+                canary: vec![crate::judge::Minute {
+                    requests: 3.0,
+                    errors: Some(0.0),
+                    p99: Some(0.2),
+                }],
+                stable: vec![crate::judge::Minute {
+                    requests: 900.0,
+                    errors: Some(0.0),
+                    p99: Some(0.2),
+                }],
+            };
+            crate::judge::judge_look(
+                d.gates.analysis.as_ref().unwrap(),
+                &samples,
+                crate::judge::Look::End,
+            )
+        };
+        for (policy, status) in [("fail", Status::RollingBack), ("pass", Status::Shifting)] {
+            let d = native_judged(policy);
+            let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60)).deployment;
+            let judgement = few(&d);
+            let d = decide(
+                &d,
+                &Fact::Judged {
+                    judgement,
+                    step: 10,
+                },
+                t(60 + 360),
+            )
+            .deployment;
+            let d = decide(
+                &d,
+                &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+                t(60 + 360),
+            )
+            .deployment;
+            assert_eq!(d.status(), status, "no_data {policy}: {}", trail(&d));
+        }
+    }
+
+    #[test]
+    fn ecs_moving_past_a_step_the_judge_has_not_passed_rolls_back_naming_the_missing_hook() {
+        let d = native_judged("fail");
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60),
+        )
+        .deployment;
+        // The hook is not called before the next shift: ECS goes on to 100% after its bake.
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(60 + 310),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::RollingBack);
+        let reason = d.reason.clone().unwrap_or_default();
+        assert!(reason.contains("PRE_PRODUCTION_TRAFFIC_SHIFT"), "{reason}");
+        assert!(
+            aws_effects(&d)
+                .iter()
+                .any(|e| matches!(e, Effect::StopRollout { .. }))
+        );
+        // With a passing verdict taken after the bake (the reconcile loop's look), ECS moving on
+        // is the rollout going on.
+        let d = native_judged("fail");
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60),
+        )
+        .deployment;
+        let d = judged_at(&d, 0.0, crate::judge::Look::End, t(60 + 301));
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(60 + 310),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Shifting, "{}", trail(&d));
+    }
+
+    #[test]
+    fn target_groups_that_cannot_be_told_apart_are_no_data_for_the_step_with_the_reason() {
+        // First read mid-shift at 50%: which group runs the new revision cannot be told.
+        let d = native_judged("fail");
+        let mut d = d;
+        d.native.as_mut().unwrap().judged_groups = None;
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(50)), t(60)).deployment;
+        let d = decide(&d, &rule_read(50, 50), t(120)).deployment;
+        assert!(d.native.as_ref().unwrap().judged_groups.is_none());
+        let v = d.gates.verdict.clone().expect("a no-data verdict");
+        assert_eq!(v.judgement.verdict, crate::judge::Verdict::NoData);
+        assert!(
+            v.judgement.summary.contains("PRE_PRODUCTION_TRAFFIC_SHIFT"),
+            "{}",
+            v.judgement.summary
+        );
+        // Mid-shift at 10% the weights tell them apart.
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(50)), t(130)).deployment;
+        let mut d2 = native_judged("fail");
+        d2.native.as_mut().unwrap().judged_groups = None;
+        let d2 = decide(&d2, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60)).deployment;
+        let d2 = decide(&d2, &rule_read(90, 10), t(120)).deployment;
+        let groups = d2.native.as_ref().unwrap().judged_groups.clone().unwrap();
+        assert_eq!(groups.canary, TG_B);
+        assert_eq!(d.status(), Status::Shifting);
     }
 }

@@ -163,6 +163,85 @@ impl HookStage {
     }
 }
 
+/// `gates.analysis` on ECS's own strategies: which of the two target groups behind the
+/// production listener rule (`rule`, forwarding with `weights`) runs the new revision, while it
+/// has `percent` of production traffic. Before ECS moves any (`percent` 0) the stable one is
+/// the group with all of it; mid-shift the new revision's is the group whose weight matches its
+/// share, which a 50/50 split cannot tell. Why not, when it cannot be told (the judge then has
+/// no data: its `no_data` policy decides).
+pub fn tell_apart(
+    rule: Option<&str>,
+    weights: &[(String, u32)],
+    percent: u8,
+) -> Result<crate::deployment::JudgedGroups, String> {
+    let Some(rule) = rule else {
+        return Err("the ECS service names no production listener rule \
+                    (loadBalancers[].advancedConfiguration): the judge compares the two target \
+                    groups behind it"
+            .to_string());
+    };
+    let listener = if rule.contains(":listener-rule/") {
+        crate::deployment::Listener::Rule(rule.to_string())
+    } else {
+        crate::deployment::Listener::Default(rule.to_string())
+    };
+    let Some(load_balancer) = listener.load_balancer_dimension() else {
+        return Err(format!("{rule} is not a listener rule ARN"));
+    };
+    if !load_balancer.starts_with("app/") {
+        return Err(format!(
+            "{load_balancer} is not an Application Load Balancer: the judge reads \
+             AWS/ApplicationELB metrics"
+        ));
+    }
+    let [(a, wa), (b, wb)] = weights else {
+        return Err(format!(
+            "the production listener rule forwards to {} target groups; the judge compares two",
+            weights.len()
+        ));
+    };
+    let total = f64::from(*wa) + f64::from(*wb);
+    if total == 0.0 {
+        return Err("the production listener rule sends no traffic anywhere".to_string());
+    }
+    let share = |w: u32| f64::from(w) * 100.0 / total;
+    let (sa, sb) = (share(*wa), share(*wb));
+    let groups = |canary: &str, stable: &str| crate::deployment::JudgedGroups {
+        load_balancer: load_balancer.to_string(),
+        canary: canary.to_string(),
+        stable: stable.to_string(),
+    };
+    let p = f64::from(percent);
+    if percent == 0 {
+        return match (*wa, *wb) {
+            (_, 0) if *wa > 0 => Ok(groups(b, a)),
+            (0, _) => Ok(groups(a, b)),
+            _ => Err(format!(
+                "before production traffic moved, the rule splits it {sa:.0}/{sb:.0}: neither \
+                 target group is the stable one"
+            )),
+        };
+    }
+    // ECS sets the rule's weights to the shares it reports: allow rounding only.
+    const SLACK: f64 = 2.0;
+    let (da, db) = ((sa - p).abs(), (sb - p).abs());
+    if (da - db).abs() < SLACK {
+        return Err(format!(
+            "at {percent}% both target groups take about the same share, so which one runs the \
+             new revision cannot be told: register ecs-hook for PRE_PRODUCTION_TRAFFIC_SHIFT so \
+             Flightdeck reads the rule before production traffic moves"
+        ));
+    }
+    let (canary, stable, off) = if da < db { (a, b, da) } else { (b, a, db) };
+    if off > SLACK {
+        return Err(format!(
+            "the production listener rule's weights ({sa:.0}/{sb:.0}) do not match ECS's \
+             {percent}% on the new revision"
+        ));
+    }
+    Ok(groups(canary, stable))
+}
+
 /// What ECS sends the hook.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HookInvocation {
@@ -296,6 +375,56 @@ impl HookAnswer {
 
 #[cfg(test)]
 mod tests {
+    const RULE: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:listener-rule/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
+    const NLB: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/net/tcp/50dc6c495c0c9188/f2f7dc8efc522ab2";
+
+    fn two(a: u32, b: u32) -> Vec<(String, u32)> {
+        vec![("tg-a".to_string(), a), ("tg-b".to_string(), b)]
+    }
+
+    #[test]
+    fn the_judged_target_groups_are_told_apart_by_the_weights_or_refused_with_why() {
+        let pick = |weights: &[(String, u32)], percent: u8| {
+            tell_apart(Some(RULE), weights, percent).map(|g| (g.canary, g.stable))
+        };
+        let ab = Ok(("tg-b".to_string(), "tg-a".to_string()));
+        let ba = Ok(("tg-a".to_string(), "tg-b".to_string()));
+        assert_eq!(
+            pick(&two(100, 0), 0),
+            ab,
+            "before the shift: all on the stable one"
+        );
+        assert_eq!(pick(&two(0, 1), 0), ba);
+        assert_eq!(
+            pick(&two(90, 10), 10),
+            ab,
+            "mid-shift by the matching weight"
+        );
+        assert_eq!(
+            pick(&two(700, 300), 30),
+            ab,
+            "weights as ALB keeps them (0-999)"
+        );
+        assert_eq!(pick(&two(10, 90), 10), ba);
+        let refused = |r: Result<(String, String), String>, text: &str| {
+            let why = r.expect_err("refused");
+            assert!(why.contains(text), "{why}");
+        };
+        refused(pick(&two(50, 50), 50), "cannot be told");
+        refused(pick(&two(60, 40), 0), "neither target group");
+        refused(pick(&two(60, 40), 10), "do not match");
+        refused(pick(&two(0, 0), 10), "no traffic");
+        refused(pick(&[("a".into(), 100)], 0), "1 target groups");
+        refused(
+            tell_apart(None, &two(100, 0), 0).map(|g| (g.canary, g.stable)),
+            "no production listener rule",
+        );
+        refused(
+            tell_apart(Some(NLB), &two(100, 0), 0).map(|g| (g.canary, g.stable)),
+            "not an Application Load Balancer",
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -309,6 +438,11 @@ mod tests {
             (
                 include_str!("../../events/ecs-hook-production-traffic-shift-canary.json"),
                 HookStage::ProductionTrafficShift,
+            ),
+            // Before ECS's next shift, the canary at 10%: held for the canary judge's verdict.
+            (
+                include_str!("../../events/ecs-hook-pre-production-traffic-shift-next-step.json"),
+                HookStage::PreProductionTrafficShift,
             ),
         ] {
             let value: Value = serde_json::from_str(sample).unwrap();

@@ -262,6 +262,9 @@ pub struct EcsService {
     pub deployments: Vec<ServiceDeployment>,
     /// The service deployment ECS runs or ran last (`currentServiceDeployment`).
     pub current_service_deployment: Option<String>,
+    /// ECS's blue/green, linear and canary strategies: the production listener rule (or NLB
+    /// listener) whose weights ECS moves (`loadBalancers[].advancedConfiguration`).
+    pub production_listener_rule: Option<String>,
 }
 
 /// A service deployment as DescribeServiceDeployments reports it.

@@ -371,11 +371,19 @@ impl Registration {
         }
         if let Some(analysis) = &gates.analysis {
             analysis.check().map_err(|(f, m)| invalid(f, m))?;
-            if !matches!(spec.engine, Engine::AlbWeights { .. }) {
+            if matches!(spec.engine, Engine::Rolling { .. }) {
                 return Err(invalid(
                     "gates.analysis",
-                    "the canary judge compares the two colours' target groups, which only \
-                     `alb-weights` names (not available for `rolling` or `ecs-native` yet)",
+                    "the canary judge compares the new revision's target group with the stable \
+                     one's: `rolling` puts both revisions in one (use `alb-weights` or \
+                     `ecs-native`)",
+                ));
+            }
+            if matches!(spec.strategy, Strategy::AllAtOnce { .. }) {
+                return Err(invalid(
+                    "gates.analysis",
+                    "`all-at-once` moves all traffic in one step, leaving the stable revision \
+                     none to compare with: use a `canary` or `linear` strategy",
                 ));
             }
             if self.bake_minutes() < 3 {

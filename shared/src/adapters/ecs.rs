@@ -173,6 +173,12 @@ impl EcsControl for EcsClient {
             running_count: count(found.running_count),
             deployments,
             current_service_deployment: found.current_service_deployment.clone(),
+            production_listener_rule: found
+                .load_balancers
+                .iter()
+                .flatten()
+                .find_map(|lb| lb.advanced_configuration.as_ref())
+                .and_then(|a| a.production_listener_rule.clone()),
         })
     }
 

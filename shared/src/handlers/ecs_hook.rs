@@ -4,18 +4,22 @@
 //! only then answers from the record: SUCCEEDED when every gate is green, FAILED once the
 //! deployment is rolling back, IN_PROGRESS (ask again after `callBackDelay`) while an approval
 //! is pending, and whenever a read or a write fails: an outage of Flightdeck neither lets a
-//! rollout through unjudged nor rolls a good one back.
+//! rollout through unjudged nor rolls a good one back. With `gates.analysis` it takes the canary
+//! judge's look too (the production rule's target groups, then GetMetricData), and holds the call
+//! before ECS's next production shift until a verdict taken after the step's bake.
 
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::shifter::{revision_task_definition, stopped_failures};
+use super::shifter::{judge_native, revision_task_definition, stopped_failures};
 use super::{HandlerError, StageEdit, apply, update_stage};
 use crate::deployment::{Deployment, Status, Trigger};
 use crate::events::EventError;
 use crate::lifecycle::{self, ExternalRollout, Fact, HookCall};
 use crate::native::{HookAnswer, HookInvocation, HookStatus};
-use crate::ports::{Adapters, AlarmReader, Clock, Created, DeploymentStore, EcsControl, PortError};
+use crate::ports::{
+    Adapters, AlarmReader, Clock, Created, DeploymentStore, EcsControl, MetricsReader, PortError,
+};
 use crate::registration::{Engine, LookupKey, Registration};
 
 /// How soon ECS asks again while an approval is pending.
@@ -25,7 +29,7 @@ pub const RETRY_SECONDS: u32 = 15;
 
 /// Answers one invocation. Only an input that is not a hook invocation at all is an error;
 /// everything else gets an answer.
-pub async fn handle<P: Adapters, A: AlarmReader>(
+pub async fn handle<P: Adapters, A: AlarmReader + MetricsReader>(
     ports: &P,
     alarms: &A,
     input: &Value,
@@ -79,7 +83,7 @@ fn percent(weights: &std::collections::BTreeMap<String, f64>, revision: &str) ->
         .map(|w| w.clamp(0.0, 100.0).round() as u8)
 }
 
-async fn answer<P: Adapters, A: AlarmReader>(
+async fn answer<P: Adapters, A: AlarmReader + MetricsReader>(
     ports: &P,
     alarms: &A,
     call: &HookInvocation,
@@ -214,7 +218,12 @@ async fn answer<P: Adapters, A: AlarmReader>(
         rollback_reason: view.rollback_reason,
         serving: None,
     });
-    apply(ports, &id, &observed).await?;
+    let observed = apply(ports, &id, &observed).await?;
+    // The canary judge's look (its read failing is an error: IN_PROGRESS, never a pass), so that
+    // the stage this invocation answers is decided with its verdict.
+    if gates_read && !ecs_rolls_back {
+        judge_native(ports, alarms, observed.as_ref().unwrap_or(&d)).await?;
+    }
     let fact = Fact::HookInvoked(HookCall {
         service_deployment_arn: call.service_deployment_arn.clone(),
         stage,

@@ -319,6 +319,9 @@ async fn effect<P: Adapters>(
             strategy: None,
         } => {
             watch_handed_over(ports, d, pending).await?;
+            if let Some(moved) = live_colour_moved(ports, d).await? {
+                return Ok(Some(moved));
+            }
             take_idle_colour(ports, d).await?;
             let ecs_deployment_id = ports
                 .ecs()
@@ -824,6 +827,46 @@ async fn register_revision<P: Adapters>(
 /// flight right now is waited for. Taken by the Deploy effect itself, which is fenced by the
 /// deployment's phase, so a start stopped before it (failed, aborted, superseded) never takes
 /// the colour and leaves the earlier deployment's scale-down owed.
+/// alb-weights, right before the rollout call: whether the listener sends all traffic to the
+/// colour the new revision was planned for (a watch rollback of the release before put it back
+/// there after this deployment read the listener), as the fact that moves the plan to the other
+/// colour, with the live colour's task definition and desired count read again.
+async fn live_colour_moved<P: Adapters>(
+    ports: &P,
+    d: &Deployment,
+) -> Result<Option<Fact>, HandlerError> {
+    let Some((traffic, planned)) = d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c)))
+    else {
+        return Ok(None);
+    };
+    let weights = ports.traffic().weights(&traffic.listener).await?;
+    if traffic.weight_of(&weights, planned) == 0 {
+        return Ok(None);
+    }
+    if traffic.weight_of(&weights, planned.other()) > 0 {
+        return Err(busy(format!(
+            "the listener splits traffic between both colours ({weights:?}); the rollout call \
+             waits until one carries it all"
+        )));
+    }
+    let live = ports
+        .ecs()
+        .service(&d.rollout.cluster, &traffic.target(planned).service)
+        .await?;
+    let stable_owner = ports
+        .store()
+        .stage(&d.service, &d.environment)
+        .await?
+        .owner(planned)
+        .map(str::to_string);
+    Ok(Some(Fact::LiveColourMoved {
+        live: planned,
+        previous_task_definition: live.task_definition,
+        desired_count: live.desired_count,
+        stable_owner,
+    }))
+}
+
 async fn take_idle_colour<P: Adapters>(ports: &P, d: &Deployment) -> Result<(), HandlerError> {
     let Some((traffic, idle)) = d.traffic.as_ref().and_then(|t| t.canary().map(|c| (t, c))) else {
         return Ok(());

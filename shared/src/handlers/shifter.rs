@@ -146,13 +146,16 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
             // that fails passes nothing (the bake ends only on a verdict taken after it) and
             // holds up none of the other reads.
             let judged = async {
-                if let Some((judgement, step)) = judge(ports, metrics, d).await? {
-                    let after = applied(Fact::Judged { judgement, step }).await?;
-                    if let Some(after) = after.filter(|a| a.status() != Status::Shifting) {
-                        return Ok(Some(after));
-                    }
-                }
-                Ok::<_, HandlerError>(None)
+                let after = if d.native.is_some() {
+                    judge_native(ports, metrics, d).await?
+                } else if let Some((judgement, step)) = judge(ports, metrics, d).await? {
+                    applied(Fact::Judged { judgement, step }).await?
+                } else {
+                    None
+                };
+                Ok::<_, HandlerError>(
+                    after.filter(|a| !matches!(a.status(), Status::Deploying | Status::Shifting)),
+                )
             }
             .await;
             if let Ok(Some(ended)) = judged {
@@ -298,6 +301,77 @@ async fn judge<P: Adapters, M: MetricsReader>(
     };
     let judgement = crate::judge::judge_look(analysis, &samples, look);
     Ok(Some((judgement, traffic.step)))
+}
+
+/// The canary judge of an ecs-native rollout (`gates.analysis`), for the reconcile loop and the
+/// lifecycle hook alike: the service's production listener rule is read (DescribeServices,
+/// DescribeRules) until the new revision's target group is told from the stable one's — before
+/// ECS moves production traffic, or mid-shift by the weights — and then, while the new revision
+/// takes part of production traffic, one GetMetricData over the minutes since ECS set its
+/// current share. The record after what was applied; `None` when nothing was.
+pub(super) async fn judge_native<P: Adapters, M: MetricsReader>(
+    ports: &P,
+    metrics: &M,
+    d: &Deployment,
+) -> Result<Option<Deployment>, HandlerError> {
+    let (Some(analysis), Some(native)) = (&d.gates.analysis, &d.native) else {
+        return Ok(None);
+    };
+    if !matches!(d.status(), Status::Deploying | Status::Shifting) || d.traffic_percent >= 100 {
+        return Ok(None);
+    }
+    let mut after = None;
+    if native.judged_groups.is_none() {
+        let service = ports
+            .ecs()
+            .service(&d.rollout.cluster, &d.rollout.ecs_service)
+            .await?;
+        let weights = match &service.production_listener_rule {
+            Some(rule) if rule.contains(":listener-rule/") => {
+                let rule = crate::deployment::Listener::Rule(rule.clone());
+                ports.traffic().weights(&rule).await?
+            }
+            _ => Vec::new(),
+        };
+        let read = Fact::ProductionRuleRead {
+            rule: service.production_listener_rule,
+            weights,
+        };
+        after = apply(ports, &d.id, &read).await?;
+    }
+    let current = after.as_ref().unwrap_or(d);
+    let (Some(groups), Some((step, from, until))) = (
+        current
+            .native
+            .as_ref()
+            .and_then(|n| n.judged_groups.as_deref()),
+        crate::lifecycle::judge_window(current),
+    ) else {
+        return Ok(after);
+    };
+    let now = ports.clock().now();
+    if now <= from || current.status() != Status::Shifting {
+        return Ok(after);
+    }
+    let samples = metrics
+        .alb_minutes(
+            &groups.load_balancer,
+            target_group_dimension(&groups.canary),
+            target_group_dimension(&groups.stable),
+            from,
+            now,
+        )
+        .await?;
+    let look = if now >= until {
+        crate::judge::Look::End
+    } else {
+        crate::judge::Look::During {
+            bake_minutes: current.bake_minutes,
+        }
+    };
+    let judgement = crate::judge::judge_look(analysis, &samples, look);
+    let judged = apply(ports, &d.id, &Fact::Judged { judgement, step }).await?;
+    Ok(judged.or(after))
 }
 
 /// The Tick runs whether or not the reads before it worked: deadlines (the progress deadline,

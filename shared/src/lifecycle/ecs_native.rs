@@ -243,8 +243,22 @@ fn follow(
     if let Some(p) = percent
         && p != d.traffic_percent
     {
+        // ECS moved production traffic further past a step the canary judge had not let go
+        // (ecs-hook is not registered for PRE_PRODUCTION_TRAFFIC_SHIFT): a step nobody judged
+        // is not passed; rolled back as an unapproved shift is.
+        if p > d.traffic_percent
+            && let Some(why) = unjudged(d)
+        {
+            d.traffic_percent = p;
+            roll_back(d, why, "flightdeck", now);
+            return;
+        }
         d.traffic_percent = p;
         d.updated_at = now;
+        if let Some(native) = d.native.as_mut() {
+            native.percent_since = Some(now);
+            native.verdict_hold = false;
+        }
         progressed(d, now);
     }
     if shifting && approval_pending(d) {
@@ -268,6 +282,103 @@ fn follow(
         );
         transition(d, State::Shifting(progress), reason, actor, now);
         progressed(d, now);
+    }
+}
+
+/// Why ECS moving production traffic past the current step is not let through: the canary
+/// judge (`gates.analysis`) has no passing verdict on it taken after its bake.
+fn unjudged(d: &Deployment) -> Option<String> {
+    super::judge_window(d)?;
+    match super::judge_at_bake_end(d) {
+        Some(Ok(())) => None,
+        Some(Err(why)) => Some(why),
+        None => Some(format!(
+            "ECS moved production traffic past the {}% step before the canary judge had a \
+             verdict taken after its {} min bake: add ecs-hook to the service's lifecycleHooks \
+             for PRE_PRODUCTION_TRAFFIC_SHIFT (see README)",
+            d.traffic_percent, d.bake_minutes
+        )),
+    }
+}
+
+/// The service's production listener rule and its weights were read for the canary judge:
+/// the two target groups it compares are remembered once told apart; when they cannot be, the
+/// step being judged has no data, and why.
+pub(super) fn production_rule_read(
+    d: &mut Deployment,
+    rule: Option<&str>,
+    weights: &[(String, u32)],
+    now: DateTime<Utc>,
+) {
+    if d.gates.analysis.is_none() || !matches!(d.status(), Status::Deploying | Status::Shifting) {
+        return;
+    }
+    if d.native.as_ref().is_none_or(|n| n.judged_groups.is_some()) {
+        return;
+    }
+    match crate::native::tell_apart(rule, weights, d.traffic_percent) {
+        Ok(groups) => {
+            let text = format!(
+                "canary judge: compares target group {} (new revision) with {} (stable) on {}",
+                short_target_group(&groups.canary),
+                short_target_group(&groups.stable),
+                groups.load_balancer
+            );
+            if let Some(native) = d.native.as_mut() {
+                native.judged_groups = Some(Box::new(groups));
+            }
+            note(d, text, "flightdeck", now);
+        }
+        Err(why) => {
+            if let Some((step, ..)) = super::judge_window(d) {
+                let judgement = crate::judge::Judgement::no_data(&why);
+                super::judged(d, &judgement, step, now);
+            }
+        }
+    }
+}
+
+/// `…:targetgroup/NAME/ID` → `NAME`, for text meant to be read.
+fn short_target_group(arn: &str) -> &str {
+    arn.split_once(":targetgroup/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or(arn)
+}
+
+/// `gates.analysis`: the hook called before ECS shifts production traffic further, while the
+/// new revision takes part of it, lets the next shift go only on the canary judge's verdict
+/// taken after the step's bake (read by this invocation right before): held (IN_PROGRESS)
+/// while there is none, rolled back on a fail (or on no data, by the `no_data` policy).
+fn judge_hold(d: &mut Deployment, stage: &str, now: DateTime<Utc>) {
+    let next_shift = HookStage::parse(stage) == HookStage::PreProductionTrafficShift;
+    let verdict =
+        if next_shift && d.status() == Status::Shifting && super::judge_window(d).is_some() {
+            super::judge_at_bake_end(d)
+        } else {
+            Some(Ok(()))
+        };
+    let held = d.native.as_ref().is_some_and(|n| n.verdict_hold);
+    match verdict {
+        None if !held => {
+            if let Some(native) = d.native.as_mut() {
+                native.verdict_hold = true;
+            }
+            let text = format!(
+                "held at {stage}: the canary judge has no verdict on the {}% step taken after its \
+                 {} min bake yet",
+                d.traffic_percent, d.bake_minutes
+            );
+            note(d, text, "flightdeck", now);
+        }
+        None => {}
+        Some(verdict) => {
+            if let Some(native) = d.native.as_mut() {
+                native.verdict_hold = false;
+            }
+            if let Err(why) = verdict {
+                roll_back(d, why, "flightdeck", now);
+            }
+        }
     }
 }
 
@@ -506,6 +617,18 @@ pub fn hook_answer(d: &Deployment) -> (HookStatus, String) {
                 ),
             )
         }
+        Status::Deploying | Status::Shifting
+            if d.native.as_ref().is_some_and(|n| n.verdict_hold) =>
+        {
+            (
+                HookStatus::InProgress,
+                format!(
+                    "the canary judge has no verdict on the {}% step taken after its {} min bake \
+                     yet",
+                    d.traffic_percent, d.bake_minutes
+                ),
+            )
+        }
         Status::Deploying | Status::Shifting => (
             HookStatus::Succeeded,
             format!(
@@ -597,6 +720,7 @@ fn hook_invoked(d: &mut Deployment, call: &HookCall, now: DateTime<Utc>) {
         alert(d, EventType::ApprovalRequired, now);
     }
     freeze_at_hook(d, before_production, &call.stage, now);
+    judge_hold(d, &call.stage, now);
     let (status, why) = hook_answer(d);
     let answer = format!("{} {status:?}", call.stage);
     if d.native.as_ref().and_then(|n| n.last_hook.as_deref()) != Some(answer.as_str()) {
@@ -738,6 +862,9 @@ pub fn external(
             frozen_until: None,
             approval_asked_at: None,
             reminded: 0,
+            percent_since: None,
+            judged_groups: None,
+            verdict_hold: false,
         });
     }
     let progress = Progress {

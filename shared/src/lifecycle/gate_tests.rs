@@ -984,3 +984,62 @@ fn a_canary_at_the_margin_is_failed_no_more_often_than_the_confidence_allows_ove
         at_end * 100.0
     );
 }
+
+/// Found by the simulation (seed 4312 with every ECS event lost): a push registered while the
+/// release before it served from green, so it planned blue; that release's watch then rolled it
+/// back to blue before the rollout call. The call finds the listener on blue: the revision goes
+/// on green instead (never UpdateService on the colour taking all traffic).
+#[test]
+fn a_rollout_call_that_finds_its_colour_live_goes_on_the_idle_one_instead() {
+    let r = alb("");
+    let d = at(&push(&r), Fact::SlotTaken, t(1));
+    let d = at(
+        &d,
+        Fact::RevisionRegistered {
+            previous_task_definition: OLD_TD.into(),
+            new_task_definition: NEW_TD.into(),
+            desired_count: 2,
+            stable: Some(Colour::Green),
+            stable_owner: Some("d-before".into()),
+        },
+        t(2),
+    );
+    let deploy = d
+        .outbox
+        .iter()
+        .find(|e| matches!(e.effect, Effect::Deploy { .. }))
+        .cloned()
+        .expect("the rollout call");
+    assert!(matches!(&deploy.effect, Effect::Deploy { service, .. } if service == "web-blue"));
+    let mut d = d;
+    crate::outbox::done(&mut d, deploy.seq);
+    let moved = Fact::LiveColourMoved {
+        live: Colour::Blue,
+        previous_task_definition: OLD_TD.into(),
+        desired_count: 3,
+        stable_owner: None,
+    };
+    let d = at(&d, moved.clone(), t(60));
+    assert_eq!(
+        d.traffic.as_ref().and_then(|t| t.stable),
+        Some(Colour::Blue)
+    );
+    assert!(
+        has(
+            &d,
+            |e| matches!(e, Effect::Deploy { service, desired_count: Some(3), task_definition, .. }
+            if service == "web-green" && task_definition == NEW_TD)
+        ),
+        "{:?}",
+        d.outbox
+    );
+    assert_eq!(
+        d.rollout.new_task_definition.as_deref(),
+        Some(NEW_TD),
+        "no second revision"
+    );
+    // Said again (a retried call), it changes nothing more.
+    let again = at(&d, moved, t(61));
+    assert_eq!(again.outbox.len(), d.outbox.len());
+    assert_eq!(again.events.len(), d.events.len());
+}

@@ -73,6 +73,8 @@ pub struct Service {
     /// ecs-native: the source revision's ECS deployment, kept running (blue/green) while a
     /// service deployment is in progress.
     pub keep: Option<String>,
+    /// ecs-native behind a load balancer: the production listener rule whose weights ECS moves.
+    pub production_rule: Option<String>,
 }
 
 impl Service {
@@ -169,6 +171,12 @@ pub struct NativeSd {
     pub percent: u8,
     pub steps: Vec<u8>,
     pub step: usize,
+    /// Holding the current production step for its bake before the hook is asked about the
+    /// next shift.
+    pub baking: bool,
+    /// Behind a production listener rule: the target group the target revision takes (the one
+    /// idle when production traffic first moved).
+    pub new_tg: Option<String>,
     pub next_at: DateTime<Utc>,
     pub hook: Option<HookWait>,
     pub rollback_reason: Option<String>,
@@ -216,6 +224,7 @@ impl NativeSd {
     }
 
     fn roll_back(&mut self, why: &str, now: DateTime<Utc>) {
+        self.baking = false;
         self.status = "ROLLBACK_IN_PROGRESS".to_string();
         self.rollback_reason = Some(why.to_string());
         self.percent = 0;
@@ -345,6 +354,7 @@ impl Ecs {
                 steady_reported: true,
                 current_sd: None,
                 keep: None,
+                production_rule: None,
             },
         );
     }
@@ -516,6 +526,8 @@ impl Ecs {
             percent: 0,
             steps,
             step: 0,
+            baking: false,
+            new_tg: None,
             next_at: now,
             hook: None,
             rollback_reason: None,
@@ -571,6 +583,7 @@ impl Ecs {
         };
         Some(EcsService {
             current_service_deployment: s.current_sd.clone(),
+            production_listener_rule: s.production_rule.clone(),
             task_definition: s.task_definition().to_string(),
             desired_count: s.desired,
             running_count: self
@@ -972,6 +985,46 @@ fn schedule(w: &mut World, name: &str, now: DateTime<Utc>, out: &mut Vec<Emitted
     }
 }
 
+/// ECS moves the production listener rule's weights (a service behind one) with the service
+/// deployment's share: the target revision's target group (the idle one when traffic first
+/// moves) gets its percent, the other the rest.
+fn move_production_weights(w: &mut World, sd: &mut NativeSd) {
+    let Some(rule) = w
+        .ecs
+        .services
+        .get(&sd.service)
+        .and_then(|s| s.production_rule.clone())
+    else {
+        return;
+    };
+    let Some(groups) = w.elb.rules.get_mut(&rule).and_then(|actions| {
+        actions.iter_mut().find_map(|a| match a {
+            crate::sim::world::RuleAction::Forward { groups, .. } => Some(groups),
+            _ => None,
+        })
+    }) else {
+        return;
+    };
+    if sd.new_tg.is_none() {
+        sd.new_tg = groups
+            .iter()
+            .min_by_key(|(_, weight)| *weight)
+            .map(|(tg, _)| tg.clone());
+    }
+    let Some(new_tg) = sd.new_tg.clone() else {
+        return;
+    };
+    for (tg, weight) in groups.iter_mut() {
+        *weight = if *tg == new_tg {
+            u32::from(sd.percent)
+        } else {
+            100 - u32::from(sd.percent)
+        };
+    }
+    let text = format!("ecs: {} production weights {:?}", sd.service, groups);
+    w.log(text);
+}
+
 /// Moves every ecs-native service deployment on: its stages, bakes and traffic steps, and the
 /// service's ECS deployments under it (the target revision's scaled up beside the source's,
 /// the source's retired at CLEAN_UP, the target's on a rollback). A stage whose hook is due or
@@ -1027,13 +1080,20 @@ fn native_advance(w: &mut World, now: DateTime<Utc>) {
             ("IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT") => {
                 sd.enter("PRE_PRODUCTION_TRAFFIC_SHIFT", now)
             }
+            // ECS asks the hook before every shift of production traffic (the first, and each
+            // further step of CANARY and LINEAR), then shifts and asks again at the step.
             ("IN_PROGRESS", "PRE_PRODUCTION_TRAFFIC_SHIFT") => {
-                sd.step = 0;
-                sd.percent = sd.steps.first().copied().unwrap_or(100);
+                sd.percent = sd.steps.get(sd.step).copied().unwrap_or(100);
                 sd.enter("PRODUCTION_TRAFFIC_SHIFT", now);
             }
+            // The step baked at its share: the hook is asked before the next shift.
+            ("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT") if sd.baking => {
+                sd.baking = false;
+                sd.step += 1;
+                sd.enter("PRE_PRODUCTION_TRAFFIC_SHIFT", now);
+            }
             ("IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT") => {
-                // The step's hook answered: bake, then the next step.
+                // The step's hook answered: the step bakes at its share.
                 let bake = match &sd.strategy {
                     NativeStrategy::Linear {
                         step_bake_minutes, ..
@@ -1047,15 +1107,7 @@ fn native_advance(w: &mut World, now: DateTime<Utc>) {
                 if sd.percent >= 100 {
                     sd.enter("POST_PRODUCTION_TRAFFIC_SHIFT", now);
                 } else {
-                    sd.step += 1;
-                    sd.percent = sd.steps.get(sd.step).copied().unwrap_or(100);
-                    sd.enter(
-                        "PRODUCTION_TRAFFIC_SHIFT",
-                        now + Duration::minutes(i64::from(bake)),
-                    );
-                    if let Some(h) = sd.hook.as_mut() {
-                        h.due = now + Duration::minutes(i64::from(bake));
-                    }
+                    sd.baking = true;
                     sd.next_at = now + Duration::minutes(i64::from(bake));
                 }
             }
@@ -1110,6 +1162,9 @@ fn native_advance(w: &mut World, now: DateTime<Utc>) {
                 sd.status = "ROLLBACK_SUCCESSFUL".to_string();
             }
             _ => {}
+        }
+        if sd.percent != before.2 {
+            move_production_weights(w, &mut sd);
         }
         if (sd.status.clone(), sd.stage.clone(), sd.percent) != before {
             w.log(format!(

@@ -390,9 +390,24 @@ fn setup(w: &mut World, plan: &Scenario) {
         );
         let td = w.ecs.register(&reg.family, CONTAINER, &image, None);
         match &reg.alb {
-            None => w
-                .ecs
-                .create_service(CLUSTER, &reg.services[0], &td, reg.desired, None),
+            None => {
+                w.ecs
+                    .create_service(CLUSTER, &reg.services[0], &td, reg.desired, None);
+                // ecs-native judged by the canary judge: behind a production listener rule whose
+                // weights ECS moves.
+                if reg.registration.spec.gates.analysis.is_some() {
+                    let (rule, a, b) = native_rule(&reg.services[0]);
+                    let actions = vec![world::RuleAction::Forward {
+                        groups: vec![(a, 100), (b, 0)],
+                        stickiness: None,
+                    }];
+                    w.elb.rules.insert(rule.clone(), actions.clone());
+                    w.elb.initial.insert(rule.clone(), actions);
+                    if let Some(s) = w.ecs.services.get_mut(&reg.services[0]) {
+                        s.production_rule = Some(rule);
+                    }
+                }
+            }
             Some(alb) => {
                 w.ecs.create_service(
                     CLUSTER,
@@ -523,6 +538,62 @@ fn evaluate_alarms(w: &mut World, plan: &Scenario) {
     }
 }
 
+/// The production listener rule of an ecs-native service judged by the canary judge, and its
+/// two target groups.
+fn native_rule(service: &str) -> (String, String, String) {
+    let elb = format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}");
+    (
+        format!("{elb}:listener-rule/app/sim-native/6d0ecf831eec9f09/f2f7dc8efc522ab2/{service}"),
+        format!("{elb}:targetgroup/{service}-a/00000000000000a1"),
+        format!("{elb}:targetgroup/{service}-b/00000000000000b2"),
+    )
+}
+
+/// ecs-native behind a production rule: the task definition whose tasks take `tg`'s traffic
+/// (the target revision's while its service deployment is in flight and `tg` is the one it
+/// took, the source's for the other; the service's own otherwise).
+fn native_revision_on(w: &World, service: &str, tg: &str) -> Option<String> {
+    let in_flight = w
+        .ecs
+        .service_deployments
+        .values()
+        .find(|sd| sd.service == service && sd.in_progress() && sd.new_tg.is_some());
+    match in_flight {
+        Some(sd) if sd.new_tg.as_deref() == Some(tg) => Some(sd.target_td.clone()),
+        Some(sd) => Some(sd.source_td.clone()),
+        None => w.ecs.describe(service).map(|s| s.task_definition),
+    }
+}
+
+/// One minute of ALB samples of a target group taking `percent` of the traffic.
+fn alb_sample(
+    w: &mut World,
+    done: i64,
+    at: DateTime<Utc>,
+    target_group: &str,
+    salt: u32,
+    percent: u32,
+    alarming: bool,
+) {
+    // Noise from the minute and the colour, not from the world's random stream (which
+    // schedules everything else: the seeds keep their schedules).
+    let mut noise =
+        fastrand::Rng::with_seed((done as u64).wrapping_mul(0x9e37_79b9) ^ u64::from(salt));
+    let requests = f64::from(percent) * 10.0 + f64::from(noise.u32(0..40));
+    let (rate, p99) = if alarming {
+        (0.06 + noise.f64() * 0.02, 0.45 + noise.f64() * 0.1)
+    } else {
+        (noise.f64() * 0.004, 0.18 + noise.f64() * 0.04)
+    };
+    let sample = flightdeck::judge::Minute {
+        requests,
+        errors: Some((requests * rate).round()),
+        p99: Some(p99),
+    };
+    let key = flightdeck::registration::target_group_dimension(target_group).to_string();
+    w.alb_metrics.entry(key).or_default().push((at, sample));
+}
+
 /// CloudWatch's per-minute ALB samples of each colour taking traffic: about 1,000 requests a
 /// minute split by the weights; a colour running an alarming revision answers 6% errors and
 /// slowly, a good one a fraction of a percent (the canary judge's view of the revision).
@@ -536,7 +607,29 @@ fn record_metrics(w: &mut World, plan: &Scenario) {
     };
     let at = chrono::DateTime::from_timestamp(done * 60, 0).unwrap_or(w.now);
     for reg in &plan.regs {
-        let Some(alb) = &reg.alb else { continue };
+        let Some(alb) = &reg.alb else {
+            if reg.registration.spec.gates.analysis.is_some() {
+                let service = &reg.services[0];
+                let (rule, a, b) = native_rule(service);
+                for (salt, tg) in [(1u32, a), (2, b)] {
+                    let percent = w.elb.percent_to(&rule, &tg);
+                    let Some(td) = native_revision_on(w, service, &tg) else {
+                        continue;
+                    };
+                    if percent == 0 {
+                        continue;
+                    }
+                    let alarming = w.ecs.tasks.values().any(|t| {
+                        t.status == TaskStatus::Running
+                            && t.quality == Quality::Alarming
+                            && t.service == *service
+                            && t.task_definition == td
+                    });
+                    alb_sample(w, done, at, &tg, salt, percent, alarming);
+                }
+            }
+            continue;
+        };
         for colour in [&alb.blue, &alb.green] {
             let percent = w.elb.percent_to(&alb.rule, &colour.target_group);
             if percent == 0 {
@@ -547,25 +640,8 @@ fn record_metrics(w: &mut World, plan: &Scenario) {
                     && t.quality == Quality::Alarming
                     && t.service == colour.service
             });
-            // Noise from the minute and the colour, not from the world's random stream (which
-            // schedules everything else: the seeds keep their schedules).
-            let mut noise = fastrand::Rng::with_seed(
-                (done as u64).wrapping_mul(0x9e37_79b9) ^ u64::from(colour.service.len() as u32),
-            );
-            let requests = f64::from(percent) * 10.0 + f64::from(noise.u32(0..40));
-            let (rate, p99) = if alarming {
-                (0.06 + noise.f64() * 0.02, 0.45 + noise.f64() * 0.1)
-            } else {
-                (noise.f64() * 0.004, 0.18 + noise.f64() * 0.04)
-            };
-            let sample = flightdeck::judge::Minute {
-                requests,
-                errors: Some((requests * rate).round()),
-                p99: Some(p99),
-            };
-            let key =
-                flightdeck::registration::target_group_dimension(&colour.target_group).to_string();
-            w.alb_metrics.entry(key).or_default().push((at, sample));
+            let salt = colour.service.len() as u32;
+            alb_sample(w, done, at, &colour.target_group, salt, percent, alarming);
         }
     }
 }

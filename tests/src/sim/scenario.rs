@@ -339,7 +339,33 @@ fn add_gates(rng: &mut fastrand::Rng, reg: &mut RegPlan) {
             }],
         });
     }
-    if reg.alb.is_some() && reg.registration.bake_minutes() >= 3 && rng.f64() < 0.6 {
+    // The draw comes before the strategy's check: the seeds keep their schedules.
+    if reg.alb.is_some()
+        && reg.registration.bake_minutes() >= 3
+        && rng.f64() < 0.6
+        && !matches!(
+            reg.registration.spec.strategy,
+            flightdeck::registration::Strategy::AllAtOnce { .. }
+        )
+    {
+        reg.registration.spec.gates.analysis = Some(flightdeck::judge::Analysis {
+            min_requests: 50,
+            max_error_rate_increase: 0.01,
+            max_latency_increase: 0.25,
+            confidence: 0.95,
+            no_data: flightdeck::judge::NoData::Fail,
+        });
+    }
+    // ecs-native CANARY steps baked 3 minutes or more: judged on the production rule's two
+    // target groups (drawn last: the draws before keep their order).
+    let native_canary = matches!(
+        reg.registration.spec.engine,
+        flightdeck::registration::Engine::EcsNative { .. }
+    ) && matches!(
+        reg.registration.spec.strategy,
+        flightdeck::registration::Strategy::Canary { .. }
+    ) && reg.registration.bake_minutes() >= 3;
+    if native_canary && rng.f64() < 0.6 {
         reg.registration.spec.gates.analysis = Some(flightdeck::judge::Analysis {
             min_requests: 50,
             max_error_rate_increase: 0.01,
