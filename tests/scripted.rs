@@ -4058,3 +4058,336 @@ fn an_ecs_native_canary_as_good_as_the_stable_revision_passes_after_its_bake() {
         "the verdict that let ECS go on was taken after the bake: {v:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review of the canary judge on ECS's own steps: schedules it must survive.
+
+/// The (from, to) of one GetMetricData.
+type Window = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
+/// The canary judge's reads, as (from, to) of each GetMetricData, around the simulation's.
+struct LookLog {
+    inner: Alarms,
+    looks: Arc<Mutex<Vec<Window>>>,
+}
+
+impl flightdeck::ports::AlarmReader for LookLog {
+    async fn states(&self, names: &[String]) -> PortResult<Vec<flightdeck::ports::AlarmState>> {
+        self.inner.states(names).await
+    }
+}
+
+impl flightdeck::ports::MetricsReader for LookLog {
+    async fn alb_minutes(
+        &self,
+        load_balancer: &str,
+        canary_target_group: &str,
+        stable_target_group: &str,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<flightdeck::judge::Samples> {
+        let r = self
+            .inner
+            .alb_minutes(
+                load_balancer,
+                canary_target_group,
+                stable_target_group,
+                from,
+                to,
+            )
+            .await;
+        if r.is_ok() {
+            self.looks.lock().unwrap().push((from, to));
+        }
+        r
+    }
+}
+
+/// As `run_native`, with: ECS answering the stages in `unhooked` itself (ecs-hook is not
+/// registered for them), ECS's events lost when `lose`, the judge's looks logged by `log`, and
+/// `each` called after every 5 s step with the payload the hook was invoked with then.
+#[allow(clippy::too_many_arguments)]
+fn run_native_with(
+    h: &H,
+    log: &LookLog,
+    arn: &str,
+    canary_rate: f64,
+    minutes: i64,
+    unhooked: &[&str],
+    lose: bool,
+    mut each: impl FnMut(&H, &LookLog, Option<&serde_json::Value>),
+    done: impl Fn(&H) -> bool,
+) -> Vec<String> {
+    let mut answers = Vec::new();
+    for _ in 0..minutes * 12 {
+        if done(h) {
+            break;
+        }
+        let due = {
+            let w = h.w();
+            w.ecs.service_deployments[arn]
+                .hook
+                .as_ref()
+                .is_some_and(|hook| hook.asked.is_none() && hook.due <= w.now)
+        };
+        let mut invoked = None;
+        if due {
+            let payload = h.hook_due(arn, 5);
+            let stage = payload["lifecycleStage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let execution = payload["executionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let (status, delay) = if unhooked.contains(&stage.as_str()) {
+                ("SUCCEEDED".to_string(), 0)
+            } else {
+                let answer = block_on(flightdeck::handlers::ecs_hook::handle(
+                    &h.ports, log, &payload,
+                ))
+                .expect("answered");
+                invoked = Some(payload.clone());
+                (
+                    answer.hook_status.name().to_string(),
+                    answer.call_back_delay.unwrap_or(30),
+                )
+            };
+            answers.push(format!("{stage} {status}"));
+            let mut w = h.w();
+            let now = w.now;
+            if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
+                sd.answered(&execution, Some((status.as_str(), delay)), now);
+            }
+        }
+        each(h, log, invoked.as_ref());
+        let percent = h.w().ecs.service_deployments[arn].percent;
+        {
+            let mut w = h.w();
+            if let Some(RuleAction::Forward { groups, .. }) =
+                w.elb.rules.get_mut(RULE).and_then(|a| a.first_mut())
+            {
+                *groups = vec![
+                    (TG_BLUE.into(), 100 - u32::from(percent)),
+                    (TG_GREEN.into(), u32::from(percent)),
+                ];
+            }
+        }
+        let minute_before = h.w().now.timestamp() / 60;
+        h.advance(5, false, lose);
+        if h.w().now.timestamp() / 60 != minute_before {
+            if let Err(e) = block_on(shifter::handle(&h.ports, log)) {
+                eprintln!("shifter: {e}");
+            }
+            if percent > 0 && percent < 100 {
+                alb_minute(h, percent, canary_rate);
+            }
+        }
+    }
+    answers
+}
+
+fn look_log(h: &H) -> LookLog {
+    LookLog {
+        inner: Alarms(h.sim.clone()),
+        looks: Arc::default(),
+    }
+}
+
+/// A late (retried) invocation of the 10% step's PRODUCTION_TRAFFIC_SHIFT, coming after the
+/// judge passed that step and ECS moved on to 100%, takes the record back to 10% with a fresh
+/// window; the next word of ECS (100%) then rolls back a good rollout as "unjudged".
+#[test]
+fn a_late_hook_invocation_of_a_passed_step_does_not_roll_back_a_good_ecs_native_canary() {
+    let mut h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let log = look_log(&h);
+    let (id, arn) = h.push_native("v2", 'a');
+    let mut first_step: Option<serde_json::Value> = None;
+    let mut replayed = false;
+    let answers = run_native_with(
+        &h,
+        &log,
+        &arn,
+        0.001,
+        60,
+        &[],
+        false,
+        |h, log, invoked| {
+            let Some(p) = invoked else { return };
+            let stage = p["lifecycleStage"].as_str().unwrap_or_default();
+            let percent = h.get(&id).traffic_percent;
+            if stage == "PRODUCTION_TRAFFIC_SHIFT" && first_step.is_none() && percent == 10 {
+                first_step = Some(p.clone());
+            }
+            if stage == "PRODUCTION_TRAFFIC_SHIFT" && percent == 100 && !replayed {
+                // Lambda retries the earlier invocation (or it was delayed): ECS ignores its
+                // answer, Flightdeck applies what it says.
+                replayed = true;
+                let late = first_step.clone().expect("the 10% step's invocation");
+                let _ = block_on(flightdeck::handlers::ecs_hook::handle(&h.ports, log, &late));
+            }
+        },
+        |h| !h.get(&id).status().is_active(),
+    );
+    assert!(replayed, "harness: never got to 100%: {answers:?}");
+    let d = h.get(&id);
+    assert_eq!(
+        d.status(),
+        Status::Succeeded,
+        "{:?}\n{answers:?}\n{}",
+        d.reason,
+        full_audit(&h, &id).join("\n")
+    );
+}
+
+/// ecs-hook registered without the production stages (README: the rollout is then rolled back
+/// when ECS moves past a step the judge has not passed): ECS's events lost, only the reconcile
+/// loop sees ECS's shares. ECS bakes 5 min from its shift and moves to 100%; the reconcile loop,
+/// which first saw 10% up to a minute later, takes its look at the end of the step's window with
+/// the record it loaded (still 10%) after ECS moved on, records it as the 10% step's passing
+/// verdict, and only then reads ECS at 100%: the shift nobody held is let through.
+#[test]
+fn ecs_moving_past_a_step_before_the_reconcile_loop_judged_it_is_rolled_back() {
+    let mut h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let log = look_log(&h);
+    let (id, arn) = h.push_native("v2", 'a');
+    let answers = run_native_with(
+        &h,
+        &log,
+        &arn,
+        0.001,
+        60,
+        &[
+            "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            "PRODUCTION_TRAFFIC_SHIFT",
+            "POST_PRODUCTION_TRAFFIC_SHIFT",
+        ],
+        true,
+        |_, _, _| {},
+        |h| !h.get(&id).status().is_active(),
+    );
+    let d = h.get(&id);
+    let trail = full_audit(&h, &id).join("\n");
+    let seen: Vec<String> = h
+        .trace_tail(400)
+        .lines()
+        .filter(|l| l.contains("ecs: svc") || l.contains("GetMetricData"))
+        .map(str::to_string)
+        .collect();
+    assert_ne!(
+        d.status(),
+        Status::Succeeded,
+        "ECS shifted to 100% with no hook holding the 10% step, yet it succeeded:\n{}\n{answers:?}\n{trail}",
+        seen.join("\n")
+    );
+    assert!(
+        d.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("PRE_PRODUCTION_TRAFFIC_SHIFT")),
+        "{:?}\n{trail}",
+        d.reason
+    );
+}
+
+/// Bonferroni over a step (README, "the judge's false-fail rate is bounded by the confidence
+/// over a whole step"): each look during the bake is held to (1 - confidence) / (2 x
+/// bake_minutes), the look at its end to (1 - confidence) / 2. On ecs-native the reconcile loop
+/// and every hook invocation both look, so a step gets more looks than that split pays for.
+#[test]
+fn an_ecs_native_step_gets_no_more_judge_looks_than_its_bonferroni_split_pays_for() {
+    let mut h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let log = look_log(&h);
+    let (id, arn) = h.push_native("v2", 'a');
+    let answers = run_native_with(
+        &h,
+        &log,
+        &arn,
+        0.001,
+        60,
+        &[],
+        false,
+        |_, _, _| {},
+        |h| !h.get(&id).status().is_active(),
+    );
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::Succeeded, "{:?}\n{answers:?}", d.reason);
+    let looks = log.looks.lock().unwrap().clone();
+    let from = looks.first().expect("looks").0;
+    let bake = Duration::minutes(5);
+    let during = looks
+        .iter()
+        .filter(|(f, to)| *f == from && *to < from + bake)
+        .count();
+    let end = looks
+        .iter()
+        .filter(|(f, to)| *f == from && *to >= from + bake)
+        .count();
+    assert!(
+        during <= 5 && end <= 1,
+        "the 10% step was looked at {during} times during its 5 min bake and {end} times at \
+         its end (Bonferroni pays for 5 and 1): {looks:?}\n{answers:?}"
+    );
+}
+
+/// The same split on a rollout started outside Flightdeck whose ECS strategy bakes its canary
+/// longer (12 min) than the registration's `bake_minutes` (5): past the registration's bake
+/// every reconcile tick takes another look "at the end", each held to (1 - confidence) / 2,
+/// until ECS asks the hook 7 minutes later.
+#[test]
+fn an_outside_rollout_baking_longer_than_the_registration_gets_one_end_look_per_step() {
+    let h = native_judged(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+    let log = look_log(&h);
+    let arn = {
+        let mut w = h.w();
+        let td = w
+            .ecs
+            .register("svc", "app", &image("svc", &digest('e')), None);
+        w.ecs.quality.insert(digest('e'), Quality::Good);
+        let now = w.now;
+        let strategy = flightdeck::native::NativeStrategy::Canary {
+            canary_percent: 10,
+            canary_bake_minutes: 12,
+        };
+        w.ecs
+            .update_service_native("svc", &td, &strategy, now)
+            .expect("console update")
+            .expect("a service deployment")
+    };
+    let id = flightdeck::lifecycle::external_deployment_id(&arn);
+    let answers = run_native_with(
+        &h,
+        &log,
+        &arn,
+        0.001,
+        60,
+        &[],
+        false,
+        |_, _, _| {},
+        |h| {
+            h.w()
+                .store
+                .deployments
+                .get(&id)
+                .is_some_and(|d| !d.status().is_active())
+        },
+    );
+    let d = h.get(&id);
+    assert_eq!(d.status(), Status::Succeeded, "{:?}\n{answers:?}", d.reason);
+    let looks = log.looks.lock().unwrap().clone();
+    let from = looks.first().expect("looks").0;
+    let bake = Duration::minutes(5);
+    let during = looks
+        .iter()
+        .filter(|(f, to)| *f == from && *to < from + bake)
+        .count();
+    let end = looks
+        .iter()
+        .filter(|(f, to)| *f == from && *to >= from + bake)
+        .count();
+    assert!(
+        during <= 5 && end <= 1,
+        "the 10% step was looked at {during} times during its 5 min bake and {end} times at \
+         its end, each of these at half the step's error budget (Bonferroni pays for 5 and 1)"
+    );
+}

@@ -3616,4 +3616,49 @@ mod tests {
         assert_eq!(groups.canary, TG_B);
         assert_eq!(d.status(), Status::Shifting);
     }
+
+    // --- review of the canary judge on ECS's steps ---
+
+    /// A late (or duplicated) hook invocation, or a DescribeServiceDeployments read taken before
+    /// a concurrent hook invocation and applied after it, reports an older production percent:
+    /// the record goes back to the passed 10% step with a fresh window, and ECS's next report of
+    /// its real share rolls back a rollout whose step the judge had passed.
+    #[test]
+    fn a_stale_production_percent_does_not_roll_back_a_step_the_judge_passed() {
+        let d = native_judged("fail");
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60)).deployment;
+        // The step's bake is over and the judge passed it; the hook lets ECS shift on.
+        let d = judged_at(&d, 0.0, crate::judge::Look::End, t(60 + 301));
+        let d = decide(
+            &d,
+            &hook("PRE_PRODUCTION_TRAFFIC_SHIFT", Some(10)),
+            t(60 + 301),
+        )
+        .deployment;
+        assert_eq!(hook_answer(&d).0, crate::native::HookStatus::Succeeded);
+        let d = decide(
+            &d,
+            &hook("PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(60 + 320),
+        )
+        .deployment;
+        assert_eq!(d.status(), Status::Shifting);
+        // The 10% step's PRODUCTION_TRAFFIC_SHIFT invocation comes again, late (or a read of
+        // ECS taken before the shift is applied now).
+        let d = decide(&d, &hook("PRODUCTION_TRAFFIC_SHIFT", Some(10)), t(60 + 330)).deployment;
+        // ECS, still at 100%, is read again by the reconcile loop.
+        let d = decide(
+            &d,
+            &sd_view("IN_PROGRESS", "POST_PRODUCTION_TRAFFIC_SHIFT", Some(100)),
+            t(60 + 360),
+        )
+        .deployment;
+        assert_eq!(
+            d.status(),
+            Status::Shifting,
+            "a step the judge passed is rolled back by a stale percent: {:?}\n{}",
+            d.reason,
+            trail(&d)
+        );
+    }
 }

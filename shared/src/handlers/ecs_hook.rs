@@ -222,7 +222,7 @@ async fn answer<P: Adapters, A: AlarmReader + MetricsReader>(
     // The canary judge's look (its read failing is an error: IN_PROGRESS, never a pass), so that
     // the stage this invocation answers is decided with its verdict.
     if gates_read && !ecs_rolls_back {
-        judge_native(ports, alarms, observed.as_ref().unwrap_or(&d)).await?;
+        judge_native(ports, alarms, observed.as_ref().unwrap_or(&d), false).await?;
     }
     let fact = Fact::HookInvoked(HookCall {
         service_deployment_arn: call.service_deployment_arn.clone(),

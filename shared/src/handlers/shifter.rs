@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
+
 use tracing::{info, warn};
 
 use super::{HandlerError, Outcome, apply, start};
@@ -142,12 +144,30 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
             // gate: the new colour healthy at its desired count), so holding a step reads nothing.
             let now = ports.clock().now();
             let bake_over = matches!(&d.state, State::Shifting(p) if p.bake_until.is_some_and(|until| now >= until));
+            // ecs-native: ECS's word first, so that the judge looks at the step ECS is at now
+            // (a look at a step ECS has left would pass it after the fact).
+            let mut observed = None;
+            let seen = async {
+                if d.native.is_some()
+                    && let Some(view) = native_view(ports, d).await?
+                {
+                    observed = applied(Fact::NativeObserved(view)).await?;
+                }
+                Ok::<_, HandlerError>(())
+            }
+            .await;
+            let current = observed.as_ref().unwrap_or(d);
             // The canary judge, before the look that may end the step's bake. A metrics read
             // that fails passes nothing (the bake ends only on a verdict taken after it) and
             // holds up none of the other reads.
             let judged = async {
                 let after = if d.native.is_some() {
-                    judge_native(ports, metrics, d).await?
+                    // Without ECS's word this tick, no look: the record may be a step behind.
+                    if seen.is_ok() {
+                        judge_native(ports, metrics, current, true).await?
+                    } else {
+                        None
+                    }
                 } else if let Some((judgement, step)) = judge(ports, metrics, d).await? {
                     applied(Fact::Judged { judgement, step }).await?
                 } else {
@@ -163,9 +183,7 @@ async fn reconcile<P: Adapters, M: MetricsReader>(
             }
             let looked = async {
                 if d.native.is_some() {
-                    if let Some(view) = native_view(ports, d).await? {
-                        applied(Fact::NativeObserved(view)).await?;
-                    }
+                    seen?;
                 } else if (d.status() == Status::Deploying || bake_over)
                     && let Some(seen) = observe(ports, d).await?
                 {
@@ -283,11 +301,38 @@ async fn judge<P: Adapters, M: MetricsReader>(
     if now <= from {
         return Ok(None);
     }
+    let groups = (
+        traffic.target(canary).target_group_arn.as_str(),
+        traffic.target(stable).target_group_arn.as_str(),
+    );
+    let window = (from, until, now);
+    let judgement = look(
+        metrics,
+        analysis,
+        load_balancer,
+        groups,
+        window,
+        d.bake_minutes,
+    )
+    .await?;
+    Ok(Some((judgement, traffic.step)))
+}
+
+/// One look of the canary judge at a step: both target groups' per-minute samples from the
+/// step's start to now (one GetMetricData), judged as a look during the bake or at its end.
+async fn look<M: MetricsReader>(
+    metrics: &M,
+    analysis: &crate::judge::Analysis,
+    load_balancer: &str,
+    (canary, stable): (&str, &str),
+    (from, until, now): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+    bake_minutes: u32,
+) -> Result<crate::judge::Judgement, HandlerError> {
     let samples = metrics
         .alb_minutes(
             load_balancer,
-            target_group_dimension(&traffic.target(canary).target_group_arn),
-            target_group_dimension(&traffic.target(stable).target_group_arn),
+            target_group_dimension(canary),
+            target_group_dimension(stable),
             from,
             now,
         )
@@ -295,12 +340,9 @@ async fn judge<P: Adapters, M: MetricsReader>(
     let look = if now >= until {
         crate::judge::Look::End
     } else {
-        crate::judge::Look::During {
-            bake_minutes: d.bake_minutes,
-        }
+        crate::judge::Look::During { bake_minutes }
     };
-    let judgement = crate::judge::judge_look(analysis, &samples, look);
-    Ok(Some((judgement, traffic.step)))
+    Ok(crate::judge::judge_look(analysis, &samples, look))
 }
 
 /// The canary judge of an ecs-native rollout (`gates.analysis`), for the reconcile loop and the
@@ -308,11 +350,15 @@ async fn judge<P: Adapters, M: MetricsReader>(
 /// DescribeRules) until the new revision's target group is told from the stable one's — before
 /// ECS moves production traffic, or mid-shift by the weights — and then, while the new revision
 /// takes part of production traffic, one GetMetricData over the minutes since ECS set its
-/// current share. The record after what was applied; `None` when nothing was.
+/// current share. So that a step gets no more looks than the judge's error budget is split
+/// across (see `judge::Look`): looks during the bake only where `during` (the reconcile loop,
+/// once a minute; not the hook), and one look at its end, taken again only while it found no
+/// data. The record after what was applied; `None` when nothing was.
 pub(super) async fn judge_native<P: Adapters, M: MetricsReader>(
     ports: &P,
     metrics: &M,
     d: &Deployment,
+    during: bool,
 ) -> Result<Option<Deployment>, HandlerError> {
     let (Some(analysis), Some(native)) = (&d.gates.analysis, &d.native) else {
         return Ok(None);
@@ -350,26 +396,24 @@ pub(super) async fn judge_native<P: Adapters, M: MetricsReader>(
         return Ok(after);
     };
     let now = ports.clock().now();
-    if now <= from || current.status() != Status::Shifting {
+    if now <= from || current.status() != Status::Shifting || (now < until && !during) {
         return Ok(after);
     }
-    let samples = metrics
-        .alb_minutes(
-            &groups.load_balancer,
-            target_group_dimension(&groups.canary),
-            target_group_dimension(&groups.stable),
-            from,
-            now,
-        )
-        .await?;
-    let look = if now >= until {
-        crate::judge::Look::End
-    } else {
-        crate::judge::Look::During {
-            bake_minutes: current.bake_minutes,
-        }
-    };
-    let judgement = crate::judge::judge_look(analysis, &samples, look);
+    let ended = current.gates.verdict.as_ref().is_some_and(|v| {
+        v.step == step && v.at >= until && v.judgement.verdict != crate::judge::Verdict::NoData
+    });
+    if ended {
+        return Ok(after);
+    }
+    let judgement = look(
+        metrics,
+        analysis,
+        &groups.load_balancer,
+        (&groups.canary, &groups.stable),
+        (from, until, now),
+        current.bake_minutes,
+    )
+    .await?;
     let judged = apply(ports, &d.id, &Fact::Judged { judgement, step }).await?;
     Ok(judged.or(after))
 }

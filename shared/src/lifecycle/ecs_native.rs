@@ -240,15 +240,16 @@ fn follow(
                 "PRODUCTION_TRAFFIC_SHIFT" | "POST_PRODUCTION_TRAFFIC_SHIFT" | "BAKE_TIME"
             )
         });
+    // ECS's CANARY and LINEAR only move production traffic forward while rolling out (a
+    // rollback is a status of its own): a lower share is an older word (a late or retried hook
+    // invocation, a read taken before one) and changes nothing.
     if let Some(p) = percent
-        && p != d.traffic_percent
+        && p > d.traffic_percent
     {
         // ECS moved production traffic further past a step the canary judge had not let go
         // (ecs-hook is not registered for PRE_PRODUCTION_TRAFFIC_SHIFT): a step nobody judged
         // is not passed; rolled back as an unapproved shift is.
-        if p > d.traffic_percent
-            && let Some(why) = unjudged(d)
-        {
+        if let Some(why) = unjudged(d) {
             d.traffic_percent = p;
             roll_back(d, why, "flightdeck", now);
             return;
@@ -390,7 +391,7 @@ fn native_observed(d: &mut Deployment, view: &NativeView, now: DateTime<Utc>) {
     // within one stage).
     let weight_moved = view
         .production_percent
-        .is_some_and(|p| p != d.traffic_percent)
+        .is_some_and(|p| p > d.traffic_percent)
         && matches!(d.status(), Status::Deploying | Status::Shifting);
     let Some(native) = d.native.as_mut() else {
         return;

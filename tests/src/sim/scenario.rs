@@ -348,13 +348,7 @@ fn add_gates(rng: &mut fastrand::Rng, reg: &mut RegPlan) {
             flightdeck::registration::Strategy::AllAtOnce { .. }
         )
     {
-        reg.registration.spec.gates.analysis = Some(flightdeck::judge::Analysis {
-            min_requests: 50,
-            max_error_rate_increase: 0.01,
-            max_latency_increase: 0.25,
-            confidence: 0.95,
-            no_data: flightdeck::judge::NoData::Fail,
-        });
+        reg.registration.spec.gates.analysis = Some(judged());
     }
     // ecs-native CANARY steps baked 3 minutes or more: judged on the production rule's two
     // target groups (drawn last: the draws before keep their order).
@@ -366,16 +360,21 @@ fn add_gates(rng: &mut fastrand::Rng, reg: &mut RegPlan) {
         flightdeck::registration::Strategy::Canary { .. }
     ) && reg.registration.bake_minutes() >= 3;
     if native_canary && rng.f64() < 0.6 {
-        reg.registration.spec.gates.analysis = Some(flightdeck::judge::Analysis {
-            min_requests: 50,
-            max_error_rate_increase: 0.01,
-            max_latency_increase: 0.25,
-            confidence: 0.95,
-            no_data: flightdeck::judge::NoData::Fail,
-        });
+        reg.registration.spec.gates.analysis = Some(judged());
     }
     if let Err(e) = reg.registration.validate() {
         panic!("harness: gates made the registration invalid: {e}");
+    }
+}
+
+/// The canary judge's settings in the simulation.
+fn judged() -> flightdeck::judge::Analysis {
+    flightdeck::judge::Analysis {
+        min_requests: 50,
+        max_error_rate_increase: 0.01,
+        max_latency_increase: 0.25,
+        confidence: 0.95,
+        no_data: flightdeck::judge::NoData::Fail,
     }
 }
 
