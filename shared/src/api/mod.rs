@@ -1,0 +1,299 @@
+//! The CI and operator HTTP API (DESIGN.md, "API"): routing here; who may do what in
+//! `authorization`, the JSON documents in `documents`, the routes' work in `services`,
+//! `deployments` and `metrics`. Transport-free: `ApiRequest` in, `ApiResponse` out; `from_http`
+//! (feature `api`) builds the request from an API Gateway HTTP API (payload v2) event.
+//!
+//! Errors are `{"error": {"code", "message"}}` with a fitting 4xx. Nothing a caller sends can
+//! produce a 5xx; only the AWS services behind the API failing can (502, `upstream_failed`).
+
+mod authorization;
+mod deployments;
+mod documents;
+mod metrics;
+mod services;
+
+use serde_json::{Value, json};
+
+use crate::handlers::HandlerError;
+use crate::lifecycle::Refusal;
+use crate::ports::{Adapters, PortError};
+
+use authorization::Caller;
+pub use authorization::principal_matches;
+pub use documents::deployment_json;
+pub use metrics::dora;
+pub use services::{Unmanaged, check_managed};
+
+/// A request as the API sees it, whatever carried it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+    /// The body, decoded (API Gateway's base64 undone) and checked to be UTF-8.
+    pub body: Option<String>,
+    /// The IAM principal from the authorizer context; `None` when the request carries none.
+    pub caller: Option<String>,
+    /// The account the API runs in (from the request context), for image references.
+    pub account: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+    /// For 405: the methods the path does accept.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiResponse {
+    pub(crate) fn ok(status: u16, body: Value) -> ApiResponse {
+        ApiResponse {
+            status,
+            body,
+            allow: None,
+        }
+    }
+
+    pub fn error(status: u16, code: &str, message: impl Into<String>) -> ApiResponse {
+        ApiResponse::ok(
+            status,
+            json!({ "error": { "code": code, "message": message.into() } }),
+        )
+    }
+}
+
+/// Settings of the `api` function.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiConfig {
+    /// `FLIGHTDECK_ADMINS`: may register services and act on every deployment.
+    pub admins: Vec<String>,
+    /// The region the functions and ECR live in (for image references by digest).
+    pub region: String,
+}
+
+impl ApiConfig {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ApiConfig, crate::config::MissingSetting> {
+        let admins = lookup("FLIGHTDECK_ADMINS")
+            .ok_or(crate::config::MissingSetting("FLIGHTDECK_ADMINS"))?;
+        let region = lookup("AWS_REGION")
+            .filter(|r| !r.is_empty())
+            .ok_or(crate::config::MissingSetting("AWS_REGION"))?;
+        Ok(ApiConfig {
+            admins: admins
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect(),
+            region,
+        })
+    }
+}
+
+/// Maps what the handlers report to HTTP.
+pub(crate) fn from_handler(e: HandlerError) -> ApiResponse {
+    match e {
+        HandlerError::Refused(Refusal::NotAllowed(m)) => ApiResponse::error(403, "forbidden", m),
+        HandlerError::Refused(Refusal::WrongState(m)) => ApiResponse::error(409, "conflict", m),
+        HandlerError::NotFound(id) => {
+            ApiResponse::error(404, "not_found", format!("deployment {id} not found"))
+        }
+        HandlerError::Port(PortError::BadCursor) => ApiResponse::error(
+            400,
+            "invalid_parameter",
+            "`next` is not a pagination token from this API",
+        ),
+        HandlerError::Contended(m) | HandlerError::Port(PortError::Taken(m)) => {
+            ApiResponse::error(409, "conflict", m)
+        }
+        other => ApiResponse::error(502, "upstream_failed", other.to_string()),
+    }
+}
+
+pub(crate) fn invalid(field: &str, message: impl std::fmt::Display) -> ApiResponse {
+    ApiResponse::error(400, "invalid_parameter", format!("{field}: {message}"))
+}
+
+/// The routes and the methods each accepts.
+enum Route<'a> {
+    Services,
+    Service(&'a str, &'a str),
+    Deployments,
+    Deployment(&'a str),
+    Action(&'a str, &'a str),
+    Metrics,
+}
+
+fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        ["services"] => (Route::Services, "GET"),
+        ["services", s, e] => (Route::Service(s, e), "GET, PUT"),
+        ["deployments"] => (Route::Deployments, "GET, POST"),
+        ["deployments", id] => (Route::Deployment(id), "GET"),
+        [
+            "deployments",
+            id,
+            action @ ("approve" | "promote" | "rollback" | "abort" | "override-freeze"),
+        ] => (Route::Action(id, action), "POST"),
+        ["metrics"] => (Route::Metrics, "GET"),
+        _ => return None,
+    })
+}
+
+/// Handles one request. Never panics on input; every refusal is a 4xx JSON body.
+pub async fn handle<P: Adapters>(
+    ports: &P,
+    config: &ApiConfig,
+    request: &ApiRequest,
+) -> ApiResponse {
+    let Some((route, allow)) = route(&request.path) else {
+        return ApiResponse::error(404, "not_found", format!("no route {}", request.path));
+    };
+    if !allow.split(", ").any(|m| m == request.method) {
+        let mut response = ApiResponse::error(
+            405,
+            "method_not_allowed",
+            format!(
+                "{} does not accept {}; it accepts {allow}",
+                request.path, request.method
+            ),
+        );
+        response.allow = Some(allow);
+        return response;
+    }
+    let Some(caller) = request.caller.as_deref() else {
+        return ApiResponse::error(403, "forbidden", "the request carries no IAM identity");
+    };
+    let who = Caller {
+        principal: caller,
+        admin: config.admins.iter().any(|a| principal_matches(caller, a)),
+    };
+    let result = match (route, request.method.as_str()) {
+        (Route::Services, _) => services::list_services(ports).await,
+        (Route::Service(s, e), "GET") => services::get_service(ports, s, e).await,
+        (Route::Service(s, e), _) => services::put_service(ports, who, s, e, request).await,
+        (Route::Deployments, "GET") => deployments::list_deployments(ports, request).await,
+        (Route::Deployments, _) => {
+            Box::pin(deployments::start_deployment(ports, config, who, request)).await
+        }
+        (Route::Deployment(id), _) => deployments::get_deployment(ports, id).await,
+        (Route::Action(id, action), _) => {
+            Box::pin(deployments::act(ports, who, id, action, request)).await
+        }
+        (Route::Metrics, _) => metrics::metrics(ports, request).await,
+    };
+    result.unwrap_or_else(|response| response)
+}
+
+pub(crate) type Answer = Result<ApiResponse, ApiResponse>;
+
+pub(crate) fn upstream(e: impl Into<HandlerError>) -> ApiResponse {
+    from_handler(e.into())
+}
+
+pub(crate) fn query<'a>(request: &'a ApiRequest, name: &str) -> Option<&'a str> {
+    request
+        .query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Builds the request from an API Gateway HTTP API (payload v2) event as `lambda_http` gives it.
+#[cfg(feature = "api")]
+pub fn from_http(request: &lambda_http::Request) -> Result<ApiRequest, ApiResponse> {
+    use lambda_http::{Body, RequestExt, request::RequestContext};
+    let body = match request.body() {
+        Body::Empty => None,
+        Body::Text(t) => Some(t.clone()),
+        Body::Binary(b) => {
+            Some(String::from_utf8(b.clone()).map_err(|_| invalid("body", "must be UTF-8 JSON"))?)
+        }
+        _ => None,
+    };
+    let (caller, account) = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            let iam = ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref());
+            (
+                iam.and_then(|i| i.user_arn.clone())
+                    .filter(|a| !a.is_empty()),
+                ctx.account_id.clone(),
+            )
+        }
+        _ => (None, None),
+    };
+    let query = request
+        .query_string_parameters_ref()
+        .map(|q| {
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ApiRequest {
+        method: request.method().as_str().to_string(),
+        path: request.raw_http_path().to_string(),
+        query,
+        idempotency_key: request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+        caller,
+        account,
+    })
+}
+
+/// The HTTP response for API Gateway.
+#[cfg(feature = "api")]
+pub fn to_http(response: &ApiResponse) -> lambda_http::Response<lambda_http::Body> {
+    let mut builder = lambda_http::Response::builder()
+        .status(response.status)
+        .header("content-type", "application/json");
+    if let Some(allow) = response.allow {
+        builder = builder.header("allow", allow);
+    }
+    builder
+        .body(lambda_http::Body::Text(response.body.to_string()))
+        .unwrap_or_else(|_| lambda_http::Response::new(lambda_http::Body::Empty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_their_methods() {
+        assert!(matches!(
+            route("/deployments/d-1/approve"),
+            Some((Route::Action(_, "approve"), "POST"))
+        ));
+        assert!(route("/deployments/d-1/explode").is_none());
+        assert!(route("/nope").is_none());
+        assert!(matches!(
+            route("/services/a/b"),
+            Some((Route::Service("a", "b"), "GET, PUT"))
+        ));
+    }
+
+    #[test]
+    fn admins_come_from_a_comma_separated_setting() {
+        let config = ApiConfig::from_lookup(|k| match k {
+            "FLIGHTDECK_ADMINS" => Some(" arn:aws:iam::1:role/a ,arn:aws:iam::1:user/b,".into()),
+            "AWS_REGION" => Some("eu-west-1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            config.admins,
+            ["arn:aws:iam::1:role/a", "arn:aws:iam::1:user/b"]
+        );
+        assert!(ApiConfig::from_lookup(|_| None).is_err());
+    }
+}
