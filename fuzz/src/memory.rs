@@ -90,6 +90,7 @@ pub struct Store {
     stages: Mutex<BTreeMap<(String, String), Stage>>,
     audit: Mutex<BTreeMap<String, Vec<AuditEvent>>>,
     keys: Mutex<BTreeMap<String, (String, String)>>,
+    tallies: Mutex<BTreeMap<String, flightdeck::ports::Tally>>,
 }
 
 impl Store {
@@ -344,16 +345,31 @@ impl DeploymentStore for Store {
         Ok(Page { deployments, next })
     }
 
-    async fn created_since(
+    async fn tally(&self, tally: &flightdeck::ports::Tally) -> PortResult<()> {
+        self.tallies
+            .lock()
+            .unwrap()
+            .insert(tally.id.clone(), tally.clone());
+        Ok(())
+    }
+
+    async fn tallies(
         &self,
         service: &str,
         environment: &str,
-        since: DateTime<Utc>,
-    ) -> PortResult<Vec<Deployment>> {
+        since: chrono::NaiveDate,
+    ) -> PortResult<Vec<flightdeck::ports::Tally>> {
         Ok(self
-            .of(service, environment)
-            .into_iter()
-            .filter(|d| d.created_at >= since)
+            .tallies
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|t| {
+                t.service == service
+                    && t.environment == environment
+                    && t.created_at.date_naive() >= since
+            })
+            .cloned()
             .collect())
     }
 }

@@ -590,6 +590,9 @@ pub enum Effect {
         environment: String,
     },
     Alert(Box<Alert>),
+    /// Count the deployment, ended, in its service and environment's summary (`/metrics`).
+    /// In the alerts' lane: it tells of something that happened and is never cancelled.
+    Tally,
 }
 
 impl Effect {
@@ -597,7 +600,7 @@ impl Effect {
     /// failing AWS call never holds up an alert. Within a lane effects run in the order decided.
     pub fn lane(&self) -> Lane {
         match self {
-            Effect::Alert(_) => Lane::Alerts,
+            Effect::Alert(_) | Effect::Tally => Lane::Alerts,
             _ => Lane::Aws,
         }
     }
@@ -630,6 +633,7 @@ impl Effect {
             } => format!("scaling ECS service {service} to {desired_count}"),
             Effect::Promote { environment } => format!("promoting to {environment}"),
             Effect::Alert(a) => format!("publishing {}", a.document.event_type.as_str()),
+            Effect::Tally => "counting it in the service's summary".to_string(),
         }
     }
 }

@@ -1609,6 +1609,10 @@ fn transition(d: &mut Deployment, state: State, reason: String, actor: &str, now
         reason: Some(reason),
         actor: Some(actor.to_string()),
     });
+    // Every ending is counted in the service's summary (the last one wins).
+    if !status.is_active() {
+        push_effect(d, Effect::Tally);
+    }
 }
 
 /// An ending: `ended` carries its time.

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::Alert;
 use crate::deployment::{Deployment, Listener, Stage};
@@ -146,13 +147,63 @@ pub trait DeploymentStore: Send + Sync {
         limit: u32,
         cursor: Option<&str>,
     ) -> impl Future<Output = PortResult<Page>> + Send;
-    /// Every deployment of a service and environment created at or after `since`.
-    fn created_since(
+    /// Counts a deployment that ended in its service and environment's summary, under the day
+    /// it was created: one write, idempotent, the last word for one deployment wins (a watch
+    /// rollback after success).
+    fn tally(&self, tally: &Tally) -> impl Future<Output = PortResult<()>> + Send;
+    /// The summary of a service and environment: the ended deployments created on `since` or
+    /// later (one item read per day with any, never the records).
+    fn tallies(
         &self,
         service: &str,
         environment: &str,
-        since: DateTime<Utc>,
-    ) -> impl Future<Output = PortResult<Vec<Deployment>>> + Send;
+        since: chrono::NaiveDate,
+    ) -> impl Future<Output = PortResult<Vec<Tally>>> + Send;
+}
+
+/// An ended deployment as `/metrics` counts it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    pub id: String,
+    pub service: String,
+    pub environment: String,
+    pub created_at: DateTime<Utc>,
+    pub status: crate::deployment::Status,
+    /// Push (or request) to SUCCEEDED, for a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_seconds: Option<i64>,
+    /// The bad revision's rollout start to ROLLED_BACK, for a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<i64>,
+}
+
+impl Tally {
+    /// What `d` counts as, once it has ended; `None` while it is active.
+    pub fn of(d: &Deployment) -> Option<Tally> {
+        let status = d.status();
+        if status.is_active() {
+            return None;
+        }
+        let finished = d.finished_at();
+        let lead_seconds = (status == crate::deployment::Status::Succeeded)
+            .then(|| finished.map(|f| (f - d.created_at).num_seconds()))
+            .flatten();
+        let restore_seconds = (status == crate::deployment::Status::RolledBack)
+            .then(|| {
+                let from = d.rollout.started_at.unwrap_or(d.created_at);
+                finished.map(|f| (f - from).num_seconds())
+            })
+            .flatten();
+        Some(Tally {
+            id: d.id.clone(),
+            service: d.service.clone(),
+            environment: d.environment.clone(),
+            created_at: d.created_at,
+            status,
+            lead_seconds,
+            restore_seconds,
+        })
+    }
 }
 
 /// The tag that marks an ECS service, listener or listener rule as one Flightdeck may change:

@@ -1074,13 +1074,16 @@ impl DeploymentStore for LossyStore {
             .page(service, environment, status, limit, cursor)
             .await
     }
-    async fn created_since(
+    async fn tally(&self, tally: &flightdeck::ports::Tally) -> PortResult<()> {
+        self.inner.tally(tally).await
+    }
+    async fn tallies(
         &self,
         service: &str,
         environment: &str,
-        since: DateTime<Utc>,
-    ) -> PortResult<Vec<Deployment>> {
-        self.inner.created_since(service, environment, since).await
+        since: chrono::NaiveDate,
+    ) -> PortResult<Vec<flightdeck::ports::Tally>> {
+        self.inner.tallies(service, environment, since).await
     }
 }
 

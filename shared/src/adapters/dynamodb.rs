@@ -68,6 +68,18 @@ fn slot_pk(service: &str, environment: &str) -> String {
     format!("SLOT#{service}#{environment}")
 }
 
+/// The summary `/metrics` reads: an item per service, environment and day, an attribute per
+/// deployment that ended (`T#<id>`).
+fn summary_pk(service: &str, environment: &str) -> String {
+    format!("SUMMARY#{service}#{environment}")
+}
+
+fn summary_sk(day: chrono::NaiveDate) -> String {
+    format!("DAY#{}", day.format("%Y-%m-%d"))
+}
+
+const TALLY_PREFIX: &str = "T#";
+
 fn deployment_pk(id: &str) -> String {
     format!("DEPLOYMENT#{id}")
 }
@@ -784,32 +796,64 @@ impl DeploymentStore for DynamoStore {
         })
     }
 
-    async fn created_since(
+    async fn tally(&self, tally: &crate::ports::Tally) -> PortResult<()> {
+        let value = serde_dynamo::to_attribute_value(tally).map_err(|e| PortError::Corrupt {
+            key: tally.id.clone(),
+            message: e.to_string(),
+        })?;
+        // One attribute per deployment on its day's item: a single write, which creates the
+        // item when it is the day's first and overwrites this deployment's word if said again.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(
+                "pk",
+                AttributeValue::S(summary_pk(&tally.service, &tally.environment)),
+            )
+            .key(
+                "sk",
+                AttributeValue::S(summary_sk(tally.created_at.date_naive())),
+            )
+            .update_expression("SET #d = :v")
+            .expression_attribute_names("#d", format!("{TALLY_PREFIX}{}", tally.id))
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .map_err(|e| PortError::remote("DynamoDB UpdateItem tally", DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn tallies(
         &self,
         service: &str,
         environment: &str,
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> PortResult<Vec<Deployment>> {
+        since: chrono::NaiveDate,
+    ) -> PortResult<Vec<crate::ports::Tally>> {
+        let pk = summary_pk(service, environment);
         let items = query_all(
             self.client
                 .query()
                 .table_name(&self.table)
-                .index_name(BY_SERVICE_INDEX)
-                .key_condition_expression("gsi1pk = :p AND gsi1sk >= :since")
-                .expression_attribute_values(
-                    ":p",
-                    AttributeValue::S(format!("SERVICE#{service}#{environment}")),
-                )
-                .expression_attribute_values(
-                    ":since",
-                    AttributeValue::S(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                ),
+                .key_condition_expression("pk = :p AND sk >= :since")
+                .expression_attribute_values(":p", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":since", AttributeValue::S(summary_sk(since))),
         )
         .await?;
-        items
-            .into_iter()
-            .map(|item| deployment_from_item(item, || format!("SERVICE#{service}#{environment}")))
-            .collect()
+        let mut tallies = Vec::new();
+        for item in items {
+            for (name, value) in item {
+                if !name.starts_with(TALLY_PREFIX) {
+                    continue;
+                }
+                let tally =
+                    serde_dynamo::from_attribute_value(value).map_err(|e| PortError::Corrupt {
+                        key: format!("{pk} {name}"),
+                        message: e.to_string(),
+                    })?;
+                tallies.push(tally);
+            }
+        }
+        Ok(tallies)
     }
 }
 

@@ -6,11 +6,12 @@ use chrono::Duration;
 use serde_json::{Value, json};
 
 use super::{Answer, ApiRequest, ApiResponse, invalid, query, upstream};
-use crate::deployment::{Deployment, Status};
-use crate::ports::{Adapters, Clock, DeploymentStore};
+use crate::deployment::Status;
+use crate::ports::{Adapters, Clock, DeploymentStore, Tally};
 use crate::registration::check_name;
 
-/// DORA figures over the last `days` days, computed from the records.
+/// DORA figures over the last `days` days, from the service's summary (never the records of the
+/// ended deployments) and the deployments in flight.
 pub(super) async fn metrics<P: Adapters>(ports: &P, request: &ApiRequest) -> Answer {
     let (Some(service), Some(environment)) =
         (query(request, "service"), query(request, "environment"))
@@ -28,47 +29,66 @@ pub(super) async fn metrics<P: Adapters>(ports: &P, request: &ApiRequest) -> Ans
         None => 30,
     };
     let now = ports.clock().now();
-    let deployments = ports
+    let since = now - Duration::days(i64::from(days));
+    // The summary of the ended ones (an item per day with any), and the few in flight.
+    let ended = ports
         .store()
-        .created_since(service, environment, now - Duration::days(i64::from(days)))
+        .tallies(service, environment, since.date_naive())
         .await
         .map_err(upstream)?;
+    let mut in_flight = Vec::new();
+    for id in ports
+        .store()
+        .active(service, environment)
+        .await
+        .map_err(upstream)?
+    {
+        if let Some(d) = ports.store().get(&id).await.map_err(upstream)?
+            && d.status().is_active()
+            && d.created_at >= since
+        {
+            in_flight.push(d.status());
+        }
+    }
+    let ended: Vec<Tally> = ended
+        .into_iter()
+        .filter(|t| t.created_at >= since)
+        .collect();
     Ok(ApiResponse::ok(
         200,
-        dora(service, environment, days, &deployments),
+        dora(service, environment, days, &ended, &in_flight),
     ))
 }
 
 /// Deployment frequency (successes per day), lead time from push to success (median, seconds),
 /// change failure rate (rolled back or failed among finished rollouts), time to restore (median
 /// seconds from the bad revision's start to ROLLED_BACK).
-pub fn dora(service: &str, environment: &str, days: u32, deployments: &[Deployment]) -> Value {
-    let count = |s: Status| deployments.iter().filter(|d| d.status() == s).count();
+pub fn dora(
+    service: &str,
+    environment: &str,
+    days: u32,
+    ended: &[Tally],
+    in_flight: &[Status],
+) -> Value {
+    let count = |s: Status| ended.iter().filter(|t| t.status == s).count();
     let succeeded = count(Status::Succeeded);
     let failed = count(Status::RolledBack) + count(Status::Failed);
-    let lead: Vec<i64> = deployments
-        .iter()
-        .filter(|d| d.status() == Status::Succeeded)
-        .filter_map(|d| d.finished_at().map(|f| (f - d.created_at).num_seconds()))
-        .collect();
-    let restore: Vec<i64> = deployments
-        .iter()
-        .filter(|d| d.status() == Status::RolledBack)
-        .filter_map(|d| {
-            let from = d.rollout.started_at.unwrap_or(d.created_at);
-            d.finished_at().map(|f| (f - from).num_seconds())
-        })
-        .collect();
+    let lead: Vec<i64> = ended.iter().filter_map(|t| t.lead_seconds).collect();
+    let restore: Vec<i64> = ended.iter().filter_map(|t| t.restore_seconds).collect();
     let finished = succeeded + failed;
     let mut by_status = BTreeMap::new();
-    for d in deployments {
-        *by_status.entry(d.status().as_str()).or_insert(0u32) += 1;
+    for status in ended
+        .iter()
+        .map(|t| t.status)
+        .chain(in_flight.iter().copied())
+    {
+        *by_status.entry(status.as_str()).or_insert(0u32) += 1;
     }
     json!({
         "service": service,
         "environment": environment,
         "days": days,
-        "deployments": deployments.len(),
+        "deployments": ended.len() + in_flight.len(),
         "by_status": by_status,
         "deployment_frequency_per_day": round2(succeeded as f64 / f64::from(days)),
         "lead_time_seconds": { "median": median(&lead), "samples": lead.len() },
@@ -104,5 +124,43 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[5, 1, 3]), Some(3));
         assert_eq!(median(&[4, 1, 3, 2]), Some(2));
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn tally(id: &str, status: Status, lead: Option<i64>, restore: Option<i64>) -> Tally {
+        Tally {
+            id: id.into(),
+            service: "api".into(),
+            environment: "staging".into(),
+            created_at: chrono::Utc
+                .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+                .unwrap(),
+            status,
+            lead_seconds: lead,
+            restore_seconds: restore,
+        }
+    }
+
+    #[test]
+    fn dora_figures_come_from_the_summary_and_the_deployments_in_flight() {
+        let ended = [
+            tally("d-1", Status::Succeeded, Some(300), None),
+            tally("d-2", Status::Succeeded, Some(500), None),
+            tally("d-3", Status::RolledBack, None, Some(120)),
+            tally("d-4", Status::Aborted, None, None),
+        ];
+        let v = dora("api", "staging", 2, &ended, &[Status::Deploying]);
+        assert_eq!(v["deployments"], json!(5));
+        assert_eq!(v["by_status"]["SUCCEEDED"], json!(2));
+        assert_eq!(v["by_status"]["DEPLOYING"], json!(1));
+        assert_eq!(v["deployment_frequency_per_day"], json!(1.0));
+        assert_eq!(v["lead_time_seconds"]["median"], json!(400));
+        assert_eq!(v["change_failure_rate"], json!(0.33));
+        assert_eq!(v["time_to_restore_seconds"]["median"], json!(120));
     }
 }

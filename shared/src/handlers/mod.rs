@@ -273,6 +273,12 @@ async fn effect<P: Adapters>(
             ports.notifier().publish(alert).await?;
             Ok(None)
         }
+        Effect::Tally => {
+            if let Some(tally) = crate::ports::Tally::of(d) {
+                ports.store().tally(&tally).await?;
+            }
+            Ok(None)
+        }
         // An earlier attempt (failed, deferred, or whose claimant died) may have registered it.
         Effect::RegisterRevision => Ok(Some(
             register_revision(ports, d, pending.last_error.is_some()).await?,

@@ -1043,3 +1043,43 @@ fn a_rollout_call_that_finds_its_colour_live_goes_on_the_idle_one_instead() {
     assert_eq!(again.outbox.len(), d.outbox.len());
     assert_eq!(again.events.len(), d.events.len());
 }
+
+/// Every ending is counted in the service's summary (`/metrics`) by an effect in the alerts'
+/// lane, and a watch rollback after success counts again with the last word.
+#[test]
+fn every_ending_is_tallied_and_the_last_word_wins() {
+    let r = rolling(r#","gates":{"alarms":["api-5xx"],"watch_minutes":10}"#);
+    let d = settle(at(&push(&r), Fact::SlotTaken, t(1)), t(1));
+    let d = at(&d, rolling_ready("checkout-api", NEW_TD), t(60));
+    assert_eq!(d.status(), Status::Succeeded, "{:?}", d.reason);
+    let tallies = |d: &Deployment| {
+        d.outbox
+            .iter()
+            .filter(|e| e.effect == Effect::Tally)
+            .count()
+    };
+    assert_eq!(tallies(&d), 1);
+    let counted = crate::ports::Tally::of(&d).expect("ended");
+    assert_eq!(counted.status, Status::Succeeded);
+    assert!(counted.lead_seconds.is_some());
+    let d = at(
+        &d,
+        Fact::AlarmFired {
+            alarm: "api-5xx".into(),
+            reason: "Threshold Crossed".into(),
+            gating: true,
+            since: None,
+        },
+        t(120),
+    );
+    assert_eq!(d.status(), Status::RollingBack);
+    assert!(
+        crate::ports::Tally::of(&d).is_none(),
+        "in flight again: not counted as ended"
+    );
+    assert_eq!(
+        tallies(&d),
+        1,
+        "the tally decided at success is never cancelled"
+    );
+}

@@ -211,6 +211,12 @@ impl Brief for Vec<AuditEvent> {
     }
 }
 
+impl Brief for Vec<flightdeck::ports::Tally> {
+    fn brief(&self) -> String {
+        format!("{} ended", self.len())
+    }
+}
+
 impl Brief for Vec<StoppedTaskView> {
     fn brief(&self) -> String {
         let failed = self.iter().filter(|t| t.stop.is_failure()).count();
@@ -668,22 +674,46 @@ impl DeploymentStore for Store {
             .await
     }
 
-    async fn created_since(
+    async fn tally(&self, tally: &flightdeck::ports::Tally) -> PortResult<()> {
+        let tally = tally.clone();
+        self.0
+            .call(
+                "DynamoDB UpdateItem tally",
+                Kind::Write,
+                format!("{} {}", short(&tally.id), tally.status),
+                |w| {
+                    let key = (
+                        tally.service.clone(),
+                        tally.environment.clone(),
+                        tally.id.clone(),
+                    );
+                    w.store.tallies.insert(key, tally.clone());
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn tallies(
         &self,
         service: &str,
         environment: &str,
-        since: DateTime<Utc>,
-    ) -> PortResult<Vec<Deployment>> {
+        since: chrono::NaiveDate,
+    ) -> PortResult<Vec<flightdeck::ports::Tally>> {
         self.0
             .call(
-                "DynamoDB Query since",
+                "DynamoDB Query summary",
                 Kind::Read,
                 service.to_string(),
                 |w| {
                     Ok(w.store
-                        .by_service(service, environment)
-                        .into_iter()
-                        .filter(|d| d.created_at >= since)
+                        .tallies
+                        .values()
+                        .filter(|t| {
+                            t.service == service
+                                && t.environment == environment
+                                && t.created_at.date_naive() >= since
+                        })
                         .cloned()
                         .collect())
                 },

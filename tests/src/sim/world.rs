@@ -113,6 +113,8 @@ pub struct Store {
     /// Audit events, each deployment's trail in order (items of their own, as in DynamoDB).
     pub audit: BTreeMap<String, Vec<AuditEvent>>,
     pub markers: BTreeSet<String>,
+    /// The `/metrics` summary: ended deployments by service, environment and id.
+    pub tallies: BTreeMap<(String, String, String), flightdeck::ports::Tally>,
     pub idempotency: BTreeMap<String, (String, String)>,
     pub largest_item: usize,
     pub largest_item_id: String,
