@@ -3933,57 +3933,18 @@ fn run_native(
     minutes: i64,
     done: impl Fn(&H) -> bool,
 ) -> Vec<String> {
-    let mut answers = Vec::new();
-    for _ in 0..minutes * 12 {
-        if done(h) {
-            break;
-        }
-        let due = {
-            let w = h.w();
-            w.ecs.service_deployments[arn]
-                .hook
-                .as_ref()
-                .is_some_and(|hook| hook.asked.is_none() && hook.due <= w.now)
-        };
-        if due {
-            let payload = h.hook_due(arn, 5);
-            let answer = hook_answer(h, &payload);
-            let status = answer.hook_status.name();
-            answers.push(format!(
-                "{} {}",
-                payload["lifecycleStage"].as_str().unwrap_or_default(),
-                status
-            ));
-            let execution = payload["executionId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut w = h.w();
-            let now = w.now;
-            let delay = answer.call_back_delay.unwrap_or(30);
-            if let Some(sd) = w.ecs.service_deployments.get_mut(arn) {
-                sd.answered(&execution, Some((status, delay)), now);
-            }
-        }
-        let percent = h.w().ecs.service_deployments[arn].percent;
-        {
-            let mut w = h.w();
-            if let Some(RuleAction::Forward { groups, .. }) =
-                w.elb.rules.get_mut(RULE).and_then(|a| a.first_mut())
-            {
-                *groups = vec![
-                    (TG_BLUE.into(), 100 - u32::from(percent)),
-                    (TG_GREEN.into(), u32::from(percent)),
-                ];
-            }
-        }
-        let minute_before = h.w().now.timestamp() / 60;
-        h.advance(5, true, false);
-        if h.w().now.timestamp() / 60 != minute_before && percent > 0 && percent < 100 {
-            alb_minute(h, percent, canary_rate);
-        }
-    }
-    answers
+    let log = look_log(h);
+    run_native_with(
+        h,
+        &log,
+        arn,
+        canary_rate,
+        minutes,
+        &[],
+        false,
+        |_, _, _| {},
+        done,
+    )
 }
 
 /// The judge tells the new revision's target group from the stable one's by the production

@@ -364,11 +364,7 @@ impl DeploymentStore for Store {
             .lock()
             .unwrap()
             .values()
-            .filter(|t| {
-                t.service == service
-                    && t.environment == environment
-                    && t.created_at.date_naive() >= since
-            })
+            .filter(|t| t.in_summary(service, environment, since))
             .cloned()
             .collect())
     }

@@ -201,6 +201,26 @@ pub struct NativeRollout {
     pub verdict_hold: bool,
 }
 
+impl NativeRollout {
+    /// A rollout by ECS's `strategy` that ECS has said nothing of yet.
+    pub fn new(strategy: NativeStrategy) -> NativeRollout {
+        NativeRollout {
+            strategy,
+            service_deployment_arn: None,
+            ecs_status: None,
+            stage: None,
+            last_hook: None,
+            approval_asked: false,
+            frozen_until: None,
+            approval_asked_at: None,
+            reminded: 0,
+            percent_since: None,
+            judged_groups: None,
+            verdict_hold: false,
+        }
+    }
+}
+
 /// ecs-native with `gates.analysis`: the two target groups behind the service's production
 /// listener rule, told apart by which one took all production traffic before ECS moved any
 /// (or, first seen mid-shift, by which weight matches the new revision's share).
@@ -291,6 +311,16 @@ pub enum Listener {
 impl Listener {
     /// The load balancer as CloudWatch's `LoadBalancer` dimension names it (`app/NAME/ID`),
     /// from the listener's or rule's ARN.
+    /// The listener an ARN names: a listener rule (`…:listener-rule/…`) or a listener's default
+    /// action.
+    pub fn of_arn(arn: &str) -> Listener {
+        if arn.contains(":listener-rule/") {
+            Listener::Rule(arn.to_string())
+        } else {
+            Listener::Default(arn.to_string())
+        }
+    }
+
     pub fn load_balancer_dimension(&self) -> Option<&str> {
         let arn = match self {
             Listener::Rule(a) | Listener::Default(a) => a.as_str(),
@@ -999,25 +1029,14 @@ impl Deployment {
             _ => None,
         };
         let native = match &registration.spec.engine {
-            Engine::EcsNative { .. } => Some(NativeRollout {
+            Engine::EcsNative { .. } => Some(NativeRollout::new(
                 // Registration refuses a strategy ECS cannot express.
-                strategy: NativeStrategy::of(&registration.spec.strategy).unwrap_or(
+                NativeStrategy::of(&registration.spec.strategy).unwrap_or(
                     NativeStrategy::BlueGreen {
                         bake_minutes: registration.bake_minutes(),
                     },
                 ),
-                service_deployment_arn: None,
-                ecs_status: None,
-                stage: None,
-                last_hook: None,
-                approval_asked: false,
-                frozen_until: None,
-                approval_asked_at: None,
-                reminded: 0,
-                percent_since: None,
-                judged_groups: None,
-                verdict_hold: false,
-            }),
+            )),
             _ => None,
         };
         Deployment {

@@ -180,11 +180,7 @@ pub fn tell_apart(
                     groups behind it"
             .to_string());
     };
-    let listener = if rule.contains(":listener-rule/") {
-        crate::deployment::Listener::Rule(rule.to_string())
-    } else {
-        crate::deployment::Listener::Default(rule.to_string())
-    };
+    let listener = crate::deployment::Listener::of_arn(rule);
     let Some(load_balancer) = listener.load_balancer_dimension() else {
         return Err(format!("{rule} is not a listener rule ARN"));
     };

@@ -178,6 +178,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Whether `tallies(service, environment, since)` returns this one.
+    pub fn in_summary(&self, service: &str, environment: &str, since: chrono::NaiveDate) -> bool {
+        self.service == service
+            && self.environment == environment
+            && self.created_at.date_naive() >= since
+    }
+
     /// What `d` counts as, once it has ended; `None` while it is active.
     pub fn of(d: &Deployment) -> Option<Tally> {
         let status = d.status();

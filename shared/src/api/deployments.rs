@@ -75,11 +75,7 @@ pub(super) async fn get_deployment<P: Adapters>(ports: &P, id: &str) -> Answer {
             }
             Ok(ApiResponse::ok(200, deployment_json(&d)))
         }
-        None => Err(ApiResponse::error(
-            404,
-            "not_found",
-            format!("deployment {id} not found"),
-        )),
+        None => Err(ApiResponse::not_found(format!("deployment {id} not found"))),
     }
 }
 
@@ -151,13 +147,7 @@ pub(super) async fn start_deployment<P: Adapters>(
             .digest_of(repository, tag)
             .await
             .map_err(upstream)?
-            .ok_or_else(|| {
-                ApiResponse::error(
-                    404,
-                    "not_found",
-                    format!("no image {repository}:{tag} in ECR"),
-                )
-            })?;
+            .ok_or_else(|| ApiResponse::not_found(format!("no image {repository}:{tag} in ECR")))?;
         (digest, Some(tag.to_string()))
     };
     let account = request.account.as_deref().unwrap_or("000000000000");
@@ -237,9 +227,7 @@ pub(super) async fn act<P: Adapters>(
         .get(id)
         .await
         .map_err(upstream)?
-        .ok_or_else(|| {
-            ApiResponse::error(404, "not_found", format!("deployment {id} not found"))
-        })?;
+        .ok_or_else(|| ApiResponse::not_found(format!("deployment {id} not found")))?;
     let registration = find_registration(ports, &d.service, &d.environment).await?;
     who.require_role(&registration, action)?;
     let by = caller.to_string();
@@ -261,11 +249,7 @@ pub(super) async fn act<P: Adapters>(
     };
     match result.map_err(from_handler)? {
         Some(d) => Ok(ApiResponse::ok(200, deployment_json(&d))),
-        None => Err(ApiResponse::error(
-            404,
-            "not_found",
-            format!("deployment {id} not found"),
-        )),
+        None => Err(ApiResponse::not_found(format!("deployment {id} not found"))),
     }
 }
 

@@ -56,6 +56,11 @@ impl ApiResponse {
         }
     }
 
+    /// 404 with the `not_found` code.
+    pub fn not_found(message: impl Into<String>) -> ApiResponse {
+        ApiResponse::error(404, "not_found", message)
+    }
+
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> ApiResponse {
         ApiResponse::ok(
             status,
@@ -99,9 +104,7 @@ pub(crate) fn from_handler(e: HandlerError) -> ApiResponse {
     match e {
         HandlerError::Refused(Refusal::NotAllowed(m)) => ApiResponse::error(403, "forbidden", m),
         HandlerError::Refused(Refusal::WrongState(m)) => ApiResponse::error(409, "conflict", m),
-        HandlerError::NotFound(id) => {
-            ApiResponse::error(404, "not_found", format!("deployment {id} not found"))
-        }
+        HandlerError::NotFound(id) => ApiResponse::not_found(format!("deployment {id} not found")),
         HandlerError::Port(PortError::BadCursor) => ApiResponse::error(
             400,
             "invalid_parameter",
@@ -152,7 +155,7 @@ pub async fn handle<P: Adapters>(
     request: &ApiRequest,
 ) -> ApiResponse {
     let Some((route, allow)) = route(&request.path) else {
-        return ApiResponse::error(404, "not_found", format!("no route {}", request.path));
+        return ApiResponse::not_found(format!("no route {}", request.path));
     };
     if !allow.split(", ").any(|m| m == request.method) {
         let mut response = ApiResponse::error(

@@ -28,11 +28,7 @@ pub(super) async fn find_registration<P: Adapters>(
         .await
         .map_err(upstream)?
         .ok_or_else(|| {
-            ApiResponse::error(
-                404,
-                "not_found",
-                format!("{service} is not registered in {environment}"),
-            )
+            ApiResponse::not_found(format!("{service} is not registered in {environment}"))
         })
 }
 

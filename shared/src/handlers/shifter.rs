@@ -372,9 +372,13 @@ pub(super) async fn judge_native<P: Adapters, M: MetricsReader>(
             .ecs()
             .service(&d.rollout.cluster, &d.rollout.ecs_service)
             .await?;
-        let weights = match &service.production_listener_rule {
-            Some(rule) if rule.contains(":listener-rule/") => {
-                let rule = crate::deployment::Listener::Rule(rule.clone());
+        // An NLB listener is refused by the judge whatever its weights: not read.
+        let rule = service
+            .production_listener_rule
+            .as_deref()
+            .map(crate::deployment::Listener::of_arn);
+        let weights = match rule {
+            Some(rule @ crate::deployment::Listener::Rule(_)) => {
                 ports.traffic().weights(&rule).await?
             }
             _ => Vec::new(),

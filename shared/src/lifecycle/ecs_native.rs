@@ -853,20 +853,9 @@ pub fn external(
     if let Some(native) = d.native.as_mut() {
         native.service_deployment_arn = Some(rollout.service_deployment_arn.clone());
     } else {
-        d.native = Some(NativeRollout {
-            strategy: NativeStrategy::BlueGreen { bake_minutes: 0 },
-            service_deployment_arn: Some(rollout.service_deployment_arn.clone()),
-            ecs_status: None,
-            stage: None,
-            last_hook: None,
-            approval_asked: false,
-            frozen_until: None,
-            approval_asked_at: None,
-            reminded: 0,
-            percent_since: None,
-            judged_groups: None,
-            verdict_hold: false,
-        });
+        let mut native = NativeRollout::new(NativeStrategy::BlueGreen { bake_minutes: 0 });
+        native.service_deployment_arn = Some(rollout.service_deployment_arn.clone());
+        d.native = Some(native);
     }
     let progress = Progress {
         progress_deadline: now + window(&d),

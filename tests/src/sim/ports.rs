@@ -709,11 +709,7 @@ impl DeploymentStore for Store {
                     Ok(w.store
                         .tallies
                         .values()
-                        .filter(|t| {
-                            t.service == service
-                                && t.environment == environment
-                                && t.created_at.date_naive() >= since
-                        })
+                        .filter(|t| t.in_summary(service, environment, since))
                         .cloned()
                         .collect())
                 },
