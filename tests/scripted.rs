@@ -996,6 +996,7 @@ fn two_concurrent_registrations_cannot_both_claim_one_ecs_service() {
     let config = ApiConfig {
         admins: vec![ADMIN.to_string()],
         region: REGION.to_string(),
+        ..ApiConfig::default()
     };
     let put = |service: &str| ApiRequest {
         method: "PUT".into(),
@@ -2631,6 +2632,7 @@ fn a_native_rollout_started_outside_flightdeck_is_recorded_and_listed_with_its_s
     let config = ApiConfig {
         admins: vec![],
         region: REGION.into(),
+        ..ApiConfig::default()
     };
     let r = block_on(api::handle(&h.ports, &config, &request));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -3079,6 +3081,7 @@ fn api_call(
     let config = ApiConfig {
         admins: vec![format!("arn:aws:iam::{ACCOUNT}:user/platform-admin")],
         region: REGION.into(),
+        ..ApiConfig::default()
     };
     let r = block_on(api::handle(&h.ports, &config, &request));
     (r.status, r.body)

@@ -19,6 +19,7 @@ fn config() -> ApiConfig {
     ApiConfig {
         admins: vec!["arn:aws:iam::123456789012:role/flightdeck-admin".to_string()],
         region: "eu-west-1".to_string(),
+        ..ApiConfig::default()
     }
 }
 
@@ -40,6 +41,7 @@ fn request(text: &str) -> Option<ApiRequest> {
             })
             .collect(),
         caller: some(lines.next()),
+        caller_alias: None,
         idempotency_key: some(lines.next()),
         body: some(lines.next()),
         account: Some("123456789012".to_string()),

@@ -175,6 +175,9 @@ pub struct Tally {
     /// The bad revision's rollout start to ROLLED_BACK, for a rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_seconds: Option<i64>,
+    /// A revert: an unplanned deployment to undo a release (DORA's rework).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revert: bool,
 }
 
 impl Tally {
@@ -209,6 +212,7 @@ impl Tally {
             status,
             lead_seconds,
             restore_seconds,
+            revert: d.trigger == crate::deployment::Trigger::Revert,
         })
     }
 }

@@ -502,6 +502,15 @@ impl EcsSimulator {
         format!("arn:aws:ecs:{REGION}:{ACCOUNT}:{kind}/{rest}")
     }
 
+    /// The same scheduler, speaking of another ECS service of the stack's cluster.
+    pub fn for_service(&self, service: &str) -> EcsSimulator {
+        EcsSimulator {
+            cluster: self.cluster.clone(),
+            service: service.to_string(),
+            next_task: self.next_task,
+        }
+    }
+
     pub fn new_task_arn(&mut self) -> String {
         self.next_task += 1;
         self.arn(
@@ -509,7 +518,10 @@ impl EcsSimulator {
             &format!(
                 "{}/{}",
                 self.cluster,
-                &hex64(&format!("{}{}", self.cluster, self.next_task))[..32]
+                &hex64(&format!(
+                    "{}{}{}",
+                    self.cluster, self.service, self.next_task
+                ))[..32]
             ),
         )
     }

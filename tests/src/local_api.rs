@@ -36,13 +36,44 @@ pub fn access_key(authorization: &str) -> Option<&str> {
     credential.split('/').next().filter(|k| !k.is_empty())
 }
 
+/// Who a local request stands for: an IAM principal (a SigV4 access key of
+/// `infra/local/principals.json`), or a user the dashboard acts as.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Iam(String),
+    /// The claims a JWT authorizer would pass for this email (verified) and subject.
+    Oidc {
+        email: String,
+        subject: String,
+    },
+}
+
+/// The header by which the dashboard, served locally, names the local user it acts as (what a
+/// sign-in token does in AWS). Only the local server reads it, and only for the users it lists.
+pub const LOCAL_USER_HEADER: &str = "x-flightdeck-local-user";
+
+/// The local user a page request names, if it is one of `users`.
+pub fn page_user(headers: &[(String, String)], users: &[String]) -> Option<Caller> {
+    let named = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(LOCAL_USER_HEADER))
+        .map(|(_, v)| v.trim())?;
+    users
+        .iter()
+        .find(|u| u.as_str() == named)
+        .map(|u| Caller::Oidc {
+            email: u.clone(),
+            subject: format!("local-{}", &crate::hex64(u)[..12]),
+        })
+}
+
 /// An API Gateway HTTP API (payload v2) event, as API Gateway would send it to the function.
 pub fn event(
     method: &str,
     path_and_query: &str,
     headers: &[(String, String)],
     body: &[u8],
-    caller: Option<&str>,
+    caller: Option<&Caller>,
 ) -> Value {
     let (path, raw_query) = path_and_query
         .split_once('?')
@@ -64,11 +95,16 @@ pub fn event(
             .or_insert_with(|| v.clone());
     }
     let now = Utc::now();
-    let authorizer = caller.map(|arn| {
-        json!({ "iam": {
+    let authorizer = caller.map(|caller| match caller {
+        Caller::Iam(arn) => json!({ "iam": {
             "accessKey": "ASIALOCAL", "accountId": ACCOUNT, "callerId": "LOCAL:caller",
             "userArn": arn, "userId": "LOCAL:caller", "cognitoIdentity": null, "principalOrgId": null
-        }})
+        }}),
+        Caller::Oidc { email, subject } => json!({ "jwt": {
+            "claims": { "sub": subject, "email": email, "email_verified": "true",
+                        "iss": "http://127.0.0.1/local", "aud": "flightdeck-local" },
+            "scopes": null
+        }}),
     });
     let mut e = json!({
         "version": "2.0",
@@ -147,11 +183,17 @@ pub async fn call<P: Adapters>(ports: &P, config: &ApiConfig, event: &Value) -> 
     }
 }
 
+/// The users the dashboard may act as on the local stack: a deployer, an approver (both
+/// deployer and approver of the local registrations), and a viewer who is neither.
+pub const LOCAL_USERS: [&str; 3] = ["dev@example.com", "lead@example.com", "viewer@example.com"];
+
 /// The API settings the local stack uses: the local admin principal, the emulator's region.
 pub fn local_config() -> ApiConfig {
     ApiConfig {
         admins: vec!["arn:aws:iam::123456789012:user/platform-admin".to_string()],
         region: std::env::var("AWS_REGION").unwrap_or_else(|_| crate::REGION.to_string()),
+        oidc: None,
+        local_users: LOCAL_USERS.iter().map(|u| u.to_string()).collect(),
     }
 }
 

@@ -247,6 +247,7 @@ pub async fn run() -> Result<()> {
     let config = ApiConfig {
         admins: vec![],
         region: REGION.into(),
+        ..ApiConfig::default()
     };
     let approve = |caller: &str| ApiRequest {
         method: "POST".into(),

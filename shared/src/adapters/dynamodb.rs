@@ -758,42 +758,66 @@ impl DeploymentStore for DynamoStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> PortResult<Page> {
-        let start = cursor
+        let mut start = cursor
             .map(|c| decode_cursor(c, service, environment))
             .transpose()?;
-        let mut request = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_SERVICE_INDEX)
-            .key_condition_expression("gsi1pk = :p")
-            .expression_attribute_values(
-                ":p",
-                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
-            )
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit).unwrap_or(100))
-            .set_exclusive_start_key(start);
-        if let Some(status) = status {
-            request = request
-                .filter_expression("#status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", AttributeValue::S(status.to_string()));
+        // DynamoDB applies `Limit` before the filter: with a status, a page of `limit` items may
+        // hold none that match. Read on (in pages of `FILTERED_PAGE`, at most `FILTERED_READS`
+        // of them per call) until `limit` match, and resume after the last one returned.
+        const FILTERED_PAGE: i32 = 100;
+        const FILTERED_READS: usize = 10;
+        let wanted = usize::try_from(limit).unwrap_or(100);
+        let mut deployments = Vec::new();
+        let mut reads = 0;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_SERVICE_INDEX)
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(
+                    ":p",
+                    AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+                )
+                .scan_index_forward(false)
+                .limit(if status.is_some() {
+                    FILTERED_PAGE
+                } else {
+                    i32::try_from(limit).unwrap_or(100)
+                })
+                .set_exclusive_start_key(start.take());
+            if let Some(status) = status {
+                request = request
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", AttributeValue::S(status.to_string()));
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
+            reads += 1;
+            for item in out.items.unwrap_or_default() {
+                if deployments.len() == wanted {
+                    // More matched than there is room for: the next page starts after the last.
+                    let next = deployments
+                        .last()
+                        .map(|d: &Deployment| encode_cursor(&index_position(d)));
+                    return Ok(Page { deployments, next });
+                }
+                deployments.push(deployment_from_item(item, || {
+                    format!("SERVICE#{service}#{environment}")
+                })?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || deployments.len() == wanted || reads >= FILTERED_READS {
+                return Ok(Page {
+                    deployments,
+                    next: start.as_ref().map(encode_cursor),
+                });
+            }
         }
-        let out = request
-            .send()
-            .await
-            .map_err(|e| PortError::remote("DynamoDB Query", DisplayErrorContext(e)))?;
-        let deployments = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| deployment_from_item(item, || format!("SERVICE#{service}#{environment}")))
-            .collect::<PortResult<Vec<_>>>()?;
-        Ok(Page {
-            deployments,
-            next: out.last_evaluated_key.map(|k| encode_cursor(&k)),
-        })
     }
 
     async fn tally(&self, tally: &crate::ports::Tally) -> PortResult<()> {
@@ -858,6 +882,20 @@ impl DeploymentStore for DynamoStore {
 }
 
 /// Pagination tokens are the index position, hex-encoded JSON: opaque to callers, checked here.
+/// The by-service index position of a deployment's record (a page's resume point).
+fn index_position(d: &Deployment) -> std::collections::HashMap<String, AttributeValue> {
+    let item = DeploymentItem::new(d);
+    [
+        ("pk", item.pk),
+        ("sk", item.sk),
+        ("gsi1pk", item.gsi1pk),
+        ("gsi1sk", item.gsi1sk),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), AttributeValue::S(v)))
+    .collect()
+}
+
 fn encode_cursor(key: &std::collections::HashMap<String, AttributeValue>) -> String {
     let plain: std::collections::BTreeMap<&str, &str> = key
         .iter()

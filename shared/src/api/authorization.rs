@@ -10,6 +10,8 @@ pub use crate::principal::principal_matches;
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Caller<'a> {
     pub principal: &'a str,
+    /// The other name an OIDC caller may be listed under (its subject beside its email).
+    pub alias: Option<&'a str>,
     pub admin: bool,
 }
 
@@ -41,7 +43,10 @@ impl Caller<'_> {
         } else {
             (&registration.spec.deployers, "a deployer")
         };
-        if self.admin || listed.iter().any(|p| principal_matches(self.principal, p)) {
+        let named = |p: &String| {
+            principal_matches(self.principal, p) || self.alias.is_some_and(|a| a == p.as_str())
+        };
+        if self.admin || listed.iter().any(named) {
             return Ok(());
         }
         Err(ApiResponse::error(
@@ -76,14 +81,17 @@ mod tests {
         let r = registration();
         let deployer = Caller {
             principal: "arn:aws:sts::1:assumed-role/ci-deployer/build-7",
+            alias: None,
             admin: false,
         };
         let approver = Caller {
             principal: "arn:aws:sts::1:assumed-role/release-approver/alice",
+            alias: None,
             admin: false,
         };
         let admin = Caller {
             principal: "arn:aws:iam::1:user/platform-admin",
+            alias: None,
             admin: true,
         };
         assert!(deployer.require_role(&r, "rollback").is_ok());

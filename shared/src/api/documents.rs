@@ -25,6 +25,33 @@ struct DeploymentView<'a> {
     finished_at: Option<DateTime<Utc>>,
     reason: Option<&'a str>,
     events: &'a [crate::deployment::AuditEvent],
+    /// Who started it (and the chain it was promoted from): none of them may approve it.
+    starters: &'a [String],
+    /// The phase with the data only it has (bake end, progress deadline, hold, rollback, watch).
+    phase: &'a crate::deployment::State,
+    /// alb-weights: the weight steps and the one reached; ecs-native: ECS's stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<&'a [u8]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stage: Option<&'a str>,
+    bake_minutes: u32,
+    gates: GatesView<'a>,
+}
+
+/// Each gate's state, for the dashboard.
+#[derive(Serialize)]
+struct GatesView<'a> {
+    alarms: &'a [String],
+    failed_tasks: u32,
+    max_failed_tasks: u32,
+    failure_reasons: &'a [crate::deployment::FailureTally],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'a crate::deployment::StepVerdict>,
+    watch_minutes: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    findings: &'a [crate::scan::Finding],
 }
 
 pub fn deployment_json(d: &Deployment) -> Value {
@@ -44,6 +71,21 @@ pub fn deployment_json(d: &Deployment) -> Value {
         finished_at: d.finished_at(),
         reason: d.reason.as_deref(),
         events: &d.events,
+        starters: &d.starters,
+        phase: &d.state,
+        steps: d.traffic.as_ref().map(|t| t.steps.as_slice()),
+        step: d.traffic.as_ref().map(|t| t.step),
+        stage: d.native.as_ref().and_then(|n| n.stage.as_deref()),
+        bake_minutes: d.bake_minutes,
+        gates: GatesView {
+            alarms: &d.alarms,
+            failed_tasks: d.failed_count,
+            max_failed_tasks: d.max_failed_tasks,
+            failure_reasons: &d.failure_reasons,
+            verdict: d.gates.verdict.as_ref(),
+            watch_minutes: d.gates.watch_minutes,
+            findings: &d.gates.findings,
+        },
     })
     .unwrap_or(Value::Null)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Duration;
+use chrono::{Duration, NaiveDate};
 use serde_json::{Value, json};
 
 use super::{Answer, ApiRequest, ApiResponse, invalid, query, upstream};
@@ -56,20 +56,29 @@ pub(super) async fn metrics<P: Adapters>(ports: &P, request: &ApiRequest) -> Ans
         .collect();
     Ok(ApiResponse::ok(
         200,
-        dora(service, environment, days, &ended, &in_flight),
+        dora(
+            service,
+            environment,
+            (since.date_naive(), now.date_naive()),
+            &ended,
+            &in_flight,
+        ),
     ))
 }
 
 /// Deployment frequency (successes per day), lead time from push to success (median, seconds),
 /// change failure rate (rolled back or failed among finished rollouts), time to restore (median
-/// seconds from the bad revision's start to ROLLED_BACK).
+/// seconds from the bad revision's start to ROLLED_BACK), rework rate (unplanned deployments
+/// among the ended ones: reverts, and the first deployment after one that rolled back or
+/// failed), and a series per day from `window.0` to `window.1` for the charts.
 pub fn dora(
     service: &str,
     environment: &str,
-    days: u32,
+    window: (NaiveDate, NaiveDate),
     ended: &[Tally],
     in_flight: &[Status],
 ) -> Value {
+    let days = u32::try_from((window.1 - window.0).num_days().max(1)).unwrap_or(1);
     let count = |s: Status| ended.iter().filter(|t| t.status == s).count();
     let succeeded = count(Status::Succeeded);
     let failed = count(Status::RolledBack) + count(Status::Failed);
@@ -84,6 +93,31 @@ pub fn dora(
     {
         *by_status.entry(status.as_str()).or_insert(0u32) += 1;
     }
+    let mut in_order: Vec<&Tally> = ended.iter().collect();
+    in_order.sort_by_key(|t| t.created_at);
+    let bad = |t: &Tally| matches!(t.status, Status::RolledBack | Status::Failed);
+    let rework = in_order
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| t.revert || (*i > 0 && bad(in_order[i - 1])))
+        .count();
+    let mut daily = Vec::new();
+    let mut day = window.0;
+    while day <= window.1 {
+        let of_day: Vec<&Tally> = ended
+            .iter()
+            .filter(|t| t.created_at.date_naive() == day)
+            .collect();
+        let lead: Vec<i64> = of_day.iter().filter_map(|t| t.lead_seconds).collect();
+        daily.push(json!({
+            "date": day.to_string(),
+            "succeeded": of_day.iter().filter(|t| t.status == Status::Succeeded).count(),
+            "failed": of_day.iter().filter(|t| bad(t)).count(),
+            "lead_time_seconds": median(&lead),
+        }));
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
     json!({
         "service": service,
         "environment": environment,
@@ -94,6 +128,8 @@ pub fn dora(
         "lead_time_seconds": { "median": median(&lead), "samples": lead.len() },
         "change_failure_rate": if finished == 0 { Value::Null } else { json!(round2(failed as f64 / finished as f64)) },
         "time_to_restore_seconds": { "median": median(&restore), "samples": restore.len() },
+        "rework_rate": if ended.is_empty() { Value::Null } else { json!(round2(rework as f64 / ended.len() as f64)) },
+        "daily": daily,
     })
 }
 
@@ -143,6 +179,7 @@ mod summary_tests {
             status,
             lead_seconds: lead,
             restore_seconds: restore,
+            revert: false,
         }
     }
 
@@ -154,7 +191,14 @@ mod summary_tests {
             tally("d-3", Status::RolledBack, None, Some(120)),
             tally("d-4", Status::Aborted, None, None),
         ];
-        let v = dora("api", "staging", 2, &ended, &[Status::Deploying]);
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let v = dora(
+            "api",
+            "staging",
+            (day(19), day(21)),
+            &ended,
+            &[Status::Deploying],
+        );
         assert_eq!(v["deployments"], json!(5));
         assert_eq!(v["by_status"]["SUCCEEDED"], json!(2));
         assert_eq!(v["by_status"]["DEPLOYING"], json!(1));
@@ -162,5 +206,13 @@ mod summary_tests {
         assert_eq!(v["lead_time_seconds"]["median"], json!(400));
         assert_eq!(v["change_failure_rate"], json!(0.33));
         assert_eq!(v["time_to_restore_seconds"]["median"], json!(120));
+        // d-4 came after d-3 rolled back: a fix, unplanned.
+        assert_eq!(v["rework_rate"], json!(0.25));
+        let daily = v["daily"].as_array().unwrap();
+        assert_eq!(daily.len(), 3);
+        assert_eq!(daily[1]["date"], json!("2026-11-20"));
+        assert_eq!(daily[1]["succeeded"], json!(2));
+        assert_eq!(daily[1]["failed"], json!(1));
+        assert_eq!(daily[0]["succeeded"], json!(0));
     }
 }

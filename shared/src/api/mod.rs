@@ -7,6 +7,7 @@
 //! produce a 5xx; only the AWS services behind the API failing can (502, `upstream_failed`).
 
 mod authorization;
+mod dashboard;
 mod deployments;
 mod documents;
 mod metrics;
@@ -20,6 +21,7 @@ use crate::ports::{Adapters, PortError};
 
 use authorization::Caller;
 pub use authorization::principal_matches;
+pub use dashboard::{Asset, UI_PREFIX, oidc_identity};
 pub use documents::deployment_json;
 pub use metrics::dora;
 pub use services::{Unmanaged, check_managed};
@@ -33,8 +35,11 @@ pub struct ApiRequest {
     pub idempotency_key: Option<String>,
     /// The body, decoded (API Gateway's base64 undone) and checked to be UTF-8.
     pub body: Option<String>,
-    /// The IAM principal from the authorizer context; `None` when the request carries none.
+    /// The caller from the authorizer context: the IAM principal's ARN, or `oidc:<email or
+    /// subject>` from the JWT authorizer's claims; `None` when the request carries neither.
     pub caller: Option<String>,
+    /// The other name an OIDC caller may be listed under (`oidc:<subject>` beside the email).
+    pub caller_alias: Option<String>,
     /// The account the API runs in (from the request context), for image references.
     pub account: Option<String>,
 }
@@ -45,6 +50,8 @@ pub struct ApiResponse {
     pub body: Value,
     /// For 405: the methods the path does accept.
     pub allow: Option<&'static str>,
+    /// A file of the dashboard, served as it is instead of `body`.
+    pub asset: Option<&'static Asset>,
 }
 
 impl ApiResponse {
@@ -53,6 +60,14 @@ impl ApiResponse {
             status,
             body,
             allow: None,
+            asset: None,
+        }
+    }
+
+    pub(crate) fn asset(asset: &'static Asset) -> ApiResponse {
+        ApiResponse {
+            asset: Some(asset),
+            ..ApiResponse::ok(200, Value::Null)
         }
     }
 
@@ -76,6 +91,18 @@ pub struct ApiConfig {
     pub admins: Vec<String>,
     /// The region the functions and ECR live in (for image references by digest).
     pub region: String,
+    /// The organisation's OIDC provider the dashboard signs in with (`FLIGHTDECK_OIDC_ISSUER`,
+    /// `FLIGHTDECK_OIDC_CLIENT_ID`); the HTTP API's JWT authorizer checks its tokens.
+    pub oidc: Option<Oidc>,
+    /// The local stack only: the users the page may act as without signing in (its requests
+    /// name one; the local server turns it into the claims a JWT authorizer would pass).
+    pub local_users: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Oidc {
+    pub issuer: String,
+    pub client_id: String,
 }
 
 impl ApiConfig {
@@ -87,7 +114,21 @@ impl ApiConfig {
         let region = lookup("AWS_REGION")
             .filter(|r| !r.is_empty())
             .ok_or(crate::config::MissingSetting("AWS_REGION"))?;
+        let setting = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let oidc = match (
+            setting("FLIGHTDECK_OIDC_ISSUER"),
+            setting("FLIGHTDECK_OIDC_CLIENT_ID"),
+        ) {
+            (Some(issuer), Some(client_id)) => Some(Oidc { issuer, client_id }),
+            (None, None) => None,
+            (None, Some(_)) => return Err(crate::config::MissingSetting("FLIGHTDECK_OIDC_ISSUER")),
+            (Some(_), None) => {
+                return Err(crate::config::MissingSetting("FLIGHTDECK_OIDC_CLIENT_ID"));
+            }
+        };
         Ok(ApiConfig {
+            oidc,
+            local_users: Vec::new(),
             admins: admins
                 .split(',')
                 .map(str::trim)
@@ -129,6 +170,7 @@ enum Route<'a> {
     Deployment(&'a str),
     Action(&'a str, &'a str),
     Metrics,
+    Me,
 }
 
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
@@ -144,6 +186,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
             action @ ("approve" | "promote" | "rollback" | "abort" | "override-freeze"),
         ] => (Route::Action(id, action), "POST"),
         ["metrics"] => (Route::Metrics, "GET"),
+        ["me"] => (Route::Me, "GET"),
         _ => return None,
     })
 }
@@ -154,7 +197,15 @@ pub async fn handle<P: Adapters>(
     config: &ApiConfig,
     request: &ApiRequest,
 ) -> ApiResponse {
-    let Some((route, allow)) = route(&request.path) else {
+    if let Some(page) = dashboard::serve(config, &request.method, &request.path) {
+        return page;
+    }
+    // The page's calls: the same routes, under the prefix the JWT authorizer guards in AWS.
+    let path = match request.path.strip_prefix(UI_PREFIX) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => request.path.as_str(),
+    };
+    let Some((route, allow)) = route(path) else {
         return ApiResponse::not_found(format!("no route {}", request.path));
     };
     if !allow.split(", ").any(|m| m == request.method) {
@@ -170,11 +221,19 @@ pub async fn handle<P: Adapters>(
         return response;
     }
     let Some(caller) = request.caller.as_deref() else {
-        return ApiResponse::error(403, "forbidden", "the request carries no IAM identity");
+        return ApiResponse::error(
+            403,
+            "forbidden",
+            "the request carries no identity (IAM signature or sign-in token)",
+        );
     };
+    let alias = request.caller_alias.as_deref();
     let who = Caller {
         principal: caller,
-        admin: config.admins.iter().any(|a| principal_matches(caller, a)),
+        alias,
+        admin: config.admins.iter().any(|a| {
+            principal_matches(caller, a) || alias.is_some_and(|alias| alias == a.as_str())
+        }),
     };
     let result = match (route, request.method.as_str()) {
         (Route::Services, _) => services::list_services(ports).await,
@@ -189,6 +248,10 @@ pub async fn handle<P: Adapters>(
             Box::pin(deployments::act(ports, who, id, action, request)).await
         }
         (Route::Metrics, _) => metrics::metrics(ports, request).await,
+        (Route::Me, _) => Ok(ApiResponse::ok(
+            200,
+            json!({ "principal": who.principal, "alias": who.alias, "admin": who.admin }),
+        )),
     };
     result.unwrap_or_else(|response| response)
 }
@@ -219,16 +282,26 @@ pub fn from_http(request: &lambda_http::Request) -> Result<ApiRequest, ApiRespon
         }
         _ => None,
     };
-    let (caller, account) = match request.request_context_ref() {
+    let (caller, caller_alias, account) = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => {
-            let iam = ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref());
-            (
-                iam.and_then(|i| i.user_arn.clone())
-                    .filter(|a| !a.is_empty()),
-                ctx.account_id.clone(),
-            )
+            let iam = ctx
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.iam.as_ref())
+                .and_then(|i| i.user_arn.clone())
+                .filter(|a| !a.is_empty());
+            let oidc = ctx
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .and_then(|jwt| oidc_identity(|k| jwt.claims.get(k).cloned()));
+            match (iam, oidc) {
+                (Some(arn), _) => (Some(arn), None, ctx.account_id.clone()),
+                (None, Some((name, alias))) => (Some(name), alias, ctx.account_id.clone()),
+                (None, None) => (None, None, ctx.account_id.clone()),
+            }
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     let query = request
         .query_string_parameters_ref()
@@ -249,21 +322,48 @@ pub fn from_http(request: &lambda_http::Request) -> Result<ApiRequest, ApiRespon
             .map(str::to_string),
         body,
         caller,
+        caller_alias,
         account,
     })
+}
+
+impl ApiResponse {
+    /// The response's headers and body text, whatever carries it.
+    pub fn http_parts(&self) -> (Vec<(&'static str, &'static str)>, String) {
+        let mut headers = Vec::new();
+        if let Some(allow) = self.allow {
+            headers.push(("allow", allow));
+        }
+        match self.asset {
+            Some(asset) => {
+                headers.push(("content-type", asset.content_type));
+                headers.push(("cache-control", "no-cache"));
+                headers.push(("x-content-type-options", "nosniff"));
+                headers.push((
+                    "content-security-policy",
+                    dashboard::CONTENT_SECURITY_POLICY,
+                ));
+                (headers, asset.body.to_string())
+            }
+            None => {
+                headers.push(("content-type", "application/json"));
+                headers.push(("cache-control", "no-store"));
+                (headers, self.body.to_string())
+            }
+        }
+    }
 }
 
 /// The HTTP response for API Gateway.
 #[cfg(feature = "api")]
 pub fn to_http(response: &ApiResponse) -> lambda_http::Response<lambda_http::Body> {
-    let mut builder = lambda_http::Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json");
-    if let Some(allow) = response.allow {
-        builder = builder.header("allow", allow);
+    let (headers, body) = response.http_parts();
+    let mut builder = lambda_http::Response::builder().status(response.status);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
     }
     builder
-        .body(lambda_http::Body::Text(response.body.to_string()))
+        .body(lambda_http::Body::Text(body))
         .unwrap_or_else(|_| lambda_http::Response::new(lambda_http::Body::Empty))
 }
 

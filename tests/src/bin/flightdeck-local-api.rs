@@ -10,7 +10,13 @@
 //! reported RUNNING and ECS reports its deployment completed (`on-ecs-event`), and the reconcile
 //! loop (`shifter`) runs.
 //!
+//! A deployment whose tag contains `crash`, or whose digest's hex begins `bad`, stands for an
+//! image that cannot start: its tasks are reported stopped (exec format error) until the crash
+//! limit rolls it back.
+//!
 //! Callers are named by the access key id of their SigV4 signature (`infra/local/principals.json`).
+//! The dashboard at `/` needs no sign-in here: it acts as one of the local users
+//! (`local_api::LOCAL_USERS`), named in a header that only this server reads.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,7 +58,15 @@ async fn run() -> Result<()> {
     doc["cluster"] = serde_json::json!(stack.cluster);
     doc["deployers"] = serde_json::json!([
         "arn:aws:iam::123456789012:role/ci-deployer",
-        "arn:aws:iam::123456789012:role/release-approver"
+        "arn:aws:iam::123456789012:role/release-approver",
+        "oidc:dev@example.com",
+        "oidc:lead@example.com"
+    ]);
+    // The dashboard's local users: both may approve, neither their own deployments (four eyes).
+    doc["approvers"] = serde_json::json!([
+        "arn:aws:iam::123456789012:role/release-approver",
+        "oidc:dev@example.com",
+        "oidc:lead@example.com"
     ]);
     stack
         .register("checkout-api", "staging", &doc.to_string())
@@ -126,35 +140,43 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .and_then(|(_, v)| access_key(v))
-        .and_then(|key| state.principals.get(key).cloned());
+        .and_then(|key| state.principals.get(key).cloned())
+        .map(local_api::Caller::Iam)
+        .or_else(|| local_api::page_user(&headers, &state.config.local_users));
     let body = match request.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let event = local_api::event(&method, &path, &headers, &body, caller.as_deref());
+    let event = local_api::event(&method, &path, &headers, &body, caller.as_ref());
     let response = local_api::call(&state.ports, &state.config, &event).await;
     println!("{method} {path} -> {}", response.status);
-    let mut builder = Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json");
-    if let Some(allow) = response.allow {
-        builder = builder.header("allow", allow);
+    let (headers, body) = response.http_parts();
+    let mut builder = Response::builder().status(response.status);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
     }
     builder
-        .body(Full::new(Bytes::from(response.body.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// A tag with `crash` in it, or a digest whose hex begins `bad`, stands for an image that cannot
+/// start on the local stack.
+fn cannot_start(d: &flightdeck::deployment::Deployment) -> bool {
+    d.tag.as_deref().is_some_and(|t| t.contains("crash")) || d.digest.starts_with("sha256:bad")
 }
 
 /// What ECS and the one-minute schedule would do, compressed into a one-second loop.
 async fn simulate_ecs(
     ports: flightdeck_local::LocalPorts,
-    mut ecs: flightdeck_local::EcsSimulator,
+    ecs: flightdeck_local::EcsSimulator,
     alarms: flightdeck::adapters::cloudwatch::CloudWatchAlarms,
 ) {
     use flightdeck::deployment::Status;
     use flightdeck::handlers::{on_ecs_event, shifter};
     use flightdeck::ports::DeploymentStore;
     let mut reported = std::collections::HashSet::new();
+    let mut on_service = std::collections::HashMap::new();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let Ok(ids) = ports.store.all_active().await else {
@@ -164,6 +186,21 @@ async fn simulate_ecs(
             let Ok(Some(d)) = ports.store.get(&id).await else {
                 continue;
             };
+            // Each deployment's events speak of its own ECS service (staging and production
+            // run one each).
+            let ecs = on_service
+                .entry(d.rollout.ecs_service.clone())
+                .or_insert_with(|| ecs.for_service(&d.rollout.ecs_service));
+            // ECS settles a rollback: the service is steady on the previous revision again.
+            if d.status() == Status::RollingBack
+                && d.traffic.is_none()
+                && d.rollback().and_then(|r| r.issued_at).is_some()
+            {
+                if let Ok(event) = ecs.steady_state() {
+                    let _ = on_ecs_event::handle(&ports, event).await;
+                }
+                continue;
+            }
             let Some(td) = d.rollout.new_task_definition.clone() else {
                 continue;
             };
@@ -171,6 +208,17 @@ async fn simulate_ecs(
                 || d.traffic.is_some()
                 || !reported.insert(id.clone())
             {
+                continue;
+            }
+            // An image that cannot start (see the module's notes): its tasks stop with an exec
+            // format error until the crash limit rolls it back.
+            if cannot_start(&d) {
+                for _ in 0..d.max_failed_tasks.max(1) {
+                    let task = ecs.new_task_arn();
+                    if let Ok(event) = ecs.task_exec_format_error(&task, &td, 3) {
+                        let _ = on_ecs_event::handle(&ports, event).await;
+                    }
+                }
                 continue;
             }
             for _ in 0..d.rollout.desired_count.unwrap_or(1) {

@@ -56,6 +56,7 @@ impl Env {
             api: ApiConfig {
                 admins: vec![ADMIN.to_string()],
                 region: REGION.to_string(),
+                ..ApiConfig::default()
             },
         }
     }
