@@ -620,6 +620,11 @@ pub enum Effect {
         environment: String,
     },
     Alert(Box<Alert>),
+    /// Write Flightdeck's own metrics of this change as EMF log lines (`emf`). In the alerts'
+    /// lane: it tells of something that happened and is never cancelled.
+    Measure {
+        metrics: Vec<crate::emf::Metric>,
+    },
     /// Count the deployment, ended, in its service and environment's summary (`/metrics`).
     /// In the alerts' lane: it tells of something that happened and is never cancelled.
     Tally,
@@ -630,7 +635,7 @@ impl Effect {
     /// failing AWS call never holds up an alert. Within a lane effects run in the order decided.
     pub fn lane(&self) -> Lane {
         match self {
-            Effect::Alert(_) | Effect::Tally => Lane::Alerts,
+            Effect::Alert(_) | Effect::Tally | Effect::Measure { .. } => Lane::Alerts,
             _ => Lane::Aws,
         }
     }
@@ -664,6 +669,14 @@ impl Effect {
             Effect::Promote { environment } => format!("promoting to {environment}"),
             Effect::Alert(a) => format!("publishing {}", a.document.event_type.as_str()),
             Effect::Tally => "counting it in the service's summary".to_string(),
+            Effect::Measure { metrics } => format!(
+                "writing metrics {}",
+                metrics
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod deployment;
+pub mod emf;
 pub mod events;
 pub mod freeze;
 pub mod judge;

@@ -20,6 +20,7 @@
 //! Every transition appends an audit event. Deciding never touches the network, and deciding the
 //! same fact twice changes nothing the second time.
 
+use crate::emf::{Metric, MetricName};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::alerts::{Alert, EventType};
@@ -653,9 +654,20 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
                 rollback.issued_at = Some(now);
                 rollback.ecs_deployment_id = ecs_deployment_id.clone();
                 let to = rollback.to_task_definition.clone();
+                let requested_at = rollback.requested_at;
                 d.updated_at = now;
                 let call = engine(&d).rollback_call(&to);
                 note(&mut d, format!("{call} issued"), "flightdeck", now);
+                push_effect(
+                    &mut d,
+                    Effect::Measure {
+                        metrics: vec![Metric::seconds(
+                            MetricName::SignalToRollbackSeconds,
+                            requested_at,
+                            now,
+                        )],
+                    },
+                );
             }
         }
         Fact::ServiceObserved(seen) => observe_service(&mut d, seen, now),
@@ -1205,6 +1217,17 @@ fn judged(d: &mut Deployment, judgement: &Judgement, step: usize, now: DateTime<
         at: now,
         judgement: judgement.clone(),
     });
+    if changed {
+        push_effect(
+            d,
+            Effect::Measure {
+                metrics: vec![Metric {
+                    verdict: Some(judgement.verdict.as_str().to_string()),
+                    ..Metric::count(MetricName::CanaryVerdicts)
+                }],
+            },
+        );
+    }
     if judgement.verdict == Verdict::Fail {
         roll_back(d, judgement.summary.clone(), "flightdeck", now);
     } else if changed {
@@ -1598,6 +1621,7 @@ fn bounded(mut text: String) -> String {
 fn transition(d: &mut Deployment, state: State, reason: String, actor: &str, now: DateTime<Utc>) {
     let reason = bounded(reason);
     let status = state.status();
+    let was = d.status();
     d.state = state;
     d.phase += 1;
     outbox::cancel_stale(d);
@@ -1613,6 +1637,50 @@ fn transition(d: &mut Deployment, state: State, reason: String, actor: &str, now
     if !status.is_active() {
         push_effect(d, Effect::Tally);
     }
+    let metrics = transition_metrics(d, was, status, now);
+    if !metrics.is_empty() {
+        push_effect(d, Effect::Measure { metrics });
+    }
+}
+
+/// Flightdeck's own metrics of a status change: a rollout started (and how long from the push),
+/// an ending by kind, and for a rollback the time from the failure signal to the previous
+/// revision serving again.
+fn transition_metrics(
+    d: &Deployment,
+    was: Status,
+    status: Status,
+    now: DateTime<Utc>,
+) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    match status {
+        Status::Deploying if matches!(was, Status::Pending | Status::AwaitingApproval) => {
+            metrics.push(Metric::count(MetricName::DeploymentsStarted));
+            metrics.push(Metric::seconds(
+                MetricName::PushToDeployingSeconds,
+                d.created_at,
+                now,
+            ));
+        }
+        Status::Succeeded if was != Status::Succeeded => {
+            metrics.push(Metric::count(MetricName::DeploymentsSucceeded));
+        }
+        Status::RolledBack if was != Status::RolledBack => {
+            metrics.push(Metric::count(MetricName::DeploymentsRolledBack));
+            if let Some(rollback) = d.rollback() {
+                metrics.push(Metric::seconds(
+                    MetricName::SignalToRestoredSeconds,
+                    rollback.requested_at,
+                    now,
+                ));
+            }
+        }
+        Status::Failed if was != Status::Failed => {
+            metrics.push(Metric::count(MetricName::DeploymentsFailed));
+        }
+        _ => {}
+    }
+    metrics
 }
 
 /// An ending: `ended` carries its time.
@@ -1944,6 +2012,66 @@ mod tests {
         );
         // A second confirmation changes nothing and alerts nobody.
         assert!(!decide(&back, &completed("ecs-svc/3", 31), t(31)).changed);
+    }
+
+    fn measures(d: &Deployment) -> Vec<(crate::emf::MetricName, f64)> {
+        d.outbox
+            .iter()
+            .filter_map(|e| match &e.effect {
+                Effect::Measure { metrics } => Some(metrics.iter().map(|m| (m.name, m.value))),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn a_rollback_is_measured_from_its_failure_signal_to_the_call_and_to_traffic_restored() {
+        use crate::emf::MetricName::*;
+        let d = run(
+            deploying(0, 2),
+            &[
+                task(1, NEW_TD, "STOPPED", 3, exec_format()),
+                task(2, NEW_TD, "STOPPED", 3, exec_format()),
+                task(3, NEW_TD, "STOPPED", 3, exec_format()),
+            ],
+        );
+        let requested = d.rollback().unwrap().requested_at;
+        let issued = decide(
+            &d,
+            &Fact::RollbackIssued {
+                ecs_deployment_id: Some("ecs-svc/3".into()),
+            },
+            t(20),
+        )
+        .deployment;
+        let back = decide(&issued, &completed("ecs-svc/3", 30), t(30)).deployment;
+        let seconds = |to: DateTime<Utc>| (to - requested).num_milliseconds() as f64 / 1000.0;
+        let measured = measures(&back);
+        assert!(
+            measured.contains(&(SignalToRollbackSeconds, seconds(t(20)))),
+            "{measured:?}"
+        );
+        assert!(
+            measured.contains(&(DeploymentsRolledBack, 1.0)),
+            "{measured:?}"
+        );
+        assert!(
+            measured.contains(&(SignalToRestoredSeconds, seconds(t(30)))),
+            "{measured:?}"
+        );
+        // Said again, nothing is measured twice.
+        let again = decide(&back, &completed("ecs-svc/3", 31), t(31)).deployment;
+        assert_eq!(measures(&again).len(), measured.len());
+        let reissued = decide(
+            &issued,
+            &Fact::RollbackIssued {
+                ecs_deployment_id: Some("ecs-svc/3".into()),
+            },
+            t(25),
+        )
+        .deployment;
+        assert_eq!(measures(&reissued).len(), measures(&issued).len());
     }
 
     #[test]
@@ -2867,7 +2995,7 @@ mod tests {
     fn aws_effects(d: &Deployment) -> Vec<&Effect> {
         d.outbox
             .iter()
-            .filter(|e| !e.cancelled && !matches!(e.effect, Effect::Alert(_)))
+            .filter(|e| !e.cancelled && e.effect.lane() == crate::deployment::Lane::Aws)
             .map(|e| &e.effect)
             .collect()
     }

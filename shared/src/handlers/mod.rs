@@ -273,6 +273,14 @@ async fn effect<P: Adapters>(
             ports.notifier().publish(alert).await?;
             Ok(None)
         }
+        Effect::Measure { metrics } => {
+            let now = ports.clock().now();
+            for document in crate::emf::documents(&d.service, &d.environment, &d.id, metrics, now) {
+                // Straight to stdout, one JSON object a line: CloudWatch Logs extracts it.
+                println!("{document}");
+            }
+            Ok(None)
+        }
         Effect::Tally => {
             if let Some(tally) = crate::ports::Tally::of(d) {
                 ports.store().tally(&tally).await?;
