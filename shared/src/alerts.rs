@@ -285,6 +285,80 @@ impl Alert {
             },
         }
     }
+    /// The alert in AWS Chatbot's custom-notification format (the only one it shows for a topic
+    /// it does not know; anything else is "unsupported event"): a title with the severity, the
+    /// why, the image and traffic, and next steps with the deployment's link on the dashboard.
+    pub fn chat_notification(&self, dashboard: Option<&str>) -> serde_json::Value {
+        let doc = &self.document;
+        let icon = match doc.severity.as_str() {
+            "critical" => ":red_circle:",
+            "warning" => ":warning:",
+            _ => ":large_blue_circle:",
+        };
+        let mut title = format!(
+            "{icon} {} {}: {}",
+            doc.service,
+            doc.environment,
+            doc.event_type.headline()
+        );
+        truncate_chars(&mut title, 250);
+        let mut description = String::new();
+        if let Some(reason) = &doc.reason {
+            description.push_str(&format!("*Why:* {reason}\n"));
+        }
+        if let Some(digest) = &doc.digest {
+            description.push_str(&format!(
+                "*Image:* `{}` ({})\n",
+                doc.tag.as_deref().unwrap_or("untagged"),
+                short_digest(digest)
+            ));
+        }
+        if let (Some(status), Some(percent)) = (&doc.status, doc.traffic_percent) {
+            description.push_str(&format!(
+                "*Status:* {status}, {percent}% of traffic on the new revision\n"
+            ));
+        }
+        truncate_chars(&mut description, 8000);
+        let link = match (dashboard, &doc.deployment_id) {
+            (Some(base), Some(id)) => Some(format!("{}/#d={id}", base.trim_end_matches('/'))),
+            (Some(base), None) => Some(base.trim_end_matches('/').to_string()),
+            _ => None,
+        };
+        let mut next_steps = Vec::new();
+        if let Some(link) = &link {
+            next_steps.push(format!("Open the timeline on the dashboard: {link}"));
+        }
+        match (doc.event_type, &doc.deployment_id) {
+            (EventType::ApprovalRequired | EventType::ApprovalReminder, Some(id)) => next_steps
+                .push(format!(
+                    "An approver other than the one who started it approves it: POST /deployments/{id}/approve"
+                )),
+            (EventType::Started | EventType::Waiting, Some(id)) => next_steps.push(format!(
+                "To stop it: POST /deployments/{id}/rollback (or /abort)"
+            )),
+            (EventType::RolledBack | EventType::Failed, Some(id)) => next_steps.push(format!(
+                "The previous revision serves; GET /deployments/{id} has the whole audit trail"
+            )),
+            _ => {}
+        }
+        serde_json::json!({
+            "version": "1.0",
+            "source": "custom",
+            "id": doc.deployment_id,
+            "content": {
+                "textType": "client-markdown",
+                "title": title,
+                "description": description,
+                "nextSteps": next_steps,
+            },
+            "metadata": {
+                "threadId": doc.deployment_id.clone().unwrap_or_else(|| format!("{}-{}", doc.service, doc.environment)),
+                "summary": self.subject,
+                "eventType": doc.event_type.as_str(),
+                "additionalContext": { "service": doc.service, "environment": doc.environment, "severity": doc.severity },
+            },
+        })
+    }
 
     /// The SNS `MessageStructure=json` message: text for people, the document for machines.
     pub fn sns_message(&self) -> String {
@@ -342,5 +416,83 @@ mod tests {
             "\"deployment.rolled_back\""
         );
         assert_eq!(EventType::AlarmFired.as_str(), "alarm.fired");
+    }
+
+    fn alert(event_type: EventType) -> Alert {
+        Alert {
+            subject: "[Flightdeck] checkout production: rolled back (v2)".into(),
+            text: "text".into(),
+            document: AlertDocument {
+                version: "1".into(),
+                event_type,
+                severity: event_type.severity().into(),
+                service: "checkout".into(),
+                environment: "production".into(),
+                deployment_id: Some("d-0123456789abcdef0123".into()),
+                status: Some("ROLLED_BACK".into()),
+                reason: Some("crash loop: exec format error ×3".into()),
+                digest: Some(format!("sha256:{}", "a".repeat(64))),
+                tag: Some("v2".into()),
+                traffic_percent: Some(0),
+                at: chrono::Utc::now(),
+            },
+        }
+    }
+
+    #[test]
+    fn chat_notifications_have_every_key_chatbots_custom_format_requires() {
+        let all = [
+            EventType::Started,
+            EventType::Succeeded,
+            EventType::Failed,
+            EventType::RolledBack,
+            EventType::ApprovalRequired,
+            EventType::ApprovalReminder,
+            EventType::Waiting,
+            EventType::AlarmFired,
+            EventType::FollowUpFailed,
+        ];
+        for event_type in all {
+            for dashboard in [
+                Some("https://abc.execute-api.eu-west-1.amazonaws.com/"),
+                None,
+            ] {
+                let n = alert(event_type).chat_notification(dashboard);
+                assert_eq!(n["version"], "1.0");
+                assert_eq!(n["source"], "custom");
+                let content = &n["content"];
+                assert!(
+                    ["plain", "client-markdown"].contains(&content["textType"].as_str().unwrap()),
+                    "{n}"
+                );
+                assert!(!content["title"].as_str().unwrap().is_empty(), "{n}");
+                assert!(!content["description"].as_str().unwrap().is_empty(), "{n}");
+                assert!(
+                    content["nextSteps"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|s| s.is_string())
+                );
+                if dashboard.is_some() {
+                    assert!(
+                        content["nextSteps"][0]
+                            .as_str()
+                            .unwrap()
+                            .ends_with("amazonaws.com/#d=d-0123456789abcdef0123"),
+                        "the deployment's link on the dashboard: {n}"
+                    );
+                }
+            }
+        }
+        let rolled_back = alert(EventType::RolledBack).chat_notification(None);
+        let description = rolled_back["content"]["description"].as_str().unwrap();
+        assert!(description.contains("exec format error"), "{description}");
+        assert!(
+            rolled_back["content"]["title"]
+                .as_str()
+                .unwrap()
+                .starts_with(":warning: checkout production: rolled back")
+        );
     }
 }

@@ -4,6 +4,11 @@
 pub struct Config {
     pub table: String,
     pub topic_arn: String,
+    /// `FLIGHTDECK_CHAT_TOPIC_ARN` (optional): alerts also go there in AWS Chatbot's
+    /// custom-notification format.
+    pub chat_topic_arn: Option<String>,
+    /// `FLIGHTDECK_DASHBOARD_URL` (optional): the dashboard, for links in chat messages.
+    pub dashboard_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -24,6 +29,8 @@ impl Config {
         Ok(Config {
             table: get("FLIGHTDECK_TABLE")?,
             topic_arn: get("FLIGHTDECK_TOPIC_ARN")?,
+            chat_topic_arn: lookup("FLIGHTDECK_CHAT_TOPIC_ARN").filter(|v| !v.trim().is_empty()),
+            dashboard_url: lookup("FLIGHTDECK_DASHBOARD_URL").filter(|v| !v.trim().is_empty()),
         })
     }
 }

@@ -38,7 +38,8 @@ pub fn aws_ports<I: crate::ports::ImageResolver>(
         store: dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table),
         ecs: ecs::EcsClient::new(aws_sdk_ecs::Client::new(sdk)),
         traffic: elbv2::ElbTraffic::new(aws_sdk_elasticloadbalancingv2::Client::new(sdk)),
-        notifier: sns::SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn),
+        notifier: sns::SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn)
+            .with_chat(config.chat_topic_arn, config.dashboard_url),
         clock: crate::ports::SystemClock,
         images,
     }
