@@ -691,3 +691,164 @@ async fn the_store_lets_one_registration_claim_an_ecs_service_however_writes_int
         .await?;
     Ok(())
 }
+
+/// `/metrics` over a service with 1,000 past deployments (spread over 90 days, a few a day)
+/// reads one summary item per day of the window with any ended deployment, never the records.
+/// The items are counted by asking DynamoDB for the count of the query the store's `tallies`
+/// makes (the same key condition), beside the call itself.
+#[tokio::test]
+async fn metrics_over_a_thousand_past_deployments_read_one_summary_item_per_day() -> Result<()> {
+    use flightdeck::deployment::Status;
+    use flightdeck::ports::Tally;
+    let t = api("thousand").await?;
+    let now = chrono::Utc::now();
+    let mut in_window = 0;
+    for n in 0..1000i64 {
+        let created_at = now - chrono::Duration::minutes(n * 129 + 5);
+        let tally = Tally {
+            id: format!("d-{:020x}", n),
+            service: "checkout-api".into(),
+            environment: "staging".into(),
+            created_at,
+            status: if n % 10 == 0 {
+                Status::RolledBack
+            } else {
+                Status::Succeeded
+            },
+            lead_seconds: Some(300 + n % 60),
+            restore_seconds: (n % 10 == 0).then_some(90),
+            revert: false,
+        };
+        if created_at >= now - chrono::Duration::days(30) {
+            in_window += 1;
+        }
+        t.ports.store.tally(&tally).await?;
+    }
+    for days in [30i64, 365] {
+        let metrics = t
+            .send(
+                "GET",
+                &format!("/metrics?service=checkout-api&environment=staging&days={days}"),
+                None,
+                Some(STRANGER),
+                None,
+            )
+            .await;
+        assert_eq!(metrics.status, 200, "{}", metrics.body);
+        let counted = metrics.body["deployments"].as_u64().unwrap_or_default();
+        if days == 30 {
+            // The summary is read from the window's first day on and filtered to its start.
+            assert!(
+                counted >= in_window && counted <= in_window + 12,
+                "{counted} vs {in_window}"
+            );
+        } else {
+            assert_eq!(counted, 1000);
+        }
+        // What that call read: the summary items from the window's first day on.
+        let since = (now - chrono::Duration::days(days)).date_naive();
+        let read = t
+            .stack
+            .dynamodb
+            .query()
+            .table_name(&t.stack.table)
+            .key_condition_expression("pk = :p AND sk >= :since")
+            .expression_attribute_values(
+                ":p",
+                aws_sdk_dynamodb::types::AttributeValue::S("SUMMARY#checkout-api#staging".into()),
+            )
+            .expression_attribute_values(
+                ":since",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("DAY#{since}")),
+            )
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await?;
+        println!(
+            "metrics: 1,000 past deployments, days={days}: {} summary items read for {counted} \
+             deployments in the window (the records read before the summary: {counted})",
+            read.count
+        );
+        assert!(read.count <= days as i32 + 1, "{} items", read.count);
+        assert!(
+            read.count <= 91,
+            "one item per day with any: {}",
+            read.count
+        );
+    }
+    Ok(())
+}
+
+/// The same person sends an ID token (subject and verified email) to start and an access token
+/// (subject only) to approve: one principal either way, so four eyes holds.
+#[tokio::test]
+async fn an_oidc_user_cannot_approve_with_another_token_what_they_started() -> Result<()> {
+    let t = api("oidc-4eyes").await?;
+    let path =
+        flightdeck_local::repo_root().join("infra/local/registrations/checkout-api.staging.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    doc["cluster"] = json!(t.stack.cluster);
+    doc["engine"]["service"] = json!(t.stack.service);
+    doc["gates"]["approval"] = json!(true);
+    doc["deployers"] = json!(["oidc:alice@example.com"]);
+    doc["approvers"] = json!(["oidc:sub-alice@example.com", "oidc:bob@example.com"]);
+    t.stack
+        .register(&t.stack.service, "staging", &doc.to_string())
+        .await?;
+    // ID token: subject `sub-alice@example.com`, verified email alice@example.com.
+    let started = t
+        .send(
+            "POST",
+            "/ui/deployments",
+            Some(json!({"service": "checkout-api", "environment": "staging", "image": digest("alice")})),
+            Some("oidc:alice@example.com"),
+            None,
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    assert_eq!(
+        started.body["status"],
+        json!("AWAITING_APPROVAL"),
+        "{}",
+        started.body
+    );
+    let id = started.body["id"].as_str().unwrap_or_default().to_string();
+    let alice = Caller::Oidc {
+        email: "alice@example.com".into(),
+        subject: "sub-alice@example.com".into(),
+    };
+    let mut e = event(
+        "POST",
+        &format!("/ui/deployments/{id}/approve"),
+        &[],
+        b"",
+        Some(&alice),
+    );
+    // Her access token: no email.
+    if let Some(claims) = e["requestContext"]["authorizer"]["jwt"]["claims"].as_object_mut() {
+        claims.remove("email");
+        claims.remove("email_verified");
+    }
+    let own = call(&t.ports, &t.config, &e).await;
+    assert_eq!(
+        own.status, 403,
+        "self-approval with another token: {}",
+        own.body
+    );
+    assert!(
+        own.body.to_string().contains("cannot approve it"),
+        "{}",
+        own.body
+    );
+    let bob = t
+        .send(
+            "POST",
+            &format!("/ui/deployments/{id}/approve"),
+            None,
+            Some("oidc:bob@example.com"),
+            None,
+        )
+        .await;
+    assert_eq!(bob.status, 200, "{}", bob.body);
+    Ok(())
+}

@@ -341,10 +341,9 @@ impl Alert {
             )),
             _ => {}
         }
-        serde_json::json!({
+        let mut notification = serde_json::json!({
             "version": "1.0",
             "source": "custom",
-            "id": doc.deployment_id,
             "content": {
                 "textType": "client-markdown",
                 "title": title,
@@ -357,7 +356,12 @@ impl Alert {
                 "eventType": doc.event_type.as_str(),
                 "additionalContext": { "service": doc.service, "environment": doc.environment, "severity": doc.severity },
             },
-        })
+        });
+        // `id` is a string when present; an alert about no deployment has none.
+        if let Some(id) = &doc.deployment_id {
+            notification["id"] = serde_json::json!(id);
+        }
+        notification
     }
 
     /// The SNS `MessageStructure=json` message: text for people, the document for machines.
@@ -485,6 +489,10 @@ mod tests {
                 }
             }
         }
+        let mut no_deployment = alert(EventType::AlarmFired);
+        no_deployment.document.deployment_id = None;
+        let n = no_deployment.chat_notification(None);
+        assert!(n.get("id").is_none_or(serde_json::Value::is_string), "{n}");
         let rolled_back = alert(EventType::RolledBack).chat_notification(None);
         let description = rolled_back["content"]["description"].as_str().unwrap();
         assert!(description.contains("exec format error"), "{description}");

@@ -2544,6 +2544,29 @@ mod tests {
     }
 
     #[test]
+    fn an_alb_weights_rollback_is_measured_from_its_failure_signal_to_the_weights_call() {
+        let d = alb_deploying(r#"{"type":"canary","steps":[10,100],"bake_minutes":5}"#);
+        let d = settle_effects(decide(&d, &green_ready(), t(2)).deployment, t(2));
+        let fired = Fact::AlarmFired {
+            alarm: "web-5xx".into(),
+            reason: "Threshold Crossed: 7 > 5".into(),
+            gating: false,
+            since: None,
+        };
+        let d = decide(&d, &fired, t(60)).deployment;
+        let requested = d.rollback().unwrap().requested_at;
+        let back = decide(&d, &Fact::WeightsSet { percent: 0 }, t(61)).deployment;
+        assert_eq!(back.status(), Status::RolledBack);
+        let seconds = (t(61) - requested).num_milliseconds() as f64 / 1000.0;
+        let measured = measures(&back);
+        assert!(
+            measured.contains(&(crate::emf::MetricName::SignalToRollbackSeconds, seconds)),
+            "{measured:?}"
+        );
+        assert!(measured.contains(&(crate::emf::MetricName::DeploymentsRolledBack, 1.0)));
+    }
+
+    #[test]
     fn an_alarm_that_does_not_gate_the_deployment_is_ignored() {
         let d = alb_deploying(r#"{"type":"all-at-once","bake_minutes":0}"#);
         let other = Fact::AlarmFired {

@@ -63,7 +63,7 @@ pub fn page_user(headers: &[(String, String)], users: &[String]) -> Option<Calle
         .find(|u| u.as_str() == named)
         .map(|u| Caller::Oidc {
             email: u.clone(),
-            subject: format!("local-{}", &crate::hex64(u)[..12]),
+            subject: u.clone(),
         })
 }
 

@@ -96,17 +96,19 @@ fn settings(config: &ApiConfig) -> serde_json::Value {
 }
 
 /// The caller's identity from an OIDC token's claims, as the JWT authorizer passes them:
-/// `oidc:<email>` when the provider says the email is verified, else `oidc:<subject>`, and the
-/// other name it may be listed under. `None` without a subject.
+/// always `oidc:<subject>` (the same whichever token, ID or access, the caller sends, so four
+/// eyes cannot be passed by switching tokens), and `oidc:<email>` as the other name it may be
+/// listed under when the provider says the email is verified. `None` without a subject.
 pub fn oidc_identity(claim: impl Fn(&str) -> Option<String>) -> Option<(String, Option<String>)> {
     let subject = claim("sub").filter(|s| !s.is_empty())?;
     let verified_email = claim("email")
         .filter(|e| !e.is_empty())
         .filter(|_| claim("email_verified").as_deref() == Some("true"));
-    Some(match verified_email {
-        Some(email) => (format!("oidc:{email}"), Some(format!("oidc:{subject}"))),
-        None => (format!("oidc:{subject}"), None),
-    })
+    let principal = format!("oidc:{subject}");
+    let alias = verified_email
+        .map(|email| format!("oidc:{email}"))
+        .filter(|alias| *alias != principal);
+    Some((principal, alias))
 }
 
 #[cfg(test)]
@@ -160,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn an_oidc_caller_is_their_verified_email_or_else_their_subject() {
+    fn an_oidc_caller_is_their_subject_also_listed_by_their_verified_email() {
         let claims = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| {
                 pairs
@@ -175,7 +177,7 @@ mod tests {
                 ("email", "a@example.com"),
                 ("email_verified", "true")
             ])),
-            Some(("oidc:a@example.com".into(), Some("oidc:u-1".into())))
+            Some(("oidc:u-1".into(), Some("oidc:a@example.com".into())))
         );
         assert_eq!(
             oidc_identity(claims(&[("sub", "u-1"), ("email", "a@example.com")])),

@@ -93,13 +93,17 @@ pub fn dora(
     {
         *by_status.entry(status.as_str()).or_insert(0u32) += 1;
     }
-    let mut in_order: Vec<&Tally> = ended.iter().collect();
-    in_order.sort_by_key(|t| t.created_at);
+    // Rework among the rollouts that ran (an aborted or superseded one changed nothing).
     let bad = |t: &Tally| matches!(t.status, Status::RolledBack | Status::Failed);
-    let rework = in_order
+    let mut rollouts: Vec<&Tally> = ended
+        .iter()
+        .filter(|t| bad(t) || t.status == Status::Succeeded)
+        .collect();
+    rollouts.sort_by_key(|t| t.created_at);
+    let rework = rollouts
         .iter()
         .enumerate()
-        .filter(|(i, t)| t.revert || (*i > 0 && bad(in_order[i - 1])))
+        .filter(|(i, t)| t.revert || (*i > 0 && bad(rollouts[i - 1])))
         .count();
     let mut daily = Vec::new();
     let mut day = window.0;
@@ -128,7 +132,7 @@ pub fn dora(
         "lead_time_seconds": { "median": median(&lead), "samples": lead.len() },
         "change_failure_rate": if finished == 0 { Value::Null } else { json!(round2(failed as f64 / finished as f64)) },
         "time_to_restore_seconds": { "median": median(&restore), "samples": restore.len() },
-        "rework_rate": if ended.is_empty() { Value::Null } else { json!(round2(rework as f64 / ended.len() as f64)) },
+        "rework_rate": if rollouts.is_empty() { Value::Null } else { json!(round2(rework as f64 / rollouts.len() as f64)) },
         "daily": daily,
     })
 }
@@ -160,6 +164,41 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[5, 1, 3]), Some(3));
         assert_eq!(median(&[4, 1, 3, 2]), Some(2));
+    }
+}
+
+#[cfg(test)]
+mod rework_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(id: &str, hour: u32, status: Status, revert: bool) -> Tally {
+        Tally {
+            id: id.into(),
+            service: "api".into(),
+            environment: "staging".into(),
+            created_at: chrono::Utc
+                .with_ymd_and_hms(2026, 11, 20, hour, 0, 0)
+                .unwrap(),
+            status,
+            lead_seconds: None,
+            restore_seconds: None,
+            revert,
+        }
+    }
+
+    #[test]
+    fn rework_counts_the_first_rollout_after_a_failure_and_reverts_among_rollouts() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let ended = [
+            at("d-1", 1, Status::RolledBack, false),
+            at("d-2", 2, Status::Superseded, false),
+            at("d-3", 3, Status::Succeeded, false),
+            at("d-4", 4, Status::Succeeded, true),
+        ];
+        // Rollouts d-1, d-3, d-4: d-3 fixed d-1, d-4 was a revert.
+        let v = dora("api", "staging", (day(19), day(21)), &ended, &[]);
+        assert_eq!(v["rework_rate"], json!(0.67));
     }
 }
 
@@ -206,8 +245,8 @@ mod summary_tests {
         assert_eq!(v["lead_time_seconds"]["median"], json!(400));
         assert_eq!(v["change_failure_rate"], json!(0.33));
         assert_eq!(v["time_to_restore_seconds"]["median"], json!(120));
-        // d-4 came after d-3 rolled back: a fix, unplanned.
-        assert_eq!(v["rework_rate"], json!(0.25));
+        // No rollout came after d-3 rolled back (d-4 was aborted): no rework among three.
+        assert_eq!(v["rework_rate"], json!(0.0));
         let daily = v["daily"].as_array().unwrap();
         assert_eq!(daily.len(), 3);
         assert_eq!(daily[1]["date"], json!("2026-11-20"));

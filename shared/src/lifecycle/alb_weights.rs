@@ -178,7 +178,18 @@ impl Engine for AlbWeights {
             }
             State::RollingBack { rollback } if percent == 0 => {
                 rollback.issued_at = Some(now);
+                let requested_at = rollback.requested_at;
                 d.traffic_percent = 0;
+                push_effect(
+                    d,
+                    Effect::Measure {
+                        metrics: vec![crate::emf::Metric::seconds(
+                            crate::emf::MetricName::SignalToRollbackSeconds,
+                            requested_at,
+                            now,
+                        )],
+                    },
+                );
                 let why = format!(
                     "weights back to 100% on the stable {} colour ({split})",
                     colour_name(stable)
