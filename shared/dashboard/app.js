@@ -99,7 +99,8 @@
     const config = await discovery();
     const verifier = randomText();
     const nonce = randomText();
-    sessionStorage.setItem("flightdeck.pkce", JSON.stringify({ verifier, nonce }));
+    // The fragment (a chat link's `#d=<id>`) does not survive the redirect: kept here.
+    sessionStorage.setItem("flightdeck.pkce", JSON.stringify({ verifier, nonce, hash: location.hash }));
     const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
     const url = new URL(config.authorization_endpoint);
     url.search = new URLSearchParams({
@@ -113,7 +114,7 @@
     const saved = JSON.parse(sessionStorage.getItem("flightdeck.pkce") || "null");
     if (!code || !saved) return;
     sessionStorage.removeItem("flightdeck.pkce");
-    history.replaceState(null, "", redirectUri() + location.hash);
+    history.replaceState(null, "", redirectUri() + (saved.hash || location.hash));
     if (params.get("state") !== saved.nonce) throw new Error("sign-in answer does not match the request; sign in again");
     const config = await discovery();
     const r = await fetch(config.token_endpoint, {
@@ -411,7 +412,8 @@
 
   // ---- polling
   async function refresh(force) {
-    if (state.busy) return;
+    // Asked while a poll is in flight (an action, an opened timeline): run again right after it.
+    if (state.busy) { state.again = state.again || (force ? "force" : "poll"); return; }
     state.busy = true;
     try {
       if (!state.me) state.me = await api("/me");
@@ -435,17 +437,37 @@
       document.body.dataset.loaded = String(state.lastOk);
     } catch (e) {
       state.error = e.message;
-      if (e.status === 401 || e.status === 403) showNotice(`The API refused the page: ${e.message}`, false);
+      if (e.status === 401 && state.settings.signin === "oidc") {
+        // The sign-in expired: offer it again rather than polling into refusals.
+        sessionStorage.removeItem("flightdeck.token");
+        state.token = null;
+        renderIdentity();
+        showNotice("Your sign-in expired: sign in again to go on.", false);
+      } else if (e.status === 401 || e.status === 403) {
+        showNotice(`The API refused the page: ${e.message}`, false);
+      }
     } finally {
       state.busy = false;
       renderFreshness();
+      const again = state.again;
+      state.again = null;
+      if (again) refresh(again === "force");
     }
+  }
+  // Resolves once `ready()` holds (checked every 100 ms, for at most 10 s).
+  function until(ready) {
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const check = () => (ready() || Date.now() - started > 10000 ? resolve() : setTimeout(check, 100));
+      check();
+    });
   }
   function select() {
     const m = /^#d=(d-[0-9a-f]{20})$/.exec(location.hash);
     state.selected = m ? m[1] : null;
     if (!state.selected) { state.detail = null; renderTimeline(); return; }
-    refresh(false).then(() => $("timeline-title").focus());
+    refresh(false).then(() => until(() => state.detail && state.detail.id === state.selected))
+      .then(() => $("timeline-title").focus());
   }
 
   async function start() {

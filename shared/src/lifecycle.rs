@@ -508,6 +508,7 @@ pub fn decide(current: &Deployment, fact: &Fact, now: DateTime<Utc>) -> Decision
             } else if let State::Succeeded { watch_until, .. } = &mut d.state
                 && watch_until.take().is_some()
             {
+                watch_over(&mut d);
                 // A watch cut short proves nothing: the revision is not promoted (a revert, or a
                 // newer release, takes over from it).
                 let text = match &d.promote_to {
@@ -838,6 +839,7 @@ fn tick(d: &mut Deployment, now: DateTime<Utc>) {
             if let State::Succeeded { watch_until, .. } = &mut d.state {
                 *watch_until = None;
             }
+            watch_over(d);
             let text = format!("post-deployment watch of {minutes} min over with every gate green");
             note(d, text, "flightdeck", now);
             promote_after_watch(d);
@@ -1513,6 +1515,17 @@ fn succeed(d: &mut Deployment, now: DateTime<Utc>) {
     }
 }
 
+/// A success is counted in Flightdeck's metrics once its watch window is over (or cut short by
+/// a newer deployment): one ending per deployment, never a success and then a rollback.
+fn watch_over(d: &mut Deployment) {
+    push_effect(
+        d,
+        Effect::Measure {
+            metrics: vec![Metric::count(MetricName::DeploymentsSucceeded)],
+        },
+    );
+}
+
 /// The promotion success owes, once the watch window (if any) is over.
 fn promote_after_watch(d: &mut Deployment) {
     if let Some(environment) = d.promote_to.clone()
@@ -1662,7 +1675,9 @@ fn transition_metrics(
                 now,
             ));
         }
-        Status::Succeeded if was != Status::Succeeded => {
+        // With a watch window, counted when the watch is over (a rollback inside it is the
+        // one ending counted): see `watch_over`.
+        Status::Succeeded if was != Status::Succeeded && d.watch_until().is_none() => {
             metrics.push(Metric::count(MetricName::DeploymentsSucceeded));
         }
         Status::RolledBack if was != Status::RolledBack => {

@@ -399,6 +399,49 @@ fn an_approval_waiting_past_its_intervals_is_reminded_then_escalated_once_each()
     assert!(reminder.text.contains("/approve"), "{}", reminder.text);
 }
 
+/// The endings counted in Flightdeck's metrics by the effects still in the outbox.
+fn endings_measured(d: &Deployment) -> Vec<crate::emf::MetricName> {
+    use crate::emf::MetricName::*;
+    d.outbox
+        .iter()
+        .filter_map(|e| match &e.effect {
+            Effect::Measure { metrics } => Some(metrics.iter().map(|m| m.name)),
+            _ => None,
+        })
+        .flatten()
+        .filter(|n| {
+            matches!(
+                n,
+                DeploymentsSucceeded | DeploymentsRolledBack | DeploymentsFailed
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_release_rolled_back_in_its_watch_is_counted_as_one_ending_not_two() {
+    use crate::emf::MetricName::*;
+    let r = rolling(r#", "gates": { "alarms": ["api-5xx"], "watch_minutes": 30 }"#);
+    let d = succeeded_rolling(&r, minutes(2));
+    assert!(endings_measured(&d).is_empty(), "not counted while watched");
+    let fired = Fact::AlarmFired {
+        alarm: "api-5xx".into(),
+        reason: "Threshold Crossed: 5xx > 10".into(),
+        gating: true,
+        since: Some(minutes(7)),
+    };
+    let d = settle(at(&d, fired, minutes(7)), minutes(7));
+    let d = at(&d, rolling_ready("checkout-api", OLD_TD), minutes(9));
+    assert_eq!(d.status(), Status::RolledBack);
+    assert_eq!(endings_measured(&d), vec![DeploymentsRolledBack]);
+    // One whose watch runs its course is counted a success, once.
+    let ok = succeeded_rolling(&r, minutes(2));
+    let ok = at(&ok, Fact::Tick, minutes(33));
+    assert_eq!(ok.watch_until(), None);
+    assert_eq!(endings_measured(&ok), vec![DeploymentsSucceeded]);
+    assert!(!decide(&ok, &Fact::Tick, minutes(34)).changed);
+}
+
 #[test]
 fn a_gating_alarm_inside_the_watch_window_rolls_a_succeeded_deployment_back() {
     let r = rolling(r#", "gates": { "alarms": ["api-5xx"], "watch_minutes": 30 }"#);

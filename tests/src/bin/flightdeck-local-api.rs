@@ -142,7 +142,13 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         .and_then(|(_, v)| access_key(v))
         .and_then(|key| state.principals.get(key).cloned())
         .map(local_api::Caller::Iam)
-        .or_else(|| local_api::page_user(&headers, &state.config.local_users));
+        // The page's user header names a caller only on the page's routes, as a sign-in token
+        // only reaches the function through the dashboard's API in AWS.
+        .or_else(|| {
+            path.starts_with("/ui/")
+                .then(|| local_api::page_user(&headers, &state.config.local_users))
+                .flatten()
+        });
     let body = match request.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
