@@ -117,6 +117,25 @@ impl DeploymentItem {
 }
 
 impl DynamoStore {
+    /// A query of one service and environment's deployments on the by-service index, newest
+    /// first (the listing's pages and the latest one).
+    fn newest_first(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_SERVICE_INDEX)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(
+                ":p",
+                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
+            )
+            .scan_index_forward(false)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
             client,
@@ -566,16 +585,7 @@ impl DeploymentStore for DynamoStore {
 
     async fn latest(&self, service: &str, environment: &str) -> PortResult<Option<Deployment>> {
         let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_SERVICE_INDEX)
-            .key_condition_expression("gsi1pk = :p")
-            .expression_attribute_values(
-                ":p",
-                AttributeValue::S(format!("SERVICE#{service}#{environment}")),
-            )
-            .scan_index_forward(false)
+            .newest_first(service, environment)
             .limit(1)
             .send()
             .await
@@ -771,16 +781,7 @@ impl DeploymentStore for DynamoStore {
         let mut reads = 0;
         loop {
             let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_SERVICE_INDEX)
-                .key_condition_expression("gsi1pk = :p")
-                .expression_attribute_values(
-                    ":p",
-                    AttributeValue::S(format!("SERVICE#{service}#{environment}")),
-                )
-                .scan_index_forward(false)
+                .newest_first(service, environment)
                 .limit(if status.is_some() {
                     FILTERED_PAGE
                 } else {

@@ -7,25 +7,20 @@ use sha2::{Digest, Sha256};
 use super::authorization::Caller;
 use super::documents::deployment_json;
 use super::services::find_registration;
-use super::{Answer, ApiConfig, ApiRequest, ApiResponse, from_handler, invalid, query, upstream};
+use super::{
+    Answer, ApiConfig, ApiRequest, ApiResponse, from_handler, invalid, query,
+    service_and_environment, upstream, whole_number,
+};
 use crate::deployment::{Deployment, Status};
 use crate::events::valid_digest;
 use crate::handlers::{self, create_and_start};
 use crate::lifecycle::Fact;
 use crate::ports::{Adapters, Clock, DeploymentStore, ImageResolver};
-use crate::registration::{Registration, check_name};
+use crate::registration::Registration;
 
 pub(super) async fn list_deployments<P: Adapters>(ports: &P, request: &ApiRequest) -> Answer {
-    let (Some(service), Some(environment)) =
-        (query(request, "service"), query(request, "environment"))
-    else {
-        return Err(invalid(
-            "service, environment",
-            "both are required to list deployments",
-        ));
-    };
-    check_name("service", service).map_err(|e| invalid("service", e))?;
-    check_name("environment", environment).map_err(|e| invalid("environment", e))?;
+    let (service, environment) =
+        service_and_environment(request, "both are required to list deployments")?;
     let status = match query(request, "status") {
         Some(s) => Some(
             parse_status(s)
@@ -33,14 +28,7 @@ pub(super) async fn list_deployments<P: Adapters>(ports: &P, request: &ApiReques
         ),
         None => None,
     };
-    let limit = match query(request, "limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| invalid("limit", "must be a whole number from 1 to 100"))?,
-        None => 20,
-    };
+    let limit = whole_number(request, "limit", 1..=100, 20)?;
     let page = ports
         .store()
         .page(

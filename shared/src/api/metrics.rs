@@ -5,29 +5,15 @@ use std::collections::BTreeMap;
 use chrono::{Duration, NaiveDate};
 use serde_json::{Value, json};
 
-use super::{Answer, ApiRequest, ApiResponse, invalid, query, upstream};
+use super::{Answer, ApiRequest, ApiResponse, service_and_environment, upstream, whole_number};
 use crate::deployment::Status;
 use crate::ports::{Adapters, Clock, DeploymentStore, Tally};
-use crate::registration::check_name;
 
 /// DORA figures over the last `days` days, from the service's summary (never the records of the
 /// ended deployments) and the deployments in flight.
 pub(super) async fn metrics<P: Adapters>(ports: &P, request: &ApiRequest) -> Answer {
-    let (Some(service), Some(environment)) =
-        (query(request, "service"), query(request, "environment"))
-    else {
-        return Err(invalid("service, environment", "both are required"));
-    };
-    check_name("service", service).map_err(|e| invalid("service", e))?;
-    check_name("environment", environment).map_err(|e| invalid("environment", e))?;
-    let days = match query(request, "days") {
-        Some(d) => d
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| invalid("days", "must be a whole number from 1 to 365"))?,
-        None => 30,
-    };
+    let (service, environment) = service_and_environment(request, "both are required")?;
+    let days = whole_number(request, "days", 1..=365, 30)?;
     let now = ports.clock().now();
     let since = now - Duration::days(i64::from(days));
     // The summary of the ended ones (an item per day with any), and the few in flight.

@@ -262,6 +262,49 @@ pub(crate) fn upstream(e: impl Into<HandlerError>) -> ApiResponse {
     from_handler(e.into())
 }
 
+/// The `service` and `environment` query parameters, both required (`missing` says so) and
+/// checked as names.
+pub(crate) fn service_and_environment<'a>(
+    request: &'a ApiRequest,
+    missing: &str,
+) -> Result<(&'a str, &'a str), ApiResponse> {
+    let (Some(service), Some(environment)) =
+        (query(request, "service"), query(request, "environment"))
+    else {
+        return Err(invalid("service, environment", missing));
+    };
+    crate::registration::check_name("service", service).map_err(|e| invalid("service", e))?;
+    crate::registration::check_name("environment", environment)
+        .map_err(|e| invalid("environment", e))?;
+    Ok((service, environment))
+}
+
+/// A whole-number query parameter within `range`, or `default` when absent.
+pub(crate) fn whole_number(
+    request: &ApiRequest,
+    name: &str,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+) -> Result<u32, ApiResponse> {
+    match query(request, name) {
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    format!(
+                        "must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+        None => Ok(default),
+    }
+}
+
 pub(crate) fn query<'a>(request: &'a ApiRequest, name: &str) -> Option<&'a str> {
     request
         .query
